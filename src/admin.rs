@@ -1,0 +1,61 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Never proxied, never authenticated;
+//! bind it to loopback or a pod-internal address.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct AdminState {
+    keys: Arc<KeyStore>,
+    metrics: Arc<Metrics>,
+}
+
+/// The admin routes.
+pub fn router(keys: Arc<KeyStore>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { keys, metrics })
+}
+
+/// 200 once every issuer has usable keys, and while it serves last-known-good keys during an
+/// identity-provider outage; 503 naming the sources without keys otherwise.
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let missing: Vec<&str> = s
+        .keys
+        .issuers
+        .iter()
+        .filter(|i| !i.source.is_ready())
+        .map(|i| i.source.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: no signing keys yet for {}\n",
+                missing.join(", ")
+            ),
+        )
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}

@@ -1,0 +1,250 @@
+//! Assembling the gateway: the one request stack, the listeners, and graceful shutdown.
+//!
+//! This is the only place that decides the order of layers; each says why it sits where it
+//! does. Tests start the same thing on port 0 through [`start`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{MethodRouter, get};
+use axum::serve::ListenerExt as _;
+use http::header;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::challenge::RESOURCE_METADATA_PATH;
+use crate::auth::{Challenges, Validator};
+use crate::config::Config;
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::proxy::{self, Forwarder, Gateway, ResourceMetadataDoc};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the identity-provider HTTP client: {0}")]
+    HttpClient(String),
+    #[error("challenge header: {0}")]
+    Challenge(String),
+}
+
+/// A started gateway.
+pub struct Running {
+    /// The proxy listener's bound address.
+    pub addr: SocketAddr,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<KeyStore>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    refreshers: Vec<JoinHandle<()>>,
+}
+
+/// The proxy listener's stack. Order, outermost first:
+/// 1. sensitive headers: marks `Authorization`/`Cookie` before anything could log them;
+/// 2. request id: every request gets an `x-request-id` (kept if the client sent one) so the
+///    decision log, the upstream and the client can be correlated;
+/// 3. trace span: carries the request id into every event of the request;
+/// 4. propagate request id: echoes it on the response, including refusals;
+/// 5. the gateway itself (authenticate, mutate, forward), see [`proxy::handle`].
+pub fn proxy_router(gw: Arc<Gateway>) -> Router {
+    let mut router = Router::new();
+    if gw.resource_metadata.is_some() {
+        // Only GET is the metadata document; any other method there is an ordinary request.
+        let route: MethodRouter<Arc<Gateway>> =
+            get(proxy::resource_metadata).fallback(proxy::handle);
+        router = router.route(RESOURCE_METADATA_PATH, route);
+    }
+    router.fallback(proxy::handle).with_state(gw).layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(
+                |req: &http::Request<axum::body::Body>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::debug_span!("request", request_id = %id)
+                },
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id()),
+    )
+}
+
+/// Builds the HTTP client used for the identity provider's metadata and keys.
+///
+/// # Errors
+/// When the TLS stack cannot be initialised.
+pub fn idp_client(timeout: Duration) -> Result<reqwest::Client, StartupError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("entragate/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .map_err(|e| StartupError::HttpClient(e.to_string()))
+}
+
+/// Binds the listeners and starts serving; keys load in the background (`/readyz` says when).
+///
+/// # Errors
+/// A listener that cannot bind, or a client that cannot be built.
+pub async fn start(config: &Config) -> Result<Running, StartupError> {
+    let listener = bind("server.listen", config.server.listen).await?;
+    let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
+    let addr = local_addr("server.listen", &listener)?;
+    let admin_addr = local_addr("server.admin_listen", &admin_listener)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let client = idp_client(config.entra.metadata_timeout)?;
+    let keys = Arc::new(KeyStore::for_entra(&config.entra, &client, &metrics));
+    let refreshers = keys.spawn_refresh();
+
+    let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
+        .map_err(|e| StartupError::Challenge(e.to_string()))?;
+    let resource_metadata = config
+        .challenge
+        .resource_metadata
+        .then(|| ResourceMetadataDoc {
+            resource: config.server.public_url.clone(),
+            authorization_server: format!(
+                "{}/{}/v2.0",
+                config.entra.authority, config.entra.tenant_id
+            ),
+        });
+    let gateway = Arc::new(Gateway {
+        validator: Validator::new(&config.entra, Arc::clone(&keys)),
+        challenges,
+        forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone()),
+        upstream_authorization: config.upstream.authorization.clone(),
+        metrics: Arc::clone(&metrics),
+        resource_metadata,
+    });
+
+    let (shutdown, signal) = watch::channel(false);
+    let proxy = proxy_router(gateway);
+    let admin = crate::admin::router(Arc::clone(&keys), Arc::clone(&metrics));
+    let servers = vec![
+        serve(listener, proxy, signal.clone()),
+        serve(admin_listener, admin, signal),
+    ];
+    tracing::info!(%addr, %admin_addr, "entragate listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        metrics,
+        keys,
+        shutdown,
+        servers,
+        refreshers,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then stops.
+    /// Returns false when the grace period ran out with requests still open.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        for r in &self.refreshers {
+            r.abort();
+        }
+        let all = futures_util::future::join_all(self.servers);
+        tokio::time::timeout(grace, all).await.is_ok()
+    }
+
+    /// Waits until a shutdown signal (SIGTERM or SIGINT), then [`Running::shutdown`].
+    pub async fn run_until_signal(self, grace: Duration) -> bool {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining in-flight requests"
+        );
+        let drained = self.shutdown(grace).await;
+        if drained {
+            tracing::info!("all requests finished; bye");
+        } else {
+            tracing::warn!("grace period over with requests still open; closing them");
+        }
+        drained
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { key, addr, source })
+}
+
+fn local_addr(key: &'static str, l: &TcpListener) -> Result<SocketAddr, StartupError> {
+    l.local_addr().map_err(|source| StartupError::Bind {
+        key,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+/// Serves `router` (HTTP/1.1, and HTTP/2 with prior knowledge) until `signal` turns true.
+fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut signal: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "listener failed");
+        }
+    })
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

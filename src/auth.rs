@@ -1,0 +1,17 @@
+//! Authentication: is this request carrying a valid Entra access token for this API?
+//!
+//! [`bearer`] finds the credential, [`token`] decodes it, [`validate`] checks it against the
+//! key store and the configured tenant, audiences and clients, and [`challenge`] holds the
+//! `WWW-Authenticate` answers. [`Reason`] names every way a request can be refused.
+
+pub mod bearer;
+pub mod challenge;
+mod reason;
+pub mod token;
+pub mod validate;
+
+pub use bearer::Bearer;
+pub use challenge::Challenges;
+pub use reason::Reason;
+pub use token::Claims;
+pub use validate::{Principal, Rejected, Validator};

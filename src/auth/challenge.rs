@@ -1,0 +1,178 @@
+//! `WWW-Authenticate` values, built once at startup.
+//!
+//! Power Query reads the challenge to find where to sign in. Microsoft documents the answers
+//! unquoted, and Power Query's empty-bearer probe gets exactly
+//! `Bearer authorization_uri=https://login.microsoftonline.com/<tenant>/oauth2/authorize`, so
+//! these are written byte for byte as documented (SPEC §4), not re-quoted per RFC 7235.
+
+use http::HeaderValue;
+
+use crate::config::Challenge;
+
+/// Which challenge a refusal carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No credentials: realm + authorization_uri, no error (RFC 6750 §3.1).
+    Missing,
+    /// Power Query's empty-bearer probe: authorization_uri only.
+    EmptyBearer,
+    /// `error="invalid_token"`.
+    InvalidToken,
+    /// `error="invalid_request"`.
+    InvalidRequest,
+}
+
+/// Pre-built header values.
+#[derive(Debug, Clone)]
+pub struct Challenges {
+    missing: HeaderValue,
+    empty_bearer: HeaderValue,
+    invalid_token: HeaderValue,
+    invalid_request: HeaderValue,
+    /// `resource_metadata` URL of RFC 9728, when it does not depend on the request.
+    resource_metadata: ResourceMetadata,
+}
+
+/// Where RFC 9728's `resource_metadata` parameter comes from.
+#[derive(Debug, Clone)]
+pub enum ResourceMetadata {
+    Off,
+    /// Already part of the pre-built values (`server.public_url` set).
+    Fixed,
+    /// Built from the scheme and host each request arrived with.
+    PerRequest,
+}
+
+/// Path of the RFC 9728 document for a resource at the host's root.
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+impl Challenges {
+    /// # Errors
+    /// A value that cannot be a header (config validation already refuses those).
+    pub fn new(
+        c: &Challenge,
+        public_url: Option<&str>,
+    ) -> Result<Self, http::header::InvalidHeaderValue> {
+        let (suffix, resource_metadata) = match (c.resource_metadata, public_url) {
+            (false, _) => (String::new(), ResourceMetadata::Off),
+            (true, Some(url)) => (
+                format!(
+                    ", resource_metadata=\"{}{RESOURCE_METADATA_PATH}\"",
+                    url.trim_end_matches('/')
+                ),
+                ResourceMetadata::Fixed,
+            ),
+            (true, None) => (String::new(), ResourceMetadata::PerRequest),
+        };
+        let uri = &c.authorization_uri;
+        Ok(Self {
+            missing: HeaderValue::try_from(format!(
+                "Bearer realm={}, authorization_uri={uri}{suffix}",
+                c.realm
+            ))?,
+            // Power Query's probe: exactly as documented, never with extra parameters.
+            empty_bearer: HeaderValue::try_from(format!("Bearer authorization_uri={uri}"))?,
+            invalid_token: HeaderValue::try_from(format!(
+                "Bearer authorization_uri={uri}, error=\"invalid_token\"{suffix}"
+            ))?,
+            invalid_request: HeaderValue::try_from(format!(
+                "Bearer authorization_uri={uri}, error=\"invalid_request\"{suffix}"
+            ))?,
+            resource_metadata,
+        })
+    }
+
+    /// The challenge of `kind`; `origin` (`scheme://host`) is used only when the RFC 9728
+    /// metadata URL follows the request's own host.
+    #[must_use]
+    pub fn get(&self, kind: Kind, origin: Option<&str>) -> HeaderValue {
+        let base = match kind {
+            Kind::Missing => &self.missing,
+            Kind::EmptyBearer => return self.empty_bearer.clone(),
+            Kind::InvalidToken => &self.invalid_token,
+            Kind::InvalidRequest => &self.invalid_request,
+        };
+        match (&self.resource_metadata, origin) {
+            (ResourceMetadata::PerRequest, Some(origin)) => {
+                let mut v = base.as_bytes().to_vec();
+                v.extend_from_slice(b", resource_metadata=\"");
+                v.extend_from_slice(origin.as_bytes());
+                v.extend_from_slice(RESOURCE_METADATA_PATH.as_bytes());
+                v.push(b'"');
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| base.clone())
+            }
+            _ => base.clone(),
+        }
+    }
+
+    /// True when RFC 9728 metadata is served.
+    #[must_use]
+    pub fn serves_resource_metadata(&self) -> bool {
+        !matches!(self.resource_metadata, ResourceMetadata::Off)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(resource_metadata: bool) -> Challenge {
+        Challenge {
+            authorization_uri: "https://login.microsoftonline.com/t/oauth2/authorize".into(),
+            realm: "https://login.microsoftonline.com/t".into(),
+            resource_metadata,
+        }
+    }
+
+    #[test]
+    fn documented_forms() {
+        let c = Challenges::new(&challenge(false), None).expect("valid");
+        assert_eq!(
+            c.get(Kind::Missing, None),
+            "Bearer realm=https://login.microsoftonline.com/t, authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize"
+        );
+        assert_eq!(
+            c.get(Kind::EmptyBearer, None),
+            "Bearer authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize"
+        );
+        assert_eq!(
+            c.get(Kind::InvalidToken, None),
+            "Bearer authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize, error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn resource_metadata_never_on_the_probe() {
+        let fixed =
+            Challenges::new(&challenge(true), Some("https://api.contoso.com/")).expect("valid");
+        assert!(
+            fixed
+                .get(Kind::Missing, None)
+                .to_str()
+                .expect("ascii")
+                .ends_with(", resource_metadata=\"https://api.contoso.com/.well-known/oauth-protected-resource\"")
+        );
+        assert!(
+            !fixed
+                .get(Kind::EmptyBearer, None)
+                .to_str()
+                .expect("ascii")
+                .contains("resource_metadata")
+        );
+        let per_request = Challenges::new(&challenge(true), None).expect("valid");
+        assert!(
+            per_request
+                .get(Kind::InvalidToken, Some("http://h:1"))
+                .to_str()
+                .expect("ascii")
+                .ends_with("resource_metadata=\"http://h:1/.well-known/oauth-protected-resource\"")
+        );
+        assert!(
+            !per_request
+                .get(Kind::EmptyBearer, Some("http://h:1"))
+                .to_str()
+                .expect("ascii")
+                .contains("resource_metadata")
+        );
+    }
+}

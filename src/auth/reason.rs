@@ -1,0 +1,108 @@
+//! Why a request was refused: one name per condition, each with a stable code for logs and
+//! metrics. Turning a reason into a response happens in one place, [`crate::proxy::reject`].
+
+/// A refusal's cause. The code (`as_str`) is a stable interface: dashboards and alerts use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No `Authorization` header, or a non-Bearer scheme.
+    MissingToken,
+    /// `Authorization: Bearer` with no token (Power Query's probe).
+    EmptyBearer,
+    /// More than one `Authorization` header.
+    DuplicateAuthorization,
+    /// Not a compact JWS: wrong part count, bad base64url, bad JSON, wrong claim types.
+    Malformed,
+    /// `alg` outside `entra.algorithms` (including `none` and HMAC).
+    AlgNotAllowed,
+    /// A `crit` header parameter this gateway does not understand (RFC 7515 §4.1.11).
+    UnsupportedCrit,
+    /// A required claim (`iss`, `aud`, `exp`) is absent.
+    MissingClaim,
+    /// The signature does not verify with the key named by `kid`.
+    BadSignature,
+    /// No published key has this `kid`, even after a refetch.
+    UnknownKid,
+    /// `exp` + clock skew is in the past.
+    Expired,
+    /// `nbf` - clock skew is in the future.
+    NotYetValid,
+    /// `iss` is not an issuer of the configured tenant (or disagrees with `ver` or the key).
+    IssuerMismatch,
+    /// `aud` is none of `entra.audiences`.
+    AudienceMismatch,
+    /// `tid` is not an allowed tenant.
+    TenantNotAllowed,
+    /// `appid`/`azp` is not in `entra.allowed_client_ids`.
+    ClientNotAllowed,
+    /// No usable keys for the issuer (never loaded, or older than `jwks_max_stale`).
+    KeysUnavailable,
+}
+
+impl Reason {
+    /// The stable reason code.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::EmptyBearer => "empty_bearer",
+            Self::DuplicateAuthorization => "duplicate_authorization",
+            Self::Malformed => "malformed",
+            Self::AlgNotAllowed => "alg_not_allowed",
+            Self::UnsupportedCrit => "unsupported_crit",
+            Self::MissingClaim => "missing_claim",
+            Self::BadSignature => "bad_signature",
+            Self::UnknownKid => "unknown_kid",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuerMismatch => "issuer_mismatch",
+            Self::AudienceMismatch => "audience_mismatch",
+            Self::TenantNotAllowed => "tenant_not_allowed",
+            Self::ClientNotAllowed => "client_not_allowed",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// Every reason, for metrics that list each one from the start.
+    pub const ALL: [Self; 16] = [
+        Self::MissingToken,
+        Self::EmptyBearer,
+        Self::DuplicateAuthorization,
+        Self::Malformed,
+        Self::AlgNotAllowed,
+        Self::UnsupportedCrit,
+        Self::MissingClaim,
+        Self::BadSignature,
+        Self::UnknownKid,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuerMismatch,
+        Self::AudienceMismatch,
+        Self::TenantNotAllowed,
+        Self::ClientNotAllowed,
+        Self::KeysUnavailable,
+    ];
+
+    /// Position in [`Reason::ALL`].
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r}");
+        }
+    }
+}

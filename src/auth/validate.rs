@@ -1,0 +1,219 @@
+//! Validating an Entra access token: header -> issuer -> key -> signature -> claims.
+//!
+//! Everything configurable is prepared once in [`Validator::new`]; a validation borrows the
+//! token and allocates only the decoded header and claims. The order of checks is chosen so
+//! the reason given is the most useful one: a token for another tenant reads `issuer_mismatch`
+//! or `tenant_not_allowed`, not `bad_signature`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::Algorithm;
+
+use super::Reason;
+use super::token::{self, Claims};
+use crate::config::Entra;
+use crate::keys::{IssuerMatch, KeyStore, Lookup, TokenVersion};
+
+/// A verified token's identity.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub claims: Claims,
+    pub version: TokenVersion,
+    pub kid: String,
+}
+
+/// A refusal, with what could be read of the token for the decision log (never the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: Reason,
+    pub kid: Option<String>,
+    pub tid: Option<String>,
+    pub ver: Option<String>,
+    pub client: Option<String>,
+}
+
+impl Rejected {
+    /// A refusal decided before any claim was read.
+    #[must_use]
+    pub fn bare(reason: Reason) -> Self {
+        Self {
+            reason,
+            kid: None,
+            tid: None,
+            ver: None,
+            client: None,
+        }
+    }
+}
+
+/// Checks tokens against the configured tenant, audiences and clients.
+#[derive(Debug)]
+pub struct Validator {
+    keys: Arc<KeyStore>,
+    /// Without a trailing `/`.
+    audiences: Vec<String>,
+    allowed_tenants: Vec<String>,
+    allowed_client_ids: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    clock_skew: f64,
+}
+
+impl Validator {
+    #[must_use]
+    pub fn new(entra: &Entra, keys: Arc<KeyStore>) -> Self {
+        Self {
+            keys,
+            audiences: entra
+                .audiences
+                .iter()
+                .map(|a| trim_slash(a).to_owned())
+                .collect(),
+            allowed_tenants: entra.allowed_tenants.clone(),
+            allowed_client_ids: entra.allowed_client_ids.clone(),
+            algorithms: entra.algorithms.clone(),
+            clock_skew: entra.clock_skew.as_secs_f64(),
+        }
+    }
+
+    /// The key store this validator reads.
+    #[must_use]
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
+    }
+
+    /// Validates `token` at the current time.
+    ///
+    /// # Errors
+    /// The first failed check, with the token's `kid`/`tid`/`ver` when they could be read.
+    pub async fn validate(&self, token: &str) -> Result<Principal, Rejected> {
+        let decoded = token::decode(token).map_err(Rejected::bare)?;
+        let claims = &decoded.claims;
+        let context = |reason| Rejected {
+            reason,
+            kid: decoded.header.kid.clone(),
+            tid: claims.tid.clone(),
+            ver: claims.ver.clone(),
+            client: claims.client_id().map(str::to_owned),
+        };
+
+        // Header: algorithm allow-list (no `none`, no HMAC), and no extension we cannot honour.
+        let alg = decoded
+            .header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| context(Reason::AlgNotAllowed))?;
+        if decoded.header.crit.is_some() {
+            return Err(context(Reason::UnsupportedCrit));
+        }
+
+        // Issuer: selects the key set (v1 or v2) and, for multi-tenant, fills `{tenantid}`.
+        let iss = claims
+            .iss
+            .as_deref()
+            .ok_or_else(|| context(Reason::MissingClaim))?;
+        let tid = claims.tid.as_deref();
+        let (issuer, set) = match self.keys.issuer_for(iss, tid) {
+            IssuerMatch::Found(issuer, set) => (issuer, set),
+            IssuerMatch::Mismatch => return Err(context(Reason::IssuerMismatch)),
+            IssuerMatch::Unavailable => return Err(context(Reason::KeysUnavailable)),
+        };
+        if set.issuer.is_template() && !self.tenant_allowed(tid) {
+            return Err(context(Reason::TenantNotAllowed));
+        }
+        if claims
+            .ver
+            .as_deref()
+            .is_some_and(|v| v != issuer.version.claim())
+        {
+            return Err(context(Reason::IssuerMismatch));
+        }
+
+        // Key: by `kid` only; keys named by the token itself (jku, x5u, jwk, x5c) are ignored.
+        let kid = match decoded.header.kid.as_deref() {
+            Some(k) if !k.is_empty() => k,
+            _ => return Err(context(Reason::UnknownKid)),
+        };
+        let key = match issuer.source.lookup(kid).await {
+            Lookup::Found(key) => key,
+            Lookup::Unknown => return Err(context(Reason::UnknownKid)),
+            Lookup::Unavailable => return Err(context(Reason::KeysUnavailable)),
+        };
+        if key.issuer.as_ref().is_some_and(|ki| !ki.matches(iss, tid)) {
+            return Err(context(Reason::IssuerMismatch));
+        }
+        if key.alg.is_some_and(|ka| ka != alg) {
+            return Err(context(Reason::BadSignature));
+        }
+        let verified = jsonwebtoken::crypto::verify(
+            decoded.signature,
+            decoded.signing_input.as_bytes(),
+            &key.decoding,
+            alg,
+        )
+        .unwrap_or(false);
+        if !verified {
+            return Err(context(Reason::BadSignature));
+        }
+
+        // Claims, now that they are known to come from the issuer.
+        self.check_claims(claims).map_err(context)?;
+
+        let kid = kid.to_owned();
+        Ok(Principal {
+            claims: decoded.claims,
+            version: issuer.version,
+            kid,
+        })
+    }
+
+    fn check_claims(&self, claims: &Claims) -> Result<(), Reason> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let exp = claims.exp.ok_or(Reason::MissingClaim)?;
+        if now > exp + self.clock_skew {
+            return Err(Reason::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| now + self.clock_skew < nbf) {
+            return Err(Reason::NotYetValid);
+        }
+        let aud = claims.aud.as_ref().ok_or(Reason::MissingClaim)?;
+        if !aud
+            .iter()
+            .any(|a| self.audiences.iter().any(|ok| ok == trim_slash(a)))
+        {
+            return Err(Reason::AudienceMismatch);
+        }
+        if !self.allowed_tenants.is_empty() && !self.tenant_allowed(claims.tid.as_deref()) {
+            return Err(Reason::TenantNotAllowed);
+        }
+        if !self.allowed_client_ids.is_empty() {
+            let allowed = claims.client_id().is_some_and(|c| {
+                self.allowed_client_ids
+                    .iter()
+                    .any(|ok| ok.eq_ignore_ascii_case(c))
+            });
+            if !allowed {
+                return Err(Reason::ClientNotAllowed);
+            }
+        }
+        Ok(())
+    }
+
+    fn tenant_allowed(&self, tid: Option<&str>) -> bool {
+        tid.is_some_and(|t| {
+            self.allowed_tenants
+                .iter()
+                .any(|ok| ok.eq_ignore_ascii_case(t))
+        })
+    }
+}
+
+/// Power BI asks for the URL's scheme+host as resource; whether Entra then writes a trailing
+/// `/` into `aud` depends on how the Application ID URI was registered. Both are accepted.
+fn trim_slash(s: &str) -> &str {
+    s.strip_suffix('/').unwrap_or(s)
+}

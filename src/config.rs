@@ -1,0 +1,555 @@
+//! Configuration: a TOML file layered with `ENTRAGATE_<TABLE>__<KEY>` environment variables.
+//!
+//! Loading is pure: it takes the file's text and a list of variables, never the process
+//! environment, so tests can feed it anything. Every key is read on its own, so one bad value
+//! does not hide the next: all problems come back together, each named by its key (and by the
+//! environment variable when that is where the value came from). The result is a set of runtime
+//! types with every default written out; nothing downstream re-parses strings.
+
+mod read;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+use read::Reader;
+pub use read::{ConfigError, Problem};
+
+/// Environment variable prefix for config keys.
+pub const ENV_PREFIX: &str = "ENTRAGATE_";
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "ENTRAGATE_CONFIG";
+/// Public Microsoft Entra ID authority.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub entra: Entra,
+    pub challenge: Challenge,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `scheme://host:port`, no path.
+    pub origin: http::uri::Authority,
+    pub scheme: http::uri::Scheme,
+    /// Base path without a trailing `/` (empty when the URL has none).
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub authorization: UpstreamAuthorization,
+}
+
+/// What the upstream receives in `Authorization`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAuthorization {
+    /// The client's bearer token, unchanged.
+    Forward,
+    /// No `Authorization` header.
+    Strip,
+    /// `Basic` credentials of the gateway's own (pre-encoded header value).
+    Basic(http::HeaderValue),
+}
+
+/// `[entra]`
+#[derive(Debug, Clone)]
+pub struct Entra {
+    pub tenant_id: String,
+    /// Without a trailing `/`.
+    pub authority: String,
+    pub audiences: Vec<String>,
+    /// Lower-case GUIDs.
+    pub allowed_tenants: Vec<String>,
+    /// Lower-case GUIDs.
+    pub allowed_client_ids: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refetch: Duration,
+    pub jwks_max_stale: Duration,
+    pub metadata_timeout: Duration,
+}
+
+impl Entra {
+    /// `common` and `organizations` accept tokens of many tenants.
+    #[must_use]
+    pub fn is_multi_tenant(&self) -> bool {
+        is_multi_tenant_name(&self.tenant_id)
+    }
+}
+
+/// `[challenge]`
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub authorization_uri: String,
+    pub realm: String,
+    pub resource_metadata: bool,
+}
+
+fn is_multi_tenant_name(tenant: &str) -> bool {
+    tenant.eq_ignore_ascii_case("common") || tenant.eq_ignore_ascii_case("organizations")
+}
+
+/// Every key this version understands, as `table.key`.
+const KNOWN_KEYS: &[&str] = &[
+    "server.listen",
+    "server.admin_listen",
+    "server.mode",
+    "server.trusted_proxies",
+    "server.public_url",
+    "server.log_format",
+    "server.shutdown_grace",
+    "upstream.url",
+    "upstream.connect_timeout",
+    "upstream.timeout",
+    "upstream.authorization",
+    "upstream.basic_user",
+    "upstream.basic_password",
+    "upstream.basic_password_file",
+    "entra.tenant_id",
+    "entra.authority",
+    "entra.audiences",
+    "entra.allowed_tenants",
+    "entra.allowed_client_ids",
+    "entra.algorithms",
+    "entra.clock_skew",
+    "entra.jwks_refresh",
+    "entra.jwks_min_refetch",
+    "entra.jwks_max_stale",
+    "entra.metadata_timeout",
+    "challenge.authorization_uri",
+    "challenge.realm",
+    "challenge.resource_metadata",
+];
+
+/// Keys of the product contract that this version refuses rather than silently ignores.
+const NOT_YET: &[(&str, &str)] = &[
+    ("server.ext_authz_listen", "the Envoy ext_authz listener"),
+    ("server.tls_cert", "TLS on the listener"),
+    ("server.tls_key", "TLS on the listener"),
+    ("upstream.ca_file", "extra upstream certificate authorities"),
+    ("routes", "per-route rules"),
+    ("oidc", "other OpenID Connect issuers"),
+];
+
+impl Config {
+    /// Parses `toml_text` layered with the `ENTRAGATE_*` entries of `env`.
+    ///
+    /// `read_file` resolves `*_file` keys (e.g. `upstream.basic_password_file`); tests pass a
+    /// closure, the binary passes `std::fs::read_to_string`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load(
+        toml_text: &str,
+        env: &[(String, String)],
+        read_file: &dyn Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut r = Reader::new(toml_text, env)?;
+        r.reject_unknown(KNOWN_KEYS, NOT_YET);
+
+        let server = read_server(&mut r);
+        let upstream = read_upstream(&mut r, read_file);
+        let entra = read_entra(&mut r);
+        let challenge = read_challenge(&mut r, &entra);
+        r.finish()?;
+        Ok(Self {
+            server,
+            upstream,
+            entra,
+            challenge,
+        })
+    }
+
+    /// Reads the file at `path` and the process environment, then [`Config::load`].
+    ///
+    /// # Errors
+    /// An unreadable file, or every problem in the config.
+    pub fn load_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::single("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load(&text, &env, &|p| std::fs::read_to_string(p))
+    }
+}
+
+/// Where the config file is: `--config`, then `$ENTRAGATE_CONFIG`, then `./entragate.toml`.
+#[must_use]
+pub fn config_path(flag: Option<PathBuf>, env_value: Option<String>) -> PathBuf {
+    flag.or_else(|| env_value.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("entragate.toml"))
+}
+
+fn read_server(r: &mut Reader) -> Server {
+    let listen = r.parse("server.listen", "0.0.0.0:8080");
+    let admin_listen = r.parse("server.admin_listen", "127.0.0.1:9090");
+    let mode = r.string("server.mode", "proxy");
+    match mode.as_str() {
+        "proxy" => {}
+        "forward-auth" => r.problem(
+            "server.mode",
+            "\"forward-auth\" is not available in this version; use \"proxy\"",
+        ),
+        other => r.problem(
+            "server.mode",
+            format!("must be \"proxy\" or \"forward-auth\", not {other:?}"),
+        ),
+    }
+    let trusted_proxies = r
+        .strings("server.trusted_proxies")
+        .iter()
+        .filter_map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    r.problem(
+                        "server.trusted_proxies",
+                        format!("{s:?} is not an IP address or CIDR"),
+                    );
+                })
+                .ok()
+        })
+        .collect();
+    let public_url = r.opt_string("server.public_url");
+    if let Some(url) = &public_url {
+        match url.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_some() && u.host().is_some() => {}
+            _ => r.problem(
+                "server.public_url",
+                format!("{url:?} is not an absolute URL like https://api.contoso.com"),
+            ),
+        }
+    }
+    let log_format = match r.string("server.log_format", "text").as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            r.problem(
+                "server.log_format",
+                format!("must be \"text\" or \"json\", not {other:?}"),
+            );
+            LogFormat::Text
+        }
+    };
+    let shutdown_grace = r.duration("server.shutdown_grace", "30s");
+    Server {
+        listen,
+        admin_listen,
+        trusted_proxies,
+        public_url,
+        log_format,
+        shutdown_grace,
+    }
+}
+
+fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<String>) -> Upstream {
+    let url = r.string("upstream.url", "http://127.0.0.1:8081");
+    let (scheme, origin, base_path) = match parse_upstream_url(&url) {
+        Ok(parts) => parts,
+        Err(msg) => {
+            r.problem("upstream.url", msg);
+            (
+                http::uri::Scheme::HTTP,
+                http::uri::Authority::from_static("127.0.0.1:8081"),
+                String::new(),
+            )
+        }
+    };
+    let connect_timeout = r.duration("upstream.connect_timeout", "5s");
+    let timeout = r.duration("upstream.timeout", "60s");
+    let user = r.opt_string("upstream.basic_user");
+    let password = r.opt_string("upstream.basic_password");
+    let password_file = r.opt_string("upstream.basic_password_file");
+    let authorization = match r.string("upstream.authorization", "forward").as_str() {
+        "forward" => UpstreamAuthorization::Forward,
+        "strip" => UpstreamAuthorization::Strip,
+        "basic" => basic_authorization(r, user, password, password_file, read_file),
+        other => {
+            r.problem(
+                "upstream.authorization",
+                format!("must be \"forward\", \"strip\" or \"basic\", not {other:?}"),
+            );
+            UpstreamAuthorization::Forward
+        }
+    };
+    Upstream {
+        origin,
+        scheme,
+        base_path,
+        connect_timeout,
+        timeout,
+        authorization,
+    }
+}
+
+fn basic_authorization(
+    r: &mut Reader,
+    user: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    read_file: &dyn Fn(&str) -> std::io::Result<String>,
+) -> UpstreamAuthorization {
+    use base64::Engine as _;
+    let Some(user) = user else {
+        r.problem(
+            "upstream.basic_user",
+            "required when upstream.authorization = \"basic\"",
+        );
+        return UpstreamAuthorization::Strip;
+    };
+    if user.contains(':') {
+        r.problem("upstream.basic_user", "must not contain ':'");
+    }
+    let password = match (password, password_file) {
+        (Some(p), None) => p,
+        (None, Some(path)) => match read_file(&path) {
+            // A trailing newline in a mounted secret is never part of the password.
+            Ok(text) => text.trim_end_matches(['\r', '\n']).to_owned(),
+            Err(e) => {
+                r.problem(
+                    "upstream.basic_password_file",
+                    format!("cannot read {path:?}: {e}"),
+                );
+                return UpstreamAuthorization::Strip;
+            }
+        },
+        (Some(_), Some(_)) => {
+            r.problem(
+                "upstream.basic_password",
+                "set either basic_password or basic_password_file, not both",
+            );
+            return UpstreamAuthorization::Strip;
+        }
+        (None, None) => {
+            r.problem(
+                "upstream.basic_password_file",
+                "basic_password_file (or ENTRAGATE_UPSTREAM__BASIC_PASSWORD) is required when upstream.authorization = \"basic\"",
+            );
+            return UpstreamAuthorization::Strip;
+        }
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    match http::HeaderValue::try_from(format!("Basic {encoded}")) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            UpstreamAuthorization::Basic(v)
+        }
+        Err(_) => {
+            r.problem("upstream.basic_user", "cannot form a Basic header");
+            UpstreamAuthorization::Strip
+        }
+    }
+}
+
+/// Splits `scheme://host:port[/base]` into its parts.
+fn parse_upstream_url(
+    url: &str,
+) -> Result<(http::uri::Scheme, http::uri::Authority, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{url:?} needs a scheme, e.g. http://127.0.0.1:8080"))?;
+    if scheme == http::uri::Scheme::HTTPS {
+        return Err("https upstreams are not available in this version; use http".into());
+    }
+    if scheme != http::uri::Scheme::HTTP {
+        return Err(format!("scheme must be http, not {scheme}"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{url:?} needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not allowed; use upstream.authorization".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not carry a query string".into());
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok((scheme, authority, base_path))
+}
+
+fn read_entra(r: &mut Reader) -> Entra {
+    let tenant_id = r.required_string("entra.tenant_id");
+    if !tenant_id.is_empty() && !is_multi_tenant_name(&tenant_id) && !is_guid(&tenant_id) {
+        let looks_like_domain = tenant_id.contains('.')
+            && tenant_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !looks_like_domain {
+            r.problem(
+                "entra.tenant_id",
+                format!(
+                    "{tenant_id:?} is neither a GUID, a verified domain, \"organizations\" nor \"common\""
+                ),
+            );
+        }
+    }
+    let authority = r
+        .string("entra.authority", DEFAULT_AUTHORITY)
+        .trim_end_matches('/')
+        .to_owned();
+    match authority.parse::<http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("https" | "http"))
+                && u.host().is_some()
+                && u.query().is_none() => {}
+        _ => r.problem(
+            "entra.authority",
+            format!("{authority:?} is not an http(s) URL like {DEFAULT_AUTHORITY}"),
+        ),
+    }
+    let audiences = r.strings("entra.audiences");
+    if audiences.is_empty() {
+        r.problem(
+            "entra.audiences",
+            "at least one audience is required: the API's Application ID URI (e.g. https://api.contoso.com) and/or its client ID",
+        );
+    }
+    if audiences.iter().any(|a| a.trim().is_empty()) {
+        r.problem("entra.audiences", "an audience must not be empty");
+    }
+    let allowed_tenants = guids(r, "entra.allowed_tenants");
+    if is_multi_tenant_name(&tenant_id) && allowed_tenants.is_empty() {
+        r.problem(
+            "entra.allowed_tenants",
+            format!(
+                "must list the tenant IDs to accept when entra.tenant_id is {tenant_id:?}; otherwise any Entra tenant could call this API"
+            ),
+        );
+    }
+    let allowed_client_ids = guids(r, "entra.allowed_client_ids");
+    let algorithms = r
+        .strings_or("entra.algorithms", &["RS256"])
+        .iter()
+        .filter_map(|name| match name.as_str() {
+            "RS256" => Some(Algorithm::RS256),
+            "RS384" => Some(Algorithm::RS384),
+            "RS512" => Some(Algorithm::RS512),
+            "PS256" => Some(Algorithm::PS256),
+            "PS384" => Some(Algorithm::PS384),
+            "PS512" => Some(Algorithm::PS512),
+            other => {
+                r.problem(
+                    "entra.algorithms",
+                    format!("{other:?} is not allowed; choose among RS256, RS384, RS512, PS256, PS384, PS512"),
+                );
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    if algorithms.is_empty() && r.has("entra.algorithms") {
+        r.problem("entra.algorithms", "must name at least one algorithm");
+    }
+    let clock_skew = r.duration("entra.clock_skew", "60s");
+    let jwks_refresh = r.duration("entra.jwks_refresh", "1h");
+    let jwks_min_refetch = r.duration("entra.jwks_min_refetch", "5m");
+    let jwks_max_stale = r.duration("entra.jwks_max_stale", "24h");
+    let metadata_timeout = r.duration("entra.metadata_timeout", "10s");
+    if jwks_refresh.is_zero() {
+        r.problem("entra.jwks_refresh", "must be longer than 0s");
+    }
+    if metadata_timeout.is_zero() {
+        r.problem("entra.metadata_timeout", "must be longer than 0s");
+    }
+    Entra {
+        tenant_id,
+        authority,
+        audiences,
+        allowed_tenants,
+        allowed_client_ids,
+        algorithms,
+        clock_skew,
+        jwks_refresh,
+        jwks_min_refetch,
+        jwks_max_stale,
+        metadata_timeout,
+    }
+}
+
+fn read_challenge(r: &mut Reader, entra: &Entra) -> Challenge {
+    let realm = r
+        .opt_string("challenge.realm")
+        .unwrap_or_else(|| format!("{}/{}", entra.authority, entra.tenant_id));
+    let authorization_uri = r
+        .opt_string("challenge.authorization_uri")
+        .unwrap_or_else(|| format!("{}/{}/oauth2/authorize", entra.authority, entra.tenant_id));
+    for (key, value) in [
+        ("challenge.realm", &realm),
+        ("challenge.authorization_uri", &authorization_uri),
+    ] {
+        // The values go into WWW-Authenticate unquoted, as Microsoft documents them.
+        if value.is_empty()
+            || value
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || b == b',' || b == b'"' || b == b'\\')
+        {
+            r.problem(
+                key,
+                "must be a URL without spaces, commas, quotes or backslashes",
+            );
+        }
+    }
+    let resource_metadata = r.bool("challenge.resource_metadata", false);
+    Challenge {
+        authorization_uri,
+        realm,
+        resource_metadata,
+    }
+}
+
+fn guids(r: &mut Reader, key: &str) -> Vec<String> {
+    r.strings(key)
+        .into_iter()
+        .filter_map(|s| {
+            if is_guid(&s) {
+                Some(s.to_ascii_lowercase())
+            } else {
+                r.problem(key, format!("{s:?} is not a GUID"));
+                None
+            }
+        })
+        .collect()
+}
+
+/// `8-4-4-4-12` hexadecimal digits, any case.
+#[must_use]
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! Reading keys one at a time from the layered sources, collecting every problem.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Profile, Provider as _};
+use serde::de::DeserializeOwned;
+
+use super::{CONFIG_ENV, ENV_PREFIX};
+
+/// One bad key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `table.key`
+    pub key: String,
+    /// The environment variable the value came from, when it did.
+    pub env_var: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.env_var {
+            Some(var) => write!(f, "{} (from {var}): {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// All the problems of one config, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub(crate) fn single(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                key: key.to_owned(),
+                env_var: None,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The merged sources plus the problems found so far.
+pub(super) struct Reader {
+    figment: Figment,
+    /// `table.key` -> variable name, for keys set from the environment.
+    from_env: HashMap<String, String>,
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    pub(super) fn new(toml_text: &str, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(toml_text));
+        // A TOML syntax error is reported up front: nothing else can be read reliably.
+        if let Err(e) = figment.data() {
+            return Err(ConfigError::single(
+                "config",
+                format!("not valid TOML: {e}"),
+            ));
+        }
+        let mut from_env = HashMap::new();
+        let mut problems = Vec::new();
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_ENV {
+                continue;
+            }
+            let Some((table, key)) = rest.split_once("__") else {
+                problems.push(Problem {
+                    key: rest.to_ascii_lowercase(),
+                    env_var: Some(name.clone()),
+                    message: "not a config key; use ENTRAGATE_<TABLE>__<KEY>".into(),
+                });
+                continue;
+            };
+            let path = format!(
+                "{}.{}",
+                table.to_ascii_lowercase(),
+                key.to_ascii_lowercase()
+            );
+            // `[a, b]` is a list (figment's syntax); anything else stays the exact string, so a
+            // password of digits is not turned into a number. Booleans are read leniently.
+            let value = if raw.trim_start().starts_with('[') {
+                Value::from_str(raw).unwrap_or_else(|_| Value::from(raw.clone()))
+            } else {
+                Value::from(raw.clone())
+            };
+            figment = figment.merge(Serialized::default(&path, value));
+            from_env.insert(path, name.clone());
+        }
+        Ok(Self {
+            figment,
+            from_env,
+            problems,
+        })
+    }
+
+    /// Records a problem with `key`.
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            env_var: self.from_env.get(key).cloned(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    /// Flags every key that is not in `known`, and the contract's keys this version lacks.
+    pub(super) fn reject_unknown(&mut self, known: &[&str], not_yet: &[(&str, &str)]) {
+        let Ok(data) = self.figment.data() else {
+            return;
+        };
+        let Some(root) = data.get(&Profile::Default) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for (table, value) in root {
+            if let Some((_, what)) = not_yet.iter().find(|(k, _)| k == table) {
+                found.push((
+                    table.clone(),
+                    format!("{what} are not available in this version"),
+                ));
+                continue;
+            }
+            match value {
+                Value::Dict(_, dict) => {
+                    collect_unknown(table, dict, known, not_yet, &mut found);
+                }
+                _ => found.push((
+                    table.clone(),
+                    if known.iter().any(|k| k.starts_with(&format!("{table}."))) {
+                        format!("[{table}] must be a table")
+                    } else {
+                        "unknown key".to_owned()
+                    },
+                )),
+            }
+        }
+        for (key, message) in found {
+            self.problem(&key, message);
+        }
+    }
+
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.figment.contains(key)
+    }
+
+    fn extract<T: DeserializeOwned>(&mut self, key: &str, expected: &str) -> Option<T> {
+        if !self.figment.contains(key) {
+            return None;
+        }
+        match self.figment.extract_inner_lossy::<T>(key) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let found = self
+                    .figment
+                    .find_value(key)
+                    .map(|v| describe(&v))
+                    .unwrap_or_else(|_| e.kind.to_string());
+                self.problem(key, format!("expected {expected}, found {found}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn opt_string(&mut self, key: &str) -> Option<String> {
+        self.extract::<String>(key, "a string")
+    }
+
+    pub(super) fn string(&mut self, key: &str, default: &str) -> String {
+        self.opt_string(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    pub(super) fn required_string(&mut self, key: &str) -> String {
+        match self.opt_string(key) {
+            Some(s) if !s.trim().is_empty() => s,
+            Some(_) => {
+                self.problem(key, "must not be empty");
+                String::new()
+            }
+            None => {
+                if !self.figment.contains(key) {
+                    self.problem(key, "is required");
+                }
+                String::new()
+            }
+        }
+    }
+
+    pub(super) fn strings(&mut self, key: &str) -> Vec<String> {
+        self.extract::<Vec<String>>(key, "a list of strings")
+            .unwrap_or_default()
+    }
+
+    pub(super) fn strings_or(&mut self, key: &str, default: &[&str]) -> Vec<String> {
+        self.extract::<Vec<String>>(key, "a list of strings")
+            .unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    pub(super) fn bool(&mut self, key: &str, default: bool) -> bool {
+        self.extract::<bool>(key, "true or false")
+            .unwrap_or(default)
+    }
+
+    /// A string value parsed with `FromStr`; the default is parsed the same way.
+    pub(super) fn parse<T>(&mut self, key: &str, default: &'static str) -> T
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let text = self.string(key, default);
+        match text.parse() {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(key, format!("{text:?}: {e}"));
+                #[allow(clippy::expect_used)]
+                default.parse().ok().expect("built-in defaults parse")
+            }
+        }
+    }
+
+    /// A duration written like `"30s"`, `"5m"`, `"1h"`.
+    pub(super) fn duration(&mut self, key: &str, default: &'static str) -> Duration {
+        let text = self.string(key, default);
+        match humantime::parse_duration(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!("{text:?} is not a duration like \"30s\" or \"5m\": {e}"),
+                );
+                humantime::parse_duration(default).unwrap_or_default()
+            }
+        }
+    }
+}
+
+fn collect_unknown(
+    table: &str,
+    dict: &Dict,
+    known: &[&str],
+    not_yet: &[(&str, &str)],
+    found: &mut Vec<(String, String)>,
+) {
+    for key in dict.keys() {
+        let path = format!("{table}.{key}");
+        if known.contains(&path.as_str()) {
+            continue;
+        }
+        if let Some((_, what)) = not_yet.iter().find(|(k, _)| *k == path) {
+            found.push((path, format!("{what} is not available in this version")));
+        } else {
+            found.push((path, "unknown key".to_owned()));
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(_, s) => format!("string {s:?}"),
+        Value::Char(_, c) => format!("character {c:?}"),
+        Value::Bool(_, b) => format!("boolean {b}"),
+        Value::Num(_, n) => format!("number {n:?}"),
+        Value::Empty(..) => "nothing".to_owned(),
+        Value::Dict(..) => "a table".to_owned(),
+        Value::Array(..) => "an array".to_owned(),
+    }
+}

@@ -1,0 +1,278 @@
+//! Fetching and parsing an issuer's OpenID metadata and JWKS.
+//!
+//! Only RSA signing keys are kept; a key that cannot be used is skipped with a log line rather
+//! than failing the whole set. A set with no usable key is a failed fetch, so the previous
+//! (last-known-good) set stays in service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use super::IssuerTemplate;
+
+/// Metadata and key documents larger than this are refused (Entra's are a few KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// RSA moduli shorter than this are not trusted.
+const MIN_RSA_BITS: usize = 2048;
+
+/// A verification key from the issuer's JWKS.
+#[derive(Clone)]
+pub struct Key {
+    pub decoding: DecodingKey,
+    /// The key's own `alg`, when published: a token must use exactly it.
+    pub alg: Option<Algorithm>,
+    /// Entra v2 keys may carry their own `issuer`; a token verified with the key must match it.
+    pub issuer: Option<IssuerTemplate>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("alg", &self.alg)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The issuer and keys of one metadata document, fetched together.
+#[derive(Debug)]
+pub struct Fetched {
+    pub issuer: IssuerTemplate,
+    pub keys: HashMap<String, Arc<Key>>,
+    /// Keys present in the JWKS but not usable here, with why (for logs).
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Why a fetch failed. Kept short: it goes to logs and metrics labels.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("{what}: request failed: {detail}")]
+    Http { what: &'static str, detail: String },
+    #[error("{what}: HTTP status {status}")]
+    Status { what: &'static str, status: u16 },
+    #[error("{what}: larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge { what: &'static str },
+    #[error("{what}: not valid JSON of the expected shape: {detail}")]
+    Json { what: &'static str, detail: String },
+    #[error("jwks: no usable RSA signing key ({skipped} skipped)")]
+    NoKeys { skipped: usize },
+}
+
+impl FetchError {
+    /// A short label for metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http_error",
+            Self::Status { .. } => "bad_status",
+            Self::TooLarge { .. } => "too_large",
+            Self::Json { .. } => "bad_json",
+            Self::NoKeys { .. } => "no_keys",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    issuer: String,
+    jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RsaJwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(rename = "use", default)]
+    use_: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+}
+
+/// Fetches the metadata at `metadata_url`, then the JWKS it names.
+///
+/// # Errors
+/// Any transport, status, size or parse failure, or a key set with no usable key.
+pub async fn fetch(client: &reqwest::Client, metadata_url: &str) -> Result<Fetched, FetchError> {
+    let metadata: Metadata = get_json(client, metadata_url, "metadata").await?;
+    let jwks: Jwks = get_json(client, &metadata.jwks_uri, "jwks").await?;
+    let mut keys = HashMap::new();
+    let mut skipped = Vec::new();
+    for raw in jwks.keys {
+        match parse_key(raw) {
+            Ok((kid, key)) => {
+                keys.insert(kid, Arc::new(key));
+            }
+            Err((kid, why)) => skipped.push((kid, why)),
+        }
+    }
+    if keys.is_empty() {
+        return Err(FetchError::NoKeys {
+            skipped: skipped.len(),
+        });
+    }
+    Ok(Fetched {
+        issuer: IssuerTemplate::new(&metadata.issuer),
+        keys,
+        skipped,
+    })
+}
+
+fn parse_key(raw: serde_json::Value) -> Result<(String, Key), (String, &'static str)> {
+    let jwk: RsaJwk = serde_json::from_value(raw).map_err(|_| (String::new(), "not a JWK"))?;
+    let kid = jwk.kid.unwrap_or_default();
+    let fail = |why| Err((kid.clone(), why));
+    if kid.is_empty() {
+        return fail("no kid");
+    }
+    if jwk.kty != "RSA" {
+        return fail("kty is not RSA");
+    }
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return fail("use is not sig");
+    }
+    let alg = match jwk.alg.as_deref() {
+        None => None,
+        Some("RS256") => Some(Algorithm::RS256),
+        Some("RS384") => Some(Algorithm::RS384),
+        Some("RS512") => Some(Algorithm::RS512),
+        Some("PS256") => Some(Algorithm::PS256),
+        Some("PS384") => Some(Algorithm::PS384),
+        Some("PS512") => Some(Algorithm::PS512),
+        Some(_) => return fail("alg is not an RSA signature algorithm"),
+    };
+    let (Some(n), Some(e)) = (jwk.n.as_deref(), jwk.e.as_deref()) else {
+        return fail("missing n or e");
+    };
+    if modulus_bits(n) < MIN_RSA_BITS {
+        return fail("RSA modulus shorter than 2048 bits");
+    }
+    let Ok(decoding) = DecodingKey::from_rsa_components(n, e) else {
+        return fail("n or e is not base64url");
+    };
+    Ok((
+        kid.clone(),
+        Key {
+            decoding,
+            alg,
+            issuer: jwk.issuer.as_deref().map(IssuerTemplate::new),
+        },
+    ))
+}
+
+/// Bit length of a base64url big-endian modulus (0 when it does not decode).
+fn modulus_bits(n: &str) -> usize {
+    use base64::Engine as _;
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('='))
+    else {
+        return 0;
+    };
+    let Some(first) = bytes.iter().position(|b| *b != 0) else {
+        return 0;
+    };
+    (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    what: &'static str,
+) -> Result<T, FetchError> {
+    let http_err = |e: reqwest::Error| FetchError::Http {
+        what,
+        detail: error_chain(&e),
+    };
+    let mut resp = client.get(url).send().await.map_err(http_err)?;
+    if !resp.status().is_success() {
+        return Err(FetchError::Status {
+            what,
+            status: resp.status().as_u16(),
+        });
+    }
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64)
+    {
+        return Err(FetchError::TooLarge { what });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(FetchError::TooLarge { what });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| FetchError::Json {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// `a: b: c` from an error and its sources: reqwest's top-level message alone hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modulus_length() {
+        use base64::Engine as _;
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut n = vec![0x80u8];
+        n.extend([0u8; 255]);
+        assert_eq!(modulus_bits(&enc(&n)), 2048);
+        let mut small = vec![0x00u8, 0x7f];
+        small.extend([0u8; 254]);
+        assert_eq!(modulus_bits(&enc(&small)), 2039);
+        assert_eq!(modulus_bits("!!"), 0);
+    }
+
+    #[test]
+    fn skips_unusable_keys() {
+        let skip = |v: serde_json::Value| parse_key(v).err().map(|(_, why)| why);
+        assert_eq!(
+            skip(serde_json::json!({"kty":"EC","kid":"a","crv":"P-256"})),
+            Some("kty is not RSA")
+        );
+        assert_eq!(
+            skip(serde_json::json!({"kty":"RSA","kid":"a","use":"enc","n":"AQAB","e":"AQAB"})),
+            Some("use is not sig")
+        );
+        assert_eq!(
+            skip(serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB"})),
+            Some("no kid")
+        );
+        assert_eq!(
+            skip(serde_json::json!({"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"})),
+            Some("RSA modulus shorter than 2048 bits")
+        );
+        assert_eq!(
+            skip(serde_json::json!({"kty":"RSA","kid":"a","alg":"HS256","n":"AQAB","e":"AQAB"})),
+            Some("alg is not an RSA signature algorithm")
+        );
+    }
+}

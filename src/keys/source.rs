@@ -1,0 +1,260 @@
+//! One key source: an issuer's metadata document and the JWKS it names, cached and refreshed.
+//!
+//! Reads are lock-free (`ArcSwapOption`). Network I/O happens in a spawned task; callers that
+//! need its result (an unknown `kid`) await a shared future, never a lock held across the
+//! fetch. At most one fetch per source runs at a time, and an unknown `kid` may start one only
+//! when `min_refetch` has passed since the last fetch of any cause. A failed fetch leaves the
+//! previous set in service until it is `max_stale` old.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use tokio::time::Instant;
+
+use super::IssuerTemplate;
+use super::fetch::{self, FetchError, Key};
+use crate::metrics::KeySourceMetrics;
+
+/// Timing rules of a key source.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Background refresh interval.
+    pub refresh: Duration,
+    /// Least time between two fetches when an unknown `kid` asks for one.
+    pub min_refetch: Duration,
+    /// Keys older than this (fetching having failed all along) are no longer used.
+    pub max_stale: Duration,
+}
+
+/// The keys of one source at one moment.
+#[derive(Debug)]
+pub struct KeySet {
+    pub issuer: IssuerTemplate,
+    pub keys: std::collections::HashMap<String, Arc<Key>>,
+    pub fetched_at: Instant,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
+
+/// What a `kid` lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(Arc<Key>),
+    /// The set is loaded but has no such key (after a refetch, when one was allowed).
+    Unknown,
+    /// No usable set: never loaded, or too stale.
+    Unavailable,
+}
+
+/// An issuer's metadata + JWKS, cached.
+pub struct KeySource {
+    /// Metric label and log name, e.g. `entra-v2`.
+    pub name: String,
+    pub metadata_url: String,
+    timing: Timing,
+    client: reqwest::Client,
+    current: ArcSwapOption<KeySet>,
+    /// When the last fetch (of any cause) started.
+    last_fetch: Mutex<Option<Instant>>,
+    inflight: Mutex<Option<SharedFetch>>,
+    pub metrics: Arc<KeySourceMetrics>,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySource")
+            .field("name", &self.name)
+            .field("metadata_url", &self.metadata_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySource {
+    #[must_use]
+    pub fn new(name: &str, metadata_url: String, timing: Timing, client: reqwest::Client) -> Self {
+        Self {
+            name: name.to_owned(),
+            metadata_url,
+            timing,
+            client,
+            current: ArcSwapOption::empty(),
+            last_fetch: Mutex::new(None),
+            inflight: Mutex::new(None),
+            metrics: Arc::new(KeySourceMetrics::new(name)),
+        }
+    }
+
+    /// The current set, unless there is none or it is older than `max_stale`.
+    #[must_use]
+    pub fn snapshot(&self) -> Option<Arc<KeySet>> {
+        self.current
+            .load_full()
+            .filter(|set| set.fetched_at.elapsed() <= self.timing.max_stale)
+    }
+
+    /// True once a usable set is loaded.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.snapshot().is_some()
+    }
+
+    /// Finds `kid`, refetching once (coalesced, rate-limited) when it is unknown.
+    pub async fn lookup(self: &Arc<Self>, kid: &str) -> Lookup {
+        if let Some(set) = self.snapshot()
+            && let Some(key) = set.keys.get(kid)
+        {
+            self.note_if_stale(&set);
+            return Lookup::Found(key.clone());
+        }
+        let Some(fetch) = self.refetch_for_unknown_kid() else {
+            return self.lookup_now(kid);
+        };
+        // The outcome is logged and counted by the fetch itself.
+        let _ = fetch.await;
+        self.lookup_now(kid)
+    }
+
+    fn lookup_now(&self, kid: &str) -> Lookup {
+        match self.snapshot() {
+            None => Lookup::Unavailable,
+            Some(set) => match set.keys.get(kid) {
+                Some(key) => Lookup::Found(key.clone()),
+                None => Lookup::Unknown,
+            },
+        }
+    }
+
+    fn note_if_stale(&self, set: &KeySet) {
+        if set.fetched_at.elapsed() > self.timing.refresh + self.timing.min_refetch {
+            self.metrics
+                .stale_served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Joins the fetch under way, or starts one if the cooldown allows; `None` if neither.
+    fn refetch_for_unknown_kid(self: &Arc<Self>) -> Option<SharedFetch> {
+        let mut inflight = lock(&self.inflight);
+        if let Some(f) = inflight.as_ref() {
+            return Some(f.clone());
+        }
+        let cooled =
+            lock(&self.last_fetch).is_none_or(|at| at.elapsed() >= self.timing.min_refetch);
+        cooled.then(|| self.start_fetch(&mut inflight))
+    }
+
+    /// Fetches now (joining one under way), whatever the cooldown: startup and background use.
+    pub fn refresh(self: &Arc<Self>) -> SharedFetch {
+        let mut inflight = lock(&self.inflight);
+        match inflight.as_ref() {
+            Some(f) => f.clone(),
+            None => self.start_fetch(&mut inflight),
+        }
+    }
+
+    fn start_fetch(self: &Arc<Self>, slot: &mut Option<SharedFetch>) -> SharedFetch {
+        *lock(&self.last_fetch) = Some(Instant::now());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(FetchError::Http {
+                    what: "metadata",
+                    detail: "fetch task ended early".into(),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        *slot = Some(shared.clone());
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = this.fetch_and_store().await;
+            // Clear the slot before waking the waiters, so a later unknown kid sees this
+            // fetch as finished and the cooldown decides what happens next.
+            *lock(&this.inflight) = None;
+            let _ = tx.send(result);
+        });
+        shared
+    }
+
+    async fn fetch_and_store(&self) -> Result<(), FetchError> {
+        let started = Instant::now();
+        match fetch::fetch(&self.client, &self.metadata_url).await {
+            Ok(fetched) => {
+                for (kid, why) in &fetched.skipped {
+                    tracing::warn!(source = %self.name, kid = %kid, why = %why, "skipping a published key");
+                }
+                let kids: Vec<&str> = fetched.keys.keys().map(String::as_str).collect();
+                tracing::info!(
+                    source = %self.name,
+                    issuer = %fetched.issuer,
+                    keys = ?kids,
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "signing keys loaded"
+                );
+                self.current.store(Some(Arc::new(KeySet {
+                    issuer: fetched.issuer,
+                    keys: fetched.keys,
+                    fetched_at: Instant::now(),
+                })));
+                self.metrics.record_ok();
+                Ok(())
+            }
+            Err(e) => {
+                let serving = match self.current.load_full() {
+                    Some(set) => format!(
+                        "keeping the keys fetched {}s ago",
+                        set.fetched_at.elapsed().as_secs()
+                    ),
+                    None => "no keys loaded yet".to_owned(),
+                };
+                tracing::warn!(source = %self.name, url = %self.metadata_url, error = %e, "{serving}");
+                self.metrics.record_error(e.kind());
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps the set fresh: fetch now, then every `refresh`; after a failure retry with
+    /// exponential backoff (1 s doubling, capped at 60 s and at `refresh`) plus jitter.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    self.timing.refresh
+                }
+                Err(_) => {
+                    let wait = backoff + jitter(backoff / 4);
+                    backoff = (backoff * 2)
+                        .min(Duration::from_secs(60))
+                        .min(self.timing.refresh);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A pseudo-random duration in `[0, max)`, enough to keep replicas from retrying in step.
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos())),
+    );
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+/// Locks a mutex that guards only quick, non-panicking sections.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

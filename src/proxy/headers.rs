@@ -1,0 +1,223 @@
+//! Header hygiene between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
+//! `X-Forwarded-*`, the verified identity, and the upstream's `Authorization`.
+//!
+//! Identity headers follow linkerd's rule, strip before you set: every client-sent `X-Auth-*`
+//! is removed first, so the upstream can trust any `X-Auth-*` it sees.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::auth::Principal;
+use crate::config::UpstreamAuthorization;
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// True when `ip` is one of the proxies whose forwarding headers are believed.
+#[must_use]
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`. From a trusted proxy the incoming chain is extended and
+/// its proto/host kept; from anyone else they are replaced, and `Forwarded` is dropped.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let peer_text = peer.to_string();
+    let xff = if trusted {
+        let previous: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if previous.is_empty() {
+            peer_text
+        } else {
+            format!("{}, {peer_text}", previous.join(", "))
+        }
+    } else {
+        headers.remove(FORWARDED);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+        peer_text
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = host
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// Removes every `X-Auth-*` header.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-auth-"))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// The identity headers of SPEC §4.
+pub mod names {
+    use http::HeaderName;
+    pub const SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+    pub const TENANT: HeaderName = HeaderName::from_static("x-auth-tenant");
+    pub const CLIENT: HeaderName = HeaderName::from_static("x-auth-client");
+    pub const SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
+    pub const ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+    pub const NAME: HeaderName = HeaderName::from_static("x-auth-name");
+}
+
+/// Strips client `X-Auth-*`, then sets the verified identity.
+pub fn set_identity(headers: &mut HeaderMap, principal: &Principal) {
+    strip_identity(headers);
+    let c = &principal.claims;
+    let roles = c.roles.as_ref().map(|r| r.join(","));
+    for (name, value) in [
+        (names::SUBJECT, c.oid.as_deref()),
+        (names::TENANT, c.tid.as_deref()),
+        (names::CLIENT, c.client_id()),
+        (names::SCOPES, c.scp.as_deref()),
+        (names::ROLES, roles.as_deref()),
+        (names::NAME, c.user_name()),
+    ] {
+        let Some(value) = value else { continue };
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.insert(name, v);
+            }
+            Err(_) => {
+                tracing::warn!(header = %name, "claim value is not valid header text; header not set");
+            }
+        }
+    }
+}
+
+/// Applies `upstream.authorization`.
+pub fn set_upstream_authorization(headers: &mut HeaderMap, policy: &UpstreamAuthorization) {
+    match policy {
+        UpstreamAuthorization::Forward => {}
+        UpstreamAuthorization::Strip => {
+            headers.remove(header::AUTHORIZATION);
+        }
+        UpstreamAuthorization::Basic(value) => {
+            headers.insert(header::AUTHORIZATION, value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn forwarded_for_untrusted_and_trusted() {
+        let peer: IpAddr = "10.1.2.3".parse().expect("ip");
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        set_forwarded(
+            &mut h,
+            peer,
+            false,
+            "http",
+            Some(HeaderValue::from_static("api")),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_HOST], "api");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert!(!h.contains_key(FORWARDED));
+
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set_forwarded(
+            &mut h,
+            peer,
+            true,
+            "http",
+            Some(HeaderValue::from_static("api")),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn trusted_matches_mapped_v4() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        assert!(is_trusted(&nets, "::ffff:10.0.0.1".parse().expect("ip")));
+        assert!(!is_trusted(&nets, "11.0.0.1".parse().expect("ip")));
+    }
+}
