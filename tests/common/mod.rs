@@ -1,0 +1,162 @@
+//! Shared harness for the integration tests: the embedded Entra-shaped issuer, the echo
+//! upstream and the gateway, all on 127.0.0.1 port 0, talked to with a real HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use entragate::app::{self, Running};
+use entragate::config::Config;
+use entragate::dev::{DevIssuer, EchoUpstream};
+use entragate::keys::TokenVersion;
+use serde_json::{Map, Value};
+
+/// The tenant the tests' issuer signs for.
+pub const TENANT: &str = "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10";
+/// The API's Application ID URI, as Power BI requests it (scheme + host).
+pub const AUDIENCE: &str = "https://api.contoso.example";
+/// The API's client ID (v2 tokens' `aud`).
+pub const API_CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Extra TOML lines per table, appended to the harness's defaults (do not repeat its keys:
+/// `listen`, `admin_listen`, `url`, `tenant_id`, `authority`, `audiences`).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub server: String,
+    pub upstream: String,
+    pub entra: String,
+    pub challenge: String,
+    /// Replaces the echo upstream's URL.
+    pub upstream_url: Option<String>,
+    /// Replaces the issuer's tenant in `entra.tenant_id` (e.g. `organizations`).
+    pub tenant_id: Option<String>,
+}
+
+/// The gateway's TOML for an issuer and upstream.
+pub fn config_toml(issuer: &DevIssuer, upstream_url: &str, extra: &Extra) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{server}
+[upstream]
+url = "{upstream}"
+{upstream_extra}
+[entra]
+tenant_id = "{tenant}"
+authority = "{authority}"
+audiences = ["{AUDIENCE}", "{API_CLIENT_ID}"]
+{entra}
+[challenge]
+{challenge}
+"#,
+        server = extra.server,
+        upstream = extra.upstream_url.as_deref().unwrap_or(upstream_url),
+        upstream_extra = extra.upstream,
+        tenant = extra.tenant_id.as_deref().unwrap_or(issuer.tenant_id()),
+        authority = issuer.authority(),
+        entra = extra.entra,
+        challenge = extra.challenge,
+    )
+}
+
+/// Issuer + echo upstream + gateway.
+pub struct Harness {
+    pub issuer: DevIssuer,
+    pub echo: EchoUpstream,
+    pub gw: Running,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    /// Everything with default settings, keys loaded.
+    pub async fn start() -> Self {
+        Self::start_with(Extra::default()).await
+    }
+
+    /// Everything with `extra` settings; waits until the gateway is ready.
+    pub async fn start_with(extra: Extra) -> Self {
+        let h = Self::start_unready(extra).await;
+        h.wait_ready().await;
+        h
+    }
+
+    /// Everything with `extra` settings, without waiting for keys.
+    pub async fn start_unready(extra: Extra) -> Self {
+        let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
+        let echo = EchoUpstream::start(loopback()).await.expect("echo");
+        let toml = config_toml(&issuer, &echo.url(), &extra);
+        let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
+        let gw = app::start(&config).await.expect("gateway starts");
+        Self {
+            issuer,
+            echo,
+            gw,
+            client: client(),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..400 {
+            if self.gw.keys.is_ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway not ready after 10s");
+    }
+
+    /// `http://gateway{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.addr)
+    }
+
+    /// `http://admin{path}`
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.admin_addr)
+    }
+
+    /// Claims of a valid delegated token of `version` for [`AUDIENCE`].
+    pub fn claims(&self, version: TokenVersion) -> Map<String, Value> {
+        self.issuer.claims(version, AUDIENCE)
+    }
+
+    pub fn token(&self, version: TokenVersion) -> String {
+        self.issuer.mint(&self.claims(version))
+    }
+
+    /// GET `path` with `Authorization: Bearer {token}`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// A client that never follows redirects, never pools across tests, and never hangs.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("time")
+}
