@@ -466,7 +466,7 @@ fn read_entra(r: &mut Reader) -> Entra {
             }
         })
         .collect::<Vec<_>>();
-    if algorithms.is_empty() && r.has("entra.algorithms") {
+    if r.has("entra.algorithms") && r.strings("entra.algorithms").is_empty() {
         r.problem("entra.algorithms", "must name at least one algorithm");
     }
     let clock_skew = r.duration("entra.clock_skew", "60s");
@@ -496,16 +496,15 @@ fn read_entra(r: &mut Reader) -> Entra {
 }
 
 fn read_challenge(r: &mut Reader, entra: &Entra) -> Challenge {
-    let realm = r
-        .opt_string("challenge.realm")
-        .unwrap_or_else(|| format!("{}/{}", entra.authority, entra.tenant_id));
-    let authorization_uri = r
-        .opt_string("challenge.authorization_uri")
-        .unwrap_or_else(|| format!("{}/{}/oauth2/authorize", entra.authority, entra.tenant_id));
+    let realm = r.opt_string("challenge.realm");
+    let authorization_uri = r.opt_string("challenge.authorization_uri");
+    // Only values set explicitly are checked: derived ones are as good as entra.* (which is
+    // checked, and reported, on its own).
     for (key, value) in [
         ("challenge.realm", &realm),
         ("challenge.authorization_uri", &authorization_uri),
     ] {
+        let Some(value) = value else { continue };
         // The values go into WWW-Authenticate unquoted, as Microsoft documents them.
         if value.is_empty()
             || value
@@ -519,6 +518,9 @@ fn read_challenge(r: &mut Reader, entra: &Entra) -> Challenge {
         }
     }
     let resource_metadata = r.bool("challenge.resource_metadata", false);
+    let realm = realm.unwrap_or_else(|| format!("{}/{}", entra.authority, entra.tenant_id));
+    let authorization_uri = authorization_uri
+        .unwrap_or_else(|| format!("{}/{}/oauth2/authorize", entra.authority, entra.tenant_id));
     Challenge {
         authorization_uri,
         realm,

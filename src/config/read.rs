@@ -158,13 +158,15 @@ impl Reader {
                 ));
                 continue;
             }
+            let is_table = known.iter().any(|k| k.starts_with(&format!("{table}.")));
             match value {
-                Value::Dict(_, dict) => {
+                Value::Dict(_, dict) if is_table => {
                     collect_unknown(table, dict, known, not_yet, &mut found);
                 }
+                Value::Dict(..) => found.push((table.clone(), "unknown table".to_owned())),
                 _ => found.push((
                     table.clone(),
-                    if known.iter().any(|k| k.starts_with(&format!("{table}."))) {
+                    if is_table {
                         format!("[{table}] must be a table")
                     } else {
                         "unknown key".to_owned()

@@ -1,1 +1,244 @@
+use super::*;
 
+const MINIMAL: &str = r#"
+[entra]
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+audiences = ["https://api.contoso.com"]
+"#;
+
+fn no_files(_: &str) -> std::io::Result<String> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no such file",
+    ))
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::load(text, &env, &no_files)
+}
+
+fn keys(e: &ConfigError) -> Vec<&str> {
+    e.problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn defaults_are_written_out() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(
+        c.server.admin_listen,
+        "127.0.0.1:9090".parse().expect("addr")
+    );
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.upstream.origin.as_str(), "127.0.0.1:8081");
+    assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.upstream.authorization, UpstreamAuthorization::Forward);
+    assert_eq!(c.entra.authority, DEFAULT_AUTHORITY);
+    assert_eq!(c.entra.clock_skew, Duration::from_secs(60));
+    assert_eq!(c.entra.jwks_refresh, Duration::from_secs(3600));
+    assert_eq!(c.entra.jwks_min_refetch, Duration::from_secs(300));
+    assert_eq!(c.entra.jwks_max_stale, Duration::from_secs(24 * 3600));
+    assert_eq!(c.entra.algorithms, vec![Algorithm::RS256]);
+    assert_eq!(
+        c.challenge.authorization_uri,
+        "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/authorize"
+    );
+    assert_eq!(
+        c.challenge.realm,
+        "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47"
+    );
+}
+
+#[test]
+fn env_overrides_file() {
+    let c = load(
+        MINIMAL,
+        &[
+            ("ENTRAGATE_UPSTREAM__URL", "http://ehrbase:8080/ehrbase"),
+            ("ENTRAGATE_ENTRA__AUDIENCES", "[api://x, https://api.x.com]"),
+            ("ENTRAGATE_CHALLENGE__RESOURCE_METADATA", "true"),
+            ("ENTRAGATE_CONFIG", "/etc/entragate/entragate.toml"),
+            ("PATH", "/usr/bin"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.upstream.origin.as_str(), "ehrbase:8080");
+    assert_eq!(c.upstream.base_path, "/ehrbase");
+    assert_eq!(c.entra.audiences, ["api://x", "https://api.x.com"]);
+    assert!(c.challenge.resource_metadata);
+}
+
+#[test]
+fn every_problem_at_once_named_by_key() {
+    let text = r#"
+[server]
+listen = "nope"
+colour = "blue"
+log_format = "xml"
+[upstream]
+timeout = "soon"
+[entra]
+tenant_id = "not a tenant"
+audiences = []
+allowed_client_ids = ["a672d62c"]
+algorithms = ["HS256"]
+[extra]
+x = 1
+"#;
+    let e = load(text, &[("ENTRAGATE_UPSTREAM__URL", "ftp://x")]).expect_err("invalid");
+    let k = keys(&e);
+    for expected in [
+        "server.listen",
+        "server.colour",
+        "server.log_format",
+        "upstream.timeout",
+        "upstream.url",
+        "entra.tenant_id",
+        "entra.audiences",
+        "entra.allowed_client_ids",
+        "entra.algorithms",
+        "extra",
+    ] {
+        assert!(k.contains(&expected), "{expected} missing from {k:?}");
+    }
+    let url = e
+        .problems
+        .iter()
+        .find(|p| p.key == "upstream.url")
+        .expect("url problem");
+    assert_eq!(url.env_var.as_deref(), Some("ENTRAGATE_UPSTREAM__URL"));
+    assert!(
+        e.to_string()
+            .contains("upstream.url (from ENTRAGATE_UPSTREAM__URL)")
+    );
+}
+
+#[test]
+fn required_keys() {
+    let e = load("", &[]).expect_err("invalid");
+    assert_eq!(keys(&e), ["entra.tenant_id", "entra.audiences"]);
+}
+
+#[test]
+fn wrong_types_and_syntax() {
+    let e = load(
+        "[server]\nlisten = 8080\n[entra]\ntenant_id = \"common\"\naudiences = \"x\"\n",
+        &[],
+    )
+    .expect_err("invalid");
+    let k = keys(&e);
+    assert!(k.contains(&"server.listen"), "{k:?}");
+    assert!(k.contains(&"entra.audiences"), "{k:?}");
+    // Multi-tenant without an allow-list would accept every Entra tenant.
+    assert!(k.contains(&"entra.allowed_tenants"), "{k:?}");
+    let e = load("[server\n", &[]).expect_err("invalid");
+    assert_eq!(keys(&e), ["config"]);
+}
+
+#[test]
+fn unknown_env_keys_are_errors() {
+    let e = load(
+        MINIMAL,
+        &[("ENTRAGATE_SERVER__COLOR", "red"), ("ENTRAGATE_LOG", "x")],
+    )
+    .expect_err("invalid");
+    let k = keys(&e);
+    assert!(k.contains(&"server.color"), "{k:?}");
+    assert!(k.contains(&"log"), "{k:?}");
+}
+
+#[test]
+fn contract_keys_of_later_versions_are_refused_not_ignored() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nmode = \"forward-auth\"\ntls_cert = \"/x\"\n[[routes]]\npath = \"/a\"\nscopes = [\"x\"]\n"
+    );
+    let e = load(&text, &[]).expect_err("invalid");
+    let k = keys(&e);
+    for expected in ["server.mode", "server.tls_cert", "routes"] {
+        assert!(k.contains(&expected), "{expected} missing from {k:?}");
+    }
+}
+
+#[test]
+fn upstream_basic_credentials() {
+    let text = format!(
+        "{MINIMAL}\n[upstream]\nauthorization = \"basic\"\nbasic_user = \"ehrbase\"\nbasic_password_file = \"/run/secrets/pw\"\n"
+    );
+    let env: Vec<(String, String)> = Vec::new();
+    let c = Config::load(&text, &env, &|p| {
+        assert_eq!(p, "/run/secrets/pw");
+        Ok("s3cret\n".to_owned())
+    })
+    .expect("valid");
+    // base64("ehrbase:s3cret")
+    assert_eq!(
+        c.upstream.authorization,
+        UpstreamAuthorization::Basic(http::HeaderValue::from_static("Basic ZWhyYmFzZTpzM2NyZXQ="))
+    );
+    let e = load(
+        &format!("{MINIMAL}\n[upstream]\nauthorization = \"basic\"\n"),
+        &[],
+    )
+    .expect_err("invalid");
+    assert_eq!(keys(&e), ["upstream.basic_user"]);
+    // A password of digits from the environment stays a string.
+    let c = load(
+        &format!("{MINIMAL}\n[upstream]\nauthorization = \"basic\"\nbasic_user = \"u\"\n"),
+        &[("ENTRAGATE_UPSTREAM__BASIC_PASSWORD", "12345")],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.upstream.authorization,
+        UpstreamAuthorization::Basic(http::HeaderValue::from_static("Basic dToxMjM0NQ=="))
+    );
+}
+
+#[test]
+fn multi_tenant_needs_allowed_tenants() {
+    let ok = load(
+        "[entra]\ntenant_id = \"organizations\"\naudiences = [\"api://x\"]\nallowed_tenants = [\"72F988BF-86F1-41AF-91AB-2D7CD011DB47\"]\n",
+        &[],
+    )
+    .expect("valid");
+    assert!(ok.entra.is_multi_tenant());
+    assert_eq!(
+        ok.entra.allowed_tenants,
+        ["72f988bf-86f1-41af-91ab-2d7cd011db47"]
+    );
+}
+
+#[test]
+fn domain_tenants_and_guids() {
+    assert!(
+        load(
+            "[entra]\ntenant_id = \"contoso.onmicrosoft.com\"\naudiences = [\"api://x\"]\n",
+            &[]
+        )
+        .is_ok()
+    );
+    assert!(is_guid("a672d62c-fc7b-4e81-a576-e60dc46e951d"));
+    assert!(!is_guid("a672d62c-fc7b-4e81-a576-e60dc46e951"));
+    assert!(!is_guid("a672d62cxfc7b-4e81-a576-e60dc46e951d"));
+}
+
+#[test]
+fn config_path_precedence() {
+    assert_eq!(
+        config_path(Some("/a.toml".into()), Some("/b.toml".into())),
+        PathBuf::from("/a.toml")
+    );
+    assert_eq!(
+        config_path(None, Some("/b.toml".into())),
+        PathBuf::from("/b.toml")
+    );
+    assert_eq!(
+        config_path(None, Some(String::new())),
+        PathBuf::from("entragate.toml")
+    );
+    assert_eq!(config_path(None, None), PathBuf::from("entragate.toml"));
+}
