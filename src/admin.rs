@@ -43,7 +43,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "not ready: no signing keys yet for {}\n",
+                "not ready: no usable signing keys (not loaded yet, or older than entra.jwks_max_stale) for {}\n",
                 missing.join(", ")
             ),
         )

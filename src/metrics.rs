@@ -120,7 +120,7 @@ pub struct KeySourceMetrics {
     pub fetch_errors: [(&'static str, AtomicU64); 5],
     /// Unix seconds of the last successful fetch (0 = never).
     pub last_success_unix: AtomicU64,
-    /// Requests verified with keys older than `jwks_refresh` because fetching failed.
+    /// Tokens verified with keys older than `jwks_refresh + jwks_min_refetch` (refreshing fails).
     pub stale_served: AtomicU64,
 }
 
@@ -307,7 +307,7 @@ impl Metrics {
                 s.source
             );
         }
-        out.push_str("# HELP entragate_keys_stale_served_total Tokens verified with keys older than jwks_refresh because refreshing failed.\n# TYPE entragate_keys_stale_served_total counter\n");
+        out.push_str("# HELP entragate_keys_stale_served_total Tokens verified with keys older than jwks_refresh + jwks_min_refetch, that is while refreshing fails.\n# TYPE entragate_keys_stale_served_total counter\n");
         for s in sources.iter() {
             let _ = writeln!(
                 out,

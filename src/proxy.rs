@@ -117,6 +117,7 @@ impl Gateway {
     ) -> (Response<Body>, Outcome, Decision) {
         if is_cors_preflight(&req) {
             headers::strip_identity(req.headers_mut());
+            headers::set_upstream_authorization(req.headers_mut(), &self.upstream_authorization);
             return self
                 .forward(req, peer, Outcome::Preflight, Decision::default())
                 .await;

@@ -286,7 +286,7 @@ fn collect_unknown(
             continue;
         }
         if let Some((_, what)) = not_yet.iter().find(|(k, _)| *k == path) {
-            found.push((path, format!("{what} is not available in this version")));
+            found.push((path, format!("not available in this version ({what})")));
         } else {
             found.push((path, "unknown key".to_owned()));
         }
