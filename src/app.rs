@@ -20,11 +20,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
-use crate::auth::{Challenges, Validator};
+use crate::auth::decide::Authorizer;
+use crate::auth::{Challenges, Policy, Validator};
 use crate::config::Config;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy::{self, Forwarder, Gateway, ResourceMetadataDoc};
+use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +118,18 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
 
     let metrics = Arc::new(Metrics::new());
     let client = idp_client(config.entra.metadata_timeout)?;
-    let keys = Arc::new(KeyStore::for_entra(&config.entra, &client, &metrics));
+    let keys = Arc::new(KeyStore::new(
+        &config.entra,
+        &config.oidc,
+        &client,
+        &metrics,
+    ));
     let refreshers = keys.spawn_refresh();
 
     let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
         .map_err(|e| StartupError::Challenge(e.to_string()))?;
+    let identity = IdentityHeaders::new(config.identity.clone());
+    let policy = Policy::new(config.routes.clone());
     let resource_metadata = config
         .challenge
         .resource_metadata
@@ -131,10 +139,18 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
                 "{}/{}/v2.0",
                 config.entra.authority, config.entra.tenant_id
             ),
+            scopes_supported: scopes_supported(config, &policy),
         });
+    let authorizer = Authorizer {
+        validator: Validator::new(&config.entra, Arc::clone(&keys))
+            .keep_payload(identity.wants_claims()),
+        policy,
+        cors_preflight: config.server.cors_preflight,
+    };
     let gateway = Arc::new(Gateway {
-        validator: Validator::new(&config.entra, Arc::clone(&keys)),
+        authorizer,
         challenges,
+        identity,
         forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone()),
         upstream_authorization: config.upstream.authorization.clone(),
         metrics: Arc::clone(&metrics),
@@ -187,6 +203,29 @@ impl Running {
         }
         drained
     }
+}
+
+/// RFC 9728 `scopes_supported`: Entra scopes are requested as `<Application ID URI>/<scope>`,
+/// so each route scope is prefixed with the first URL-form audience; with no route scopes,
+/// `<Application ID URI>/.default` (every permission consented for the client).
+fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
+    let Some(app_id_uri) = config
+        .entra
+        .audiences
+        .iter()
+        .find(|a| a.contains("://"))
+        .map(|a| a.trim_end_matches('/'))
+    else {
+        return Vec::new();
+    };
+    let scopes = policy.scopes();
+    if scopes.is_empty() {
+        return vec![format!("{app_id_uri}/.default")];
+    }
+    scopes
+        .into_iter()
+        .map(|s| format!("{app_id_uri}/{s}"))
+        .collect()
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -6,12 +6,16 @@
 
 pub mod bearer;
 pub mod challenge;
+pub mod decide;
+pub mod path;
+pub mod policy;
 mod reason;
 pub mod token;
 pub mod validate;
 
 pub use bearer::Bearer;
 pub use challenge::Challenges;
+pub use policy::{Forbidden, Policy};
 pub use reason::Reason;
 pub use token::Claims;
 pub use validate::{Principal, Rejected, Validator};

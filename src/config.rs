@@ -7,6 +7,7 @@
 //! types with every default written out; nothing downstream re-parses strings.
 
 mod read;
+mod routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,51 @@ pub struct Config {
     pub upstream: Upstream,
     pub entra: Entra,
     pub challenge: Challenge,
+    pub identity: Identity,
+    /// `[[routes]]`, in order.
+    pub routes: Vec<Route>,
+    /// `[[oidc]]`: further OpenID Connect issuers.
+    pub oidc: Vec<Oidc>,
+}
+
+/// One `[[routes]]` rule.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Normalised path prefix (`/` covers everything).
+    pub path: String,
+    /// Empty = every method.
+    pub methods: Vec<http::Method>,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    /// Lower-case client IDs.
+    pub clients: Vec<String>,
+    /// Each claim must hold one of its values.
+    pub claims: Vec<(String, Vec<String>)>,
+    pub anonymous: bool,
+}
+
+/// One `[[oidc]]` issuer.
+#[derive(Debug, Clone)]
+pub struct Oidc {
+    pub issuer: String,
+    pub discovery_url: String,
+    pub audiences: Vec<String>,
+    pub allowed_client_ids: Vec<String>,
+}
+
+/// `[identity]`: the headers that carry the verified identity upstream. `None` = not sent.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub subject_header: Option<http::HeaderName>,
+    pub tenant_header: Option<http::HeaderName>,
+    pub client_header: Option<http::HeaderName>,
+    pub scopes_header: Option<http::HeaderName>,
+    pub roles_header: Option<http::HeaderName>,
+    pub name_header: Option<http::HeaderName>,
+    /// The whole verified claim set, base64url JSON (off by default).
+    pub claims_header: Option<http::HeaderName>,
+    /// Further client headers to remove (besides every `X-Auth-*` and the names above).
+    pub strip_headers: Vec<http::HeaderName>,
 }
 
 /// `[server]`
@@ -43,6 +89,8 @@ pub struct Server {
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    /// Pass CORS preflights to the upstream without a token.
+    pub cors_preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +171,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.public_url",
     "server.log_format",
     "server.shutdown_grace",
+    "server.cors_preflight",
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
@@ -144,7 +193,18 @@ const KNOWN_KEYS: &[&str] = &[
     "challenge.authorization_uri",
     "challenge.realm",
     "challenge.resource_metadata",
+    "identity.subject_header",
+    "identity.tenant_header",
+    "identity.client_header",
+    "identity.scopes_header",
+    "identity.roles_header",
+    "identity.name_header",
+    "identity.claims_header",
+    "identity.strip_headers",
 ];
+
+/// Arrays of tables, each read (and checked for unknown keys) on its own.
+const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[
@@ -152,8 +212,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("server.tls_cert", "TLS on the listener"),
     ("server.tls_key", "TLS on the listener"),
     ("upstream.ca_file", "extra upstream certificate authorities"),
-    ("routes", "per-route rules"),
-    ("oidc", "other OpenID Connect issuers"),
 ];
 
 impl Config {
@@ -170,18 +228,24 @@ impl Config {
         read_file: &dyn Fn(&str) -> std::io::Result<String>,
     ) -> Result<Self, ConfigError> {
         let mut r = Reader::new(toml_text, env)?;
-        r.reject_unknown(KNOWN_KEYS, NOT_YET);
+        r.reject_unknown(KNOWN_KEYS, ARRAY_TABLES, NOT_YET);
 
         let server = read_server(&mut r);
         let upstream = read_upstream(&mut r, read_file);
         let entra = read_entra(&mut r);
         let challenge = read_challenge(&mut r, &entra);
+        let identity = read_identity(&mut r);
+        let routes = routes::read_routes(&mut r);
+        let oidc = routes::read_oidc(&mut r);
         r.finish()?;
         Ok(Self {
             server,
             upstream,
             entra,
             challenge,
+            identity,
+            routes,
+            oidc,
         })
     }
 
@@ -257,7 +321,9 @@ fn read_server(r: &mut Reader) -> Server {
         }
     };
     let shutdown_grace = r.duration("server.shutdown_grace", "30s");
+    let cors_preflight = r.bool("server.cors_preflight", true);
     Server {
+        cors_preflight,
         listen,
         admin_listen,
         trusted_proxies,
@@ -525,6 +591,68 @@ fn read_challenge(r: &mut Reader, entra: &Entra) -> Challenge {
         authorization_uri,
         realm,
         resource_metadata,
+    }
+}
+
+fn read_identity(r: &mut Reader) -> Identity {
+    let mut header = |key: &str, default: &str| -> Option<http::HeaderName> {
+        let name = r.string(key, default);
+        if name.is_empty() {
+            return None;
+        }
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                r.problem(key, format!("{name:?} is not a valid header name"));
+                None
+            }
+        }
+    };
+    let identity = Identity {
+        subject_header: header("identity.subject_header", "X-Auth-Subject"),
+        tenant_header: header("identity.tenant_header", "X-Auth-Tenant"),
+        client_header: header("identity.client_header", "X-Auth-Client"),
+        scopes_header: header("identity.scopes_header", "X-Auth-Scopes"),
+        roles_header: header("identity.roles_header", "X-Auth-Roles"),
+        name_header: header("identity.name_header", "X-Auth-Name"),
+        claims_header: header("identity.claims_header", ""),
+        strip_headers: Vec::new(),
+    };
+    let strip_headers = r
+        .strings("identity.strip_headers")
+        .into_iter()
+        .filter_map(|name| match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                r.problem(
+                    "identity.strip_headers",
+                    format!("{name:?} is not a valid header name"),
+                );
+                None
+            }
+        })
+        .collect();
+    for (key, name) in [
+        ("identity.subject_header", &identity.subject_header),
+        ("identity.tenant_header", &identity.tenant_header),
+        ("identity.client_header", &identity.client_header),
+        ("identity.scopes_header", &identity.scopes_header),
+        ("identity.roles_header", &identity.roles_header),
+        ("identity.name_header", &identity.name_header),
+        ("identity.claims_header", &identity.claims_header),
+    ] {
+        if let Some(n) = name
+            && matches!(
+                n.as_str(),
+                "authorization" | "host" | "cookie" | "content-length" | "transfer-encoding"
+            )
+        {
+            r.problem(key, format!("{n} cannot carry the identity"));
+        }
+    }
+    Identity {
+        strip_headers,
+        ..identity
     }
 }
 

@@ -15,7 +15,7 @@ pub use fetch::{FetchError, Key, MAX_DOCUMENT_BYTES};
 pub use issuer::IssuerTemplate;
 pub use source::{KeySet, KeySource, Lookup, Timing};
 
-use crate::config::Entra;
+use crate::config::{Entra, Oidc};
 use crate::metrics::Metrics;
 
 /// Token format version, as in Entra's `ver` claim.
@@ -36,10 +36,23 @@ impl TokenVersion {
     }
 }
 
-/// One trusted issuer: where its keys come from and which token version it issues.
+/// What a token of an issuer must satisfy besides its signature.
+#[derive(Debug, Clone, Default)]
+pub struct IssuerPolicy {
+    /// Accepted `aud` values, without a trailing `/`.
+    pub audiences: Vec<String>,
+    /// Lower-case; empty = any client.
+    pub allowed_client_ids: Vec<String>,
+    /// Lower-case; empty = any tenant the issuer value allows.
+    pub allowed_tenants: Vec<String>,
+}
+
+/// One trusted issuer: where its keys come from, what it issues, and what its tokens need.
 #[derive(Debug)]
 pub struct Issuer {
-    pub version: TokenVersion,
+    /// `Some` for Entra's v1/v2 endpoints (the `ver` claim must agree), `None` for `[[oidc]]`.
+    pub version: Option<TokenVersion>,
+    pub policy: Arc<IssuerPolicy>,
     pub source: Arc<KeySource>,
 }
 
@@ -60,16 +73,21 @@ pub enum IssuerMatch<'a> {
 }
 
 impl KeyStore {
-    /// The v1 and v2 Entra sources for `entra`'s tenant.
+    /// Entra's v1 and v2 sources for the tenant, then each `[[oidc]]` issuer.
     #[must_use]
-    pub fn for_entra(entra: &Entra, client: &reqwest::Client, metrics: &Metrics) -> Self {
+    pub fn new(entra: &Entra, oidc: &[Oidc], client: &reqwest::Client, metrics: &Metrics) -> Self {
         let timing = Timing {
             refresh: entra.jwks_refresh,
             min_refetch: entra.jwks_min_refetch,
             max_stale: entra.jwks_max_stale,
         };
+        let entra_policy = Arc::new(IssuerPolicy {
+            audiences: trimmed(&entra.audiences),
+            allowed_client_ids: entra.allowed_client_ids.clone(),
+            allowed_tenants: entra.allowed_tenants.clone(),
+        });
         let base = format!("{}/{}", entra.authority, entra.tenant_id);
-        let issuers = [
+        let mut issuers: Vec<Issuer> = [
             (
                 TokenVersion::V1,
                 "entra-v1",
@@ -82,12 +100,36 @@ impl KeyStore {
             ),
         ]
         .into_iter()
-        .map(|(version, name, url)| {
-            let source = Arc::new(KeySource::new(name, url, timing, client.clone()));
-            metrics.add_key_source(source.metrics.clone());
-            Issuer { version, source }
+        .map(|(version, name, url)| Issuer {
+            version: Some(version),
+            policy: Arc::clone(&entra_policy),
+            source: Arc::new(KeySource::new(name, url, None, timing, client.clone())),
         })
         .collect();
+        for (i, o) in oidc.iter().enumerate() {
+            issuers.push(Issuer {
+                version: None,
+                policy: Arc::new(IssuerPolicy {
+                    audiences: trimmed(&o.audiences),
+                    allowed_client_ids: o
+                        .allowed_client_ids
+                        .iter()
+                        .map(|c| c.to_ascii_lowercase())
+                        .collect(),
+                    allowed_tenants: Vec::new(),
+                }),
+                source: Arc::new(KeySource::new(
+                    &format!("oidc-{i}"),
+                    o.discovery_url.clone(),
+                    Some(o.issuer.clone()),
+                    timing,
+                    client.clone(),
+                )),
+            });
+        }
+        for i in &issuers {
+            metrics.add_key_source(i.source.metrics.clone());
+        }
         Self { issuers }
     }
 
@@ -124,4 +166,16 @@ impl KeyStore {
             IssuerMatch::Mismatch
         }
     }
+}
+
+/// Power BI asks for the URL's scheme+host as resource; whether Entra then writes a trailing
+/// `/` into `aud` depends on how the Application ID URI was registered. Both are accepted, so
+/// audiences are compared without it.
+#[must_use]
+pub fn trim_slash(s: &str) -> &str {
+    s.strip_suffix('/').unwrap_or(s)
+}
+
+fn trimmed(v: &[String]) -> Vec<String> {
+    v.iter().map(|a| trim_slash(a).to_owned()).collect()
 }

@@ -18,6 +18,8 @@ pub enum Outcome {
     Allowed,
     /// A CORS preflight, passed on without a token.
     Preflight,
+    /// An anonymous route, passed on without a token.
+    Anonymous,
     /// Refused by the gateway.
     Denied(Reason),
     /// Authenticated, but the upstream could not be reached (502).
@@ -27,7 +29,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const COUNT: usize = 4 + Reason::ALL.len();
+    const COUNT: usize = 5 + Reason::ALL.len();
 
     fn index(self) -> usize {
         match self {
@@ -35,7 +37,8 @@ impl Outcome {
             Self::Preflight => 1,
             Self::UpstreamUnreachable => 2,
             Self::UpstreamTimeout => 3,
-            Self::Denied(r) => 4 + r.index(),
+            Self::Anonymous => 4,
+            Self::Denied(r) => 5 + r.index(),
         }
     }
 
@@ -45,7 +48,8 @@ impl Outcome {
             1 => Self::Preflight,
             2 => Self::UpstreamUnreachable,
             3 => Self::UpstreamTimeout,
-            n => Self::Denied(Reason::ALL[n - 4]),
+            4 => Self::Anonymous,
+            n => Self::Denied(Reason::ALL[n - 5]),
         }
     }
 
@@ -55,6 +59,7 @@ impl Outcome {
         match self {
             Self::Allowed => ("allowed", "none"),
             Self::Preflight => ("preflight", "none"),
+            Self::Anonymous => ("anonymous", "none"),
             Self::UpstreamUnreachable => ("upstream_error", "unreachable"),
             Self::UpstreamTimeout => ("upstream_error", "timeout"),
             Self::Denied(r) => ("denied", r.as_str()),
@@ -117,7 +122,7 @@ pub struct KeySourceMetrics {
     pub source: String,
     pub fetch_ok: AtomicU64,
     /// By [`crate::keys::FetchError::kind`].
-    pub fetch_errors: [(&'static str, AtomicU64); 5],
+    pub fetch_errors: [(&'static str, AtomicU64); 6],
     /// Unix seconds of the last successful fetch (0 = never).
     pub last_success_unix: AtomicU64,
     /// Tokens verified with keys older than `jwks_refresh + jwks_min_refetch` (refreshing fails).
@@ -136,6 +141,7 @@ impl KeySourceMetrics {
                 ("too_large", AtomicU64::new(0)),
                 ("bad_json", AtomicU64::new(0)),
                 ("no_keys", AtomicU64::new(0)),
+                ("issuer_mismatch", AtomicU64::new(0)),
             ],
             last_success_unix: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),

@@ -11,20 +11,24 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
 pub use forward::{Forwarder, UpstreamError};
+pub use headers::IdentityHeaders;
 
+use crate::auth::Challenges;
+use crate::auth::Reason;
 use crate::auth::challenge::Kind;
-use crate::auth::{Bearer, Challenges, Principal, Reason, Rejected, Validator, bearer};
+use crate::auth::decide::{Authorizer, Facts, Verdict};
 use crate::config::UpstreamAuthorization;
 use crate::metrics::{Metrics, Outcome};
 
 /// Everything a request needs, built once at startup.
 #[derive(Debug)]
 pub struct Gateway {
-    pub validator: Validator,
+    pub authorizer: Authorizer,
     pub challenges: Challenges,
+    pub identity: IdentityHeaders,
     pub forwarder: Forwarder,
     pub upstream_authorization: UpstreamAuthorization,
     pub metrics: Arc<Metrics>,
@@ -38,57 +42,70 @@ pub struct ResourceMetadataDoc {
     /// `server.public_url`, else the request's own scheme and host.
     pub resource: Option<String>,
     pub authorization_server: String,
+    pub scopes_supported: Vec<String>,
 }
 
-/// What the decision log records about a request; never the token.
-#[derive(Default)]
-struct Decision {
-    kid: Option<String>,
-    tid: Option<String>,
-    ver: Option<String>,
-    client: Option<String>,
-}
-
-impl Decision {
-    fn from_principal(p: &Principal) -> Self {
-        Self {
-            kid: Some(p.kid.clone()),
-            tid: p.claims.tid.clone(),
-            ver: p.claims.ver.clone(),
-            client: p.claims.client_id().map(str::to_owned),
-        }
-    }
-
-    fn from_rejected(r: Rejected) -> Self {
-        Self {
-            kid: r.kid,
-            tid: r.tid,
-            ver: r.ver,
-            client: r.client,
-        }
-    }
-}
-
-/// The proxy listener's only handler.
+/// The proxy listener's only handler: decide, then mutate and forward, or refuse.
 pub async fn handle(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
     gw.metrics.in_flight.fetch_add(1, Relaxed);
+    let (verdict, facts) = gw
+        .authorizer
+        .decide(req.method(), req.uri().path(), req.headers())
+        .await;
+    gw.metrics.auth_latency.observe(started.elapsed());
     let method = req.method().clone();
     // The path only: queries (AQL, search terms) may carry personal data.
     let path = req.uri().path().to_owned();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (response, outcome, decision) = gw.decide_and_forward(req, peer, started).await;
+    let (response, outcome) = match verdict {
+        Verdict::Refused { reason, scope } => {
+            let origin = request_origin(&req);
+            (
+                refusal(reason, &scope, &gw.challenges, origin.as_deref()),
+                Outcome::Denied(reason),
+            )
+        }
+        Verdict::Preflight | Verdict::Anonymous => {
+            let outcome = if matches!(verdict, Verdict::Preflight) {
+                Outcome::Preflight
+            } else {
+                Outcome::Anonymous
+            };
+            gw.identity.strip(req.headers_mut());
+            headers::set_upstream_authorization(req.headers_mut(), &gw.upstream_authorization);
+            gw.forward(req, peer, outcome).await
+        }
+        Verdict::Allowed(principal) => {
+            gw.identity.set(req.headers_mut(), &principal);
+            headers::set_upstream_authorization(req.headers_mut(), &gw.upstream_authorization);
+            gw.forward(req, peer, Outcome::Allowed).await
+        }
+    };
     gw.metrics.in_flight.fetch_sub(1, Relaxed);
     gw.metrics.record_request(outcome);
+    log_decision(&method, &path, &response, outcome, &facts, peer, started);
+    response
+}
+
+/// One structured event per request (`entragate::access`); never the token.
+fn log_decision(
+    method: &http::Method,
+    path: &str,
+    response: &Response<Body>,
+    outcome: Outcome,
+    facts: &Facts,
+    peer: SocketAddr,
+    started: Instant,
+) {
     let (outcome_label, reason) = outcome.labels();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
     tracing::info!(
         target: "entragate::access",
         method = %method,
@@ -96,81 +113,35 @@ pub async fn handle(
         status = response.status().as_u16(),
         auth.outcome = outcome_label,
         auth.reason = reason,
-        jwt.kid = decision.kid.as_deref(),
-        jwt.tid = decision.tid.as_deref(),
-        jwt.ver = decision.ver.as_deref(),
-        jwt.client = decision.client.as_deref(),
+        jwt.kid = facts.kid.as_deref(),
+        jwt.tid = facts.tid.as_deref(),
+        jwt.ver = facts.ver.as_deref(),
+        jwt.client = facts.client.as_deref(),
         client.ip = %peer.ip(),
-        request_id = request_id.as_deref(),
+        request_id,
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
-    response
 }
 
 impl Gateway {
-    async fn decide_and_forward(
-        &self,
-        mut req: Request<Body>,
-        peer: SocketAddr,
-        started: Instant,
-    ) -> (Response<Body>, Outcome, Decision) {
-        if is_cors_preflight(&req) {
-            headers::strip_identity(req.headers_mut());
-            headers::set_upstream_authorization(req.headers_mut(), &self.upstream_authorization);
-            return self
-                .forward(req, peer, Outcome::Preflight, Decision::default())
-                .await;
-        }
-        let result = match bearer::extract(req.headers()) {
-            Bearer::Missing => Err(Rejected::bare(Reason::MissingToken)),
-            Bearer::Empty => Err(Rejected::bare(Reason::EmptyBearer)),
-            Bearer::Duplicate => Err(Rejected::bare(Reason::DuplicateAuthorization)),
-            Bearer::Malformed => Err(Rejected::bare(Reason::Malformed)),
-            Bearer::Token(token) => self.validator.validate(token).await,
-        };
-        self.metrics.auth_latency.observe(started.elapsed());
-        match result {
-            Ok(principal) => {
-                let decision = Decision::from_principal(&principal);
-                headers::set_identity(req.headers_mut(), &principal);
-                headers::set_upstream_authorization(
-                    req.headers_mut(),
-                    &self.upstream_authorization,
-                );
-                self.forward(req, peer, Outcome::Allowed, decision).await
-            }
-            Err(rejected) => {
-                let reason = rejected.reason;
-                let origin = request_origin(&req);
-                (
-                    reject(reason, &self.challenges, origin.as_deref()),
-                    Outcome::Denied(reason),
-                    Decision::from_rejected(rejected),
-                )
-            }
-        }
-    }
-
     async fn forward(
         &self,
         req: Request<Body>,
         peer: SocketAddr,
         outcome: Outcome,
-        decision: Decision,
-    ) -> (Response<Body>, Outcome, Decision) {
+    ) -> (Response<Body>, Outcome) {
         let sent = Instant::now();
         let result = self.forwarder.forward(req, peer).await;
         self.metrics.upstream_latency.observe(sent.elapsed());
         match result {
             Ok(resp) => {
                 self.metrics.record_upstream_status(resp.status());
-                (resp, outcome, decision)
+                (resp, outcome)
             }
             Err(UpstreamError::Unreachable) => (
                 json(StatusCode::BAD_GATEWAY, r#"{"error":"bad_gateway"}"#),
                 Outcome::UpstreamUnreachable,
-                decision,
             ),
             Err(UpstreamError::Timeout) => (
                 json(
@@ -178,7 +149,6 @@ impl Gateway {
                     r#"{"error":"gateway_timeout"}"#,
                 ),
                 Outcome::UpstreamTimeout,
-                decision,
             ),
         }
     }
@@ -186,7 +156,20 @@ impl Gateway {
 
 /// The response for a refusal (SPEC §4). The reason itself is never sent to the client.
 #[must_use]
-pub fn reject(reason: Reason, challenges: &Challenges, origin: Option<&str>) -> Response<Body> {
+pub fn refusal(
+    reason: Reason,
+    scope: &str,
+    challenges: &Challenges,
+    origin: Option<&str>,
+) -> Response<Body> {
+    if reason.is_forbidden() {
+        let mut r = json(StatusCode::FORBIDDEN, r#"{"error":"insufficient_scope"}"#);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            challenges.insufficient_scope(scope),
+        );
+        return r;
+    }
     let (status, kind, body) = match reason {
         Reason::MissingToken => (
             StatusCode::UNAUTHORIZED,
@@ -203,6 +186,12 @@ pub fn reject(reason: Reason, challenges: &Challenges, origin: Option<&str>) -> 
             Kind::InvalidRequest,
             r#"{"error":"invalid_request"}"#,
         ),
+        Reason::BadPath => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_request","error_description":"the request path cannot be normalised"}"#,
+            );
+        }
         Reason::KeysUnavailable => {
             let mut r = json(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -235,16 +224,6 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: browsers send these without
-/// credentials, so they go to the upstream (which owns its CORS policy) unauthenticated.
-fn is_cors_preflight(req: &Request<Body>) -> bool {
-    req.method() == Method::OPTIONS
-        && req.headers().contains_key(header::ORIGIN)
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// `http://host[:port]` as the request arrived (h2 `:authority` or `Host`).
@@ -288,6 +267,7 @@ impl ResourceMetadataDoc {
             "resource": resource,
             "authorization_servers": [self.authorization_server],
             "bearer_methods_supported": ["header"],
+            "scopes_supported": self.scopes_supported,
         });
         let mut r = Response::new(Body::from(doc.to_string()));
         r.headers_mut().insert(

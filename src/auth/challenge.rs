@@ -105,6 +105,20 @@ impl Challenges {
         }
     }
 
+    /// `Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1); `scope` is left out
+    /// when the route names none. Scope names are checked at config time, so the value is
+    /// always a valid quoted string.
+    #[must_use]
+    pub fn insufficient_scope(&self, scope: &str) -> HeaderValue {
+        let value = if scope.is_empty() {
+            "Bearer error=\"insufficient_scope\"".to_owned()
+        } else {
+            format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")
+        };
+        HeaderValue::try_from(value)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\""))
+    }
+
     /// True when RFC 9728 metadata is served.
     #[must_use]
     pub fn serves_resource_metadata(&self) -> bool {

@@ -36,6 +36,19 @@ pub enum Reason {
     ClientNotAllowed,
     /// No usable keys for the issuer (never loaded, or older than `jwks_max_stale`).
     KeysUnavailable,
+    /// The path does not decode to clean segments (400).
+    BadPath,
+    /// A delegated token lacks every scope (and app role) the route accepts (403).
+    ScopeMissing,
+    /// An app-only token lacks every role the route accepts (403).
+    RoleMissing,
+    /// The client application is not among the route's `clients` (403).
+    ClientNotAllowedOnRoute,
+    /// A claim the route requires is absent or holds none of the required values (403).
+    ClaimMissing,
+    /// The route requires `groups` but the token carries the overage marker
+    /// (`_claim_names.groups`, more than 200 groups) instead (403).
+    GroupsOverage,
 }
 
 impl Reason {
@@ -59,11 +72,17 @@ impl Reason {
             Self::TenantNotAllowed => "tenant_not_allowed",
             Self::ClientNotAllowed => "client_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
+            Self::BadPath => "bad_path",
+            Self::ScopeMissing => "scope_missing",
+            Self::RoleMissing => "role_missing",
+            Self::ClientNotAllowedOnRoute => "client_not_allowed_on_route",
+            Self::ClaimMissing => "claim_missing",
+            Self::GroupsOverage => "groups_overage",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 22] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -80,7 +99,26 @@ impl Reason {
         Self::TenantNotAllowed,
         Self::ClientNotAllowed,
         Self::KeysUnavailable,
+        Self::BadPath,
+        Self::ScopeMissing,
+        Self::RoleMissing,
+        Self::ClientNotAllowedOnRoute,
+        Self::ClaimMissing,
+        Self::GroupsOverage,
     ];
+
+    /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).
+    #[must_use]
+    pub const fn is_forbidden(self) -> bool {
+        matches!(
+            self,
+            Self::ScopeMissing
+                | Self::RoleMissing
+                | Self::ClientNotAllowedOnRoute
+                | Self::ClaimMissing
+                | Self::GroupsOverage
+        )
+    }
 
     /// Position in [`Reason::ALL`].
     #[must_use]

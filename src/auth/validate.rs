@@ -13,14 +13,18 @@ use jsonwebtoken::Algorithm;
 use super::Reason;
 use super::token::{self, Claims};
 use crate::config::Entra;
-use crate::keys::{IssuerMatch, KeyStore, Lookup, TokenVersion};
+use crate::keys::{IssuerMatch, IssuerPolicy, KeyStore, Lookup, TokenVersion, trim_slash};
 
 /// A verified token's identity.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub claims: Claims,
-    pub version: TokenVersion,
+    /// Entra token version; `None` for `[[oidc]]` issuers.
+    pub version: Option<TokenVersion>,
     pub kid: String,
+    /// The token's payload segment (base64url JSON of the verified claims), kept only when
+    /// the claims header is configured.
+    pub payload: Option<String>,
 }
 
 /// A refusal, with what could be read of the token for the decision log (never the token).
@@ -47,33 +51,32 @@ impl Rejected {
     }
 }
 
-/// Checks tokens against the configured tenant, audiences and clients.
+/// Checks tokens against the trusted issuers and each issuer's audiences, tenants, clients.
 #[derive(Debug)]
 pub struct Validator {
     keys: Arc<KeyStore>,
-    /// Without a trailing `/`.
-    audiences: Vec<String>,
-    allowed_tenants: Vec<String>,
-    allowed_client_ids: Vec<String>,
     algorithms: Vec<Algorithm>,
     clock_skew: f64,
+    keep_payload: bool,
 }
 
 impl Validator {
+    /// Algorithms and clock skew come from `[entra]` and apply to every issuer.
     #[must_use]
     pub fn new(entra: &Entra, keys: Arc<KeyStore>) -> Self {
         Self {
             keys,
-            audiences: entra
-                .audiences
-                .iter()
-                .map(|a| trim_slash(a).to_owned())
-                .collect(),
-            allowed_tenants: entra.allowed_tenants.clone(),
-            allowed_client_ids: entra.allowed_client_ids.clone(),
             algorithms: entra.algorithms.clone(),
             clock_skew: entra.clock_skew.as_secs_f64(),
+            keep_payload: false,
         }
+    }
+
+    /// Keep each verified token's payload segment in [`Principal::payload`].
+    #[must_use]
+    pub fn keep_payload(mut self, keep: bool) -> Self {
+        self.keep_payload = keep;
+        self
     }
 
     /// The key store this validator reads.
@@ -120,13 +123,11 @@ impl Validator {
             IssuerMatch::Mismatch => return Err(context(Reason::IssuerMismatch)),
             IssuerMatch::Unavailable => return Err(context(Reason::KeysUnavailable)),
         };
-        if set.issuer.is_template() && !self.tenant_allowed(tid) {
+        if set.issuer.is_template() && !tenant_allowed(&issuer.policy, tid) {
             return Err(context(Reason::TenantNotAllowed));
         }
-        if claims
-            .ver
-            .as_deref()
-            .is_some_and(|v| v != issuer.version.claim())
+        if let (Some(version), Some(ver)) = (issuer.version, claims.ver.as_deref())
+            && ver != version.claim()
         {
             return Err(context(Reason::IssuerMismatch));
         }
@@ -159,17 +160,22 @@ impl Validator {
         }
 
         // Claims, now that they are known to come from the issuer.
-        self.check_claims(claims).map_err(context)?;
+        self.check_claims(claims, &issuer.policy).map_err(context)?;
 
         let kid = kid.to_owned();
+        let payload = self.keep_payload.then(|| {
+            let start = decoded.signing_input.find('.').map_or(0, |i| i + 1);
+            decoded.signing_input[start..].to_owned()
+        });
         Ok(Principal {
             claims: decoded.claims,
             version: issuer.version,
             kid,
+            payload,
         })
     }
 
-    fn check_claims(&self, claims: &Claims) -> Result<(), Reason> {
+    fn check_claims(&self, claims: &Claims, policy: &IssuerPolicy) -> Result<(), Reason> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -183,16 +189,17 @@ impl Validator {
         let aud = claims.aud.as_ref().ok_or(Reason::MissingClaim)?;
         if !aud
             .iter()
-            .any(|a| self.audiences.iter().any(|ok| ok == trim_slash(a)))
+            .any(|a| policy.audiences.iter().any(|ok| ok == trim_slash(a)))
         {
             return Err(Reason::AudienceMismatch);
         }
-        if !self.allowed_tenants.is_empty() && !self.tenant_allowed(claims.tid.as_deref()) {
+        if !policy.allowed_tenants.is_empty() && !tenant_allowed(policy, claims.tid.as_deref()) {
             return Err(Reason::TenantNotAllowed);
         }
-        if !self.allowed_client_ids.is_empty() {
+        if !policy.allowed_client_ids.is_empty() {
             let allowed = claims.client_id().is_some_and(|c| {
-                self.allowed_client_ids
+                policy
+                    .allowed_client_ids
                     .iter()
                     .any(|ok| ok.eq_ignore_ascii_case(c))
             });
@@ -202,18 +209,13 @@ impl Validator {
         }
         Ok(())
     }
-
-    fn tenant_allowed(&self, tid: Option<&str>) -> bool {
-        tid.is_some_and(|t| {
-            self.allowed_tenants
-                .iter()
-                .any(|ok| ok.eq_ignore_ascii_case(t))
-        })
-    }
 }
 
-/// Power BI asks for the URL's scheme+host as resource; whether Entra then writes a trailing
-/// `/` into `aud` depends on how the Application ID URI was registered. Both are accepted.
-fn trim_slash(s: &str) -> &str {
-    s.strip_suffix('/').unwrap_or(s)
+fn tenant_allowed(policy: &IssuerPolicy, tid: Option<&str>) -> bool {
+    tid.is_some_and(|t| {
+        policy
+            .allowed_tenants
+            .iter()
+            .any(|ok| ok.eq_ignore_ascii_case(t))
+    })
 }

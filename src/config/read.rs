@@ -142,7 +142,12 @@ impl Reader {
     }
 
     /// Flags every key that is not in `known`, and the contract's keys this version lacks.
-    pub(super) fn reject_unknown(&mut self, known: &[&str], not_yet: &[(&str, &str)]) {
+    pub(super) fn reject_unknown(
+        &mut self,
+        known: &[&str],
+        arrays: &[&str],
+        not_yet: &[(&str, &str)],
+    ) {
         let Ok(data) = self.figment.data() else {
             return;
         };
@@ -151,6 +156,9 @@ impl Reader {
         };
         let mut found = Vec::new();
         for (table, value) in root {
+            if arrays.contains(&table.as_str()) {
+                continue;
+            }
             if let Some((_, what)) = not_yet.iter().find(|(k, _)| k == table) {
                 found.push((
                     table.clone(),
@@ -177,6 +185,11 @@ impl Reader {
         for (key, message) in found {
             self.problem(&key, message);
         }
+    }
+
+    /// The raw value at `key`, if set.
+    pub(super) fn value(&self, key: &str) -> Option<Value> {
+        self.figment.find_value(key).ok()
     }
 
     pub(super) fn has(&self, key: &str) -> bool {

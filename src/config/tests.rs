@@ -154,12 +154,10 @@ fn unknown_env_keys_are_errors() {
 
 #[test]
 fn contract_keys_of_later_versions_are_refused_not_ignored() {
-    let text = format!(
-        "{MINIMAL}\n[server]\nmode = \"forward-auth\"\ntls_cert = \"/x\"\n[[routes]]\npath = \"/a\"\nscopes = [\"x\"]\n"
-    );
+    let text = format!("{MINIMAL}\n[server]\nmode = \"forward-auth\"\ntls_cert = \"/x\"\n");
     let e = load(&text, &[]).expect_err("invalid");
     let k = keys(&e);
-    for expected in ["server.mode", "server.tls_cert", "routes"] {
+    for expected in ["server.mode", "server.tls_cert"] {
         assert!(k.contains(&expected), "{expected} missing from {k:?}");
     }
 }
@@ -241,4 +239,114 @@ fn config_path_precedence() {
         PathBuf::from("entragate.toml")
     );
     assert_eq!(config_path(None, None), PathBuf::from("entragate.toml"));
+}
+
+#[test]
+fn routes_are_read_in_order_and_checked_by_index() {
+    let text = format!(
+        r#"{MINIMAL}
+[[routes]]
+path = "/ehrbase/rest/status"
+anonymous = true
+
+[[routes]]
+path = "/ehrbase/rest/openehr/v1/%71uery/"
+methods = ["get", "POST"]
+scopes = ["aql.read"]
+roles = ["AQL.Read.All"]
+clients = ["A672D62C-FC7B-4E81-A576-E60DC46E951D"]
+claims = {{ groups = ["g1", "g2"], wids = "w" }}
+"#
+    );
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.routes.len(), 2);
+    assert!(c.routes[0].anonymous);
+    let r = &c.routes[1];
+    assert_eq!(r.path, "/ehrbase/rest/openehr/v1/query");
+    assert_eq!(r.methods, [http::Method::GET, http::Method::POST]);
+    assert_eq!(r.clients, ["a672d62c-fc7b-4e81-a576-e60dc46e951d"]);
+    assert_eq!(
+        r.claims,
+        [
+            ("groups".to_owned(), vec!["g1".to_owned(), "g2".to_owned()]),
+            ("wids".to_owned(), vec!["w".to_owned()])
+        ]
+    );
+
+    let bad = format!(
+        r#"{MINIMAL}
+[[routes]]
+path = "relative"
+[[routes]]
+path = "/a"
+scopes = ["has space"]
+methods = ["G E T"]
+anonymous = true
+colour = 1
+[[routes]]
+scopes = ["x"]
+"#
+    );
+    let e = load(&bad, &[]).expect_err("invalid");
+    let k = keys(&e);
+    for expected in [
+        "routes[0].path",
+        "routes[1].scopes",
+        "routes[1].methods",
+        "routes[1].anonymous",
+        "routes[1].colour",
+        "routes[2].path",
+    ] {
+        assert!(k.contains(&expected), "{expected} missing from {k:?}");
+    }
+}
+
+#[test]
+fn oidc_issuers() {
+    let text = format!(
+        "{MINIMAL}\n[[oidc]]\nissuer = \"https://keycloak.example/realms/cdr\"\naudiences = [\"cdr-api\"]\n[[oidc]]\nissuer = \"not a url\"\n"
+    );
+    let e = load(&text, &[]).expect_err("invalid");
+    assert_eq!(keys(&e), ["oidc[1].issuer", "oidc[1].audiences"]);
+    let ok = format!(
+        "{MINIMAL}\n[[oidc]]\nissuer = \"https://keycloak.example/realms/cdr/\"\naudiences = [\"cdr-api\"]\n"
+    );
+    let c = load(&ok, &[]).expect("valid");
+    assert_eq!(
+        c.oidc[0].discovery_url,
+        "https://keycloak.example/realms/cdr/.well-known/openid-configuration"
+    );
+}
+
+#[test]
+fn identity_header_names() {
+    let c = load(
+        &format!("{MINIMAL}\n[identity]\nname_header = \"\"\nclaims_header = \"X-Auth-Claims\"\nstrip_headers = [\"X-User\"]\n"),
+        &[],
+    )
+    .expect("valid");
+    assert!(c.identity.name_header.is_none());
+    assert_eq!(
+        c.identity
+            .claims_header
+            .as_ref()
+            .map(http::HeaderName::as_str),
+        Some("x-auth-claims")
+    );
+    assert_eq!(
+        c.identity
+            .subject_header
+            .as_ref()
+            .map(http::HeaderName::as_str),
+        Some("x-auth-subject")
+    );
+    let e = load(
+        &format!("{MINIMAL}\n[identity]\nsubject_header = \"Authorization\"\nroles_header = \"bad header\"\n"),
+        &[],
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        keys(&e),
+        ["identity.roles_header", "identity.subject_header"]
+    );
 }

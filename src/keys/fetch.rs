@@ -58,6 +58,8 @@ pub enum FetchError {
     Json { what: &'static str, detail: String },
     #[error("jwks: no usable RSA signing key ({skipped} skipped)")]
     NoKeys { skipped: usize },
+    #[error("metadata: issuer is {found:?}, expected {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
 }
 
 impl FetchError {
@@ -70,6 +72,7 @@ impl FetchError {
             Self::TooLarge { .. } => "too_large",
             Self::Json { .. } => "bad_json",
             Self::NoKeys { .. } => "no_keys",
+            Self::IssuerMismatch { .. } => "issuer_mismatch",
         }
     }
 }
@@ -102,12 +105,26 @@ struct RsaJwk {
     issuer: Option<String>,
 }
 
-/// Fetches the metadata at `metadata_url`, then the JWKS it names.
+/// Fetches the metadata at `metadata_url` (checking its issuer when one is expected), then the
+/// JWKS it names.
 ///
 /// # Errors
 /// Any transport, status, size or parse failure, or a key set with no usable key.
-pub async fn fetch(client: &reqwest::Client, metadata_url: &str) -> Result<Fetched, FetchError> {
+pub async fn fetch(
+    client: &reqwest::Client,
+    metadata_url: &str,
+    expected_issuer: Option<&str>,
+) -> Result<Fetched, FetchError> {
     let metadata: Metadata = get_json(client, metadata_url, "metadata").await?;
+    // OpenID Connect Discovery 1.0 §4.3: the document's issuer must be the one configured.
+    if let Some(expected) = expected_issuer
+        && metadata.issuer != expected
+    {
+        return Err(FetchError::IssuerMismatch {
+            expected: expected.to_owned(),
+            found: metadata.issuer,
+        });
+    }
     let jwks: Jwks = get_json(client, &metadata.jwks_uri, "jwks").await?;
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();

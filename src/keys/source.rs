@@ -54,6 +54,8 @@ pub struct KeySource {
     /// Metric label and log name, e.g. `entra-v2`.
     pub name: String,
     pub metadata_url: String,
+    /// For `[[oidc]]` issuers: the metadata's `issuer` must be exactly this.
+    expected_issuer: Option<String>,
     timing: Timing,
     client: reqwest::Client,
     current: ArcSwapOption<KeySet>,
@@ -74,10 +76,17 @@ impl std::fmt::Debug for KeySource {
 
 impl KeySource {
     #[must_use]
-    pub fn new(name: &str, metadata_url: String, timing: Timing, client: reqwest::Client) -> Self {
+    pub fn new(
+        name: &str,
+        metadata_url: String,
+        expected_issuer: Option<String>,
+        timing: Timing,
+        client: reqwest::Client,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             metadata_url,
+            expected_issuer,
             timing,
             client,
             current: ArcSwapOption::empty(),
@@ -182,7 +191,13 @@ impl KeySource {
 
     async fn fetch_and_store(&self) -> Result<(), FetchError> {
         let started = Instant::now();
-        match fetch::fetch(&self.client, &self.metadata_url).await {
+        match fetch::fetch(
+            &self.client,
+            &self.metadata_url,
+            self.expected_issuer.as_deref(),
+        )
+        .await
+        {
             Ok(fetched) => {
                 for (kid, why) in &fetched.skipped {
                     tracing::warn!(source = %self.name, kid = %kid, why = %why, "skipping a published key");

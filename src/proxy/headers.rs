@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::auth::Principal;
-use crate::config::UpstreamAuthorization;
+use crate::config::{Identity, UpstreamAuthorization};
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -97,49 +97,79 @@ pub fn set_forwarded(
     }
 }
 
-/// Removes every `X-Auth-*` header.
-pub fn strip_identity(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-auth-"))
-        .cloned()
-        .collect();
-    for n in names {
-        headers.remove(n);
+/// The identity headers (`[identity]`), built once from the config.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    cfg: Identity,
+}
+
+impl IdentityHeaders {
+    #[must_use]
+    pub fn new(cfg: Identity) -> Self {
+        Self { cfg }
     }
-}
 
-/// The identity headers of SPEC §4.
-pub mod names {
-    use http::HeaderName;
-    pub const SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
-    pub const TENANT: HeaderName = HeaderName::from_static("x-auth-tenant");
-    pub const CLIENT: HeaderName = HeaderName::from_static("x-auth-client");
-    pub const SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
-    pub const ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
-    pub const NAME: HeaderName = HeaderName::from_static("x-auth-name");
-}
+    /// True when the whole claim set is sent (the validator then keeps the payload).
+    #[must_use]
+    pub fn wants_claims(&self) -> bool {
+        self.cfg.claims_header.is_some()
+    }
 
-/// Strips client `X-Auth-*`, then sets the verified identity.
-pub fn set_identity(headers: &mut HeaderMap, principal: &Principal) {
-    strip_identity(headers);
-    let c = &principal.claims;
-    let roles = c.roles.as_ref().map(|r| r.join(","));
-    for (name, value) in [
-        (names::SUBJECT, c.oid.as_deref()),
-        (names::TENANT, c.tid.as_deref()),
-        (names::CLIENT, c.client_id()),
-        (names::SCOPES, c.scp.as_deref()),
-        (names::ROLES, roles.as_deref()),
-        (names::NAME, c.user_name()),
-    ] {
-        let Some(value) = value else { continue };
-        match HeaderValue::from_str(value) {
-            Ok(v) => {
-                headers.insert(name, v);
-            }
-            Err(_) => {
-                tracing::warn!(header = %name, "claim value is not valid header text; header not set");
+    /// Removes every client-sent `X-Auth-*`, every configured identity header and every
+    /// `strip_headers` entry.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let c = &self.cfg;
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| {
+                n.as_str().starts_with("x-auth-")
+                    || c.strip_headers.contains(n)
+                    || [
+                        &c.subject_header,
+                        &c.tenant_header,
+                        &c.client_header,
+                        &c.scopes_header,
+                        &c.roles_header,
+                        &c.name_header,
+                        &c.claims_header,
+                    ]
+                    .into_iter()
+                    .any(|h| h.as_ref() == Some(*n))
+            })
+            .cloned()
+            .collect();
+        for n in names {
+            headers.remove(n);
+        }
+    }
+
+    /// Strips (see [`IdentityHeaders::strip`]), then sets the verified identity. A claim value
+    /// that is not valid header text is left out with a log line.
+    pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
+        self.strip(headers);
+        let c = &principal.claims;
+        let cfg = &self.cfg;
+        let roles = c.roles.as_ref().map(|r| r.join(","));
+        let subject = c.oid.as_deref().or(c.sub.as_deref());
+        for (name, value) in [
+            (&cfg.subject_header, subject),
+            (&cfg.tenant_header, c.tid.as_deref()),
+            (&cfg.client_header, c.client_id()),
+            (&cfg.scopes_header, c.scp.as_deref()),
+            (&cfg.roles_header, roles.as_deref()),
+            (&cfg.name_header, c.user_name()),
+            (&cfg.claims_header, principal.payload.as_deref()),
+        ] {
+            let (Some(name), Some(value)) = (name, value) else {
+                continue;
+            };
+            match HeaderValue::from_str(value) {
+                Ok(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                Err(_) => {
+                    tracing::warn!(header = %name, "claim value is not valid header text; header not set");
+                }
             }
         }
     }

@@ -1,0 +1,125 @@
+//! The gateway's decision on a request: authenticate, then authorize against the route rules.
+//!
+//! It reads only the method, path and headers, so the proxy, forward-auth and ext_authz front
+//! ends can all share it and differ only in what they do with the [`Verdict`].
+
+use http::{HeaderMap, Method, header};
+
+use super::path;
+use super::policy::{self, Policy};
+use super::{Bearer, Principal, Reason, Rejected, Validator, bearer};
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A CORS preflight: pass on without a token.
+    Preflight,
+    /// An anonymous route and no token: pass on without identity.
+    Anonymous,
+    /// A valid token that may use the route.
+    Allowed(Box<Principal>),
+    /// Refused; `scope` lists what the route accepts (for 403s, may be empty).
+    Refused { reason: Reason, scope: String },
+}
+
+/// What the decision log records about the token; never the token itself.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    pub kid: Option<String>,
+    pub tid: Option<String>,
+    pub ver: Option<String>,
+    pub client: Option<String>,
+}
+
+impl Facts {
+    fn of(p: &Principal) -> Self {
+        Self {
+            kid: Some(p.kid.clone()),
+            tid: p.claims.tid.clone(),
+            ver: p.claims.ver.clone(),
+            client: p.claims.client_id().map(str::to_owned),
+        }
+    }
+}
+
+impl From<Rejected> for Facts {
+    fn from(r: Rejected) -> Self {
+        Self {
+            kid: r.kid,
+            tid: r.tid,
+            ver: r.ver,
+            client: r.client,
+        }
+    }
+}
+
+/// Token validation plus route rules.
+#[derive(Debug)]
+pub struct Authorizer {
+    pub validator: Validator,
+    pub policy: Policy,
+    /// Pass CORS preflights without a token.
+    pub cors_preflight: bool,
+}
+
+impl Authorizer {
+    /// Decides on a request with this method, raw path and headers.
+    pub async fn decide(
+        &self,
+        method: &Method,
+        raw_path: &str,
+        headers: &HeaderMap,
+    ) -> (Verdict, Facts) {
+        let refused = |reason| Verdict::Refused {
+            reason,
+            scope: String::new(),
+        };
+        if self.cors_preflight && is_cors_preflight(method, headers) {
+            return (Verdict::Preflight, Facts::default());
+        }
+        let Ok(normalized) = path::normalize(raw_path) else {
+            return (refused(Reason::BadPath), Facts::default());
+        };
+        let route = self.policy.route(method, &normalized);
+        let anonymous = route.is_some_and(|r| r.anonymous);
+        let token = match bearer::extract(headers) {
+            Bearer::Token(t) => t,
+            Bearer::Missing | Bearer::Empty if anonymous => {
+                return (Verdict::Anonymous, Facts::default());
+            }
+            Bearer::Missing => return (refused(Reason::MissingToken), Facts::default()),
+            Bearer::Empty => return (refused(Reason::EmptyBearer), Facts::default()),
+            Bearer::Duplicate => {
+                return (refused(Reason::DuplicateAuthorization), Facts::default());
+            }
+            // Present but unusable: refused even on an anonymous route.
+            Bearer::Malformed => return (refused(Reason::Malformed), Facts::default()),
+        };
+        let principal = match self.validator.validate(token).await {
+            Ok(p) => p,
+            Err(rejected) => return (refused(rejected.reason), Facts::from(rejected)),
+        };
+        let facts = Facts::of(&principal);
+        if let Some(route) = route.filter(|r| !r.anonymous)
+            && let Err(f) = policy::authorize(route, &principal)
+        {
+            return (
+                Verdict::Refused {
+                    reason: f.reason,
+                    scope: f.scope,
+                },
+                facts,
+            );
+        }
+        (Verdict::Allowed(Box::new(principal)), facts)
+    }
+}
+
+/// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: browsers send these without
+/// credentials, so they go to the upstream (which owns its CORS policy) unauthenticated.
+#[must_use]
+pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}

@@ -1,0 +1,241 @@
+//! Route rules: which route a request falls under, and whether a verified token may use it.
+//!
+//! First rule whose path prefix (segment-wise, on the normalised path) and method match wins;
+//! no match means a valid token suffices. A rule's `clients`, then `scopes`/`roles`, then
+//! `claims` are checked; a failure is a 403 `insufficient_scope` whose `scope=` lists what the
+//! route accepts: its scopes for a delegated token, its roles for an app-only one.
+
+use http::Method;
+
+use super::path::is_under;
+use super::{Principal, Reason};
+use crate::config::Route;
+
+/// The configured rules, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    routes: Vec<Route>,
+}
+
+/// A refusal by a route rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    pub reason: Reason,
+    /// Space-separated scopes (or roles) the route accepts; empty when it names none.
+    pub scope: String,
+}
+
+impl Policy {
+    #[must_use]
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self { routes }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Every scope the rules name, in order of first appearance.
+    #[must_use]
+    pub fn scopes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in self.routes.iter().flat_map(|r| r.scopes.iter()) {
+            if !out.contains(&s.as_str()) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The first rule matching `method` and the normalised `path`.
+    #[must_use]
+    pub fn route(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            is_under(path, &r.path) && (r.methods.is_empty() || r.methods.contains(method))
+        })
+    }
+}
+
+/// May `principal` use `route`?
+///
+/// # Errors
+/// [`Forbidden`] naming the first unmet requirement.
+pub fn authorize(route: &Route, principal: &Principal) -> Result<(), Forbidden> {
+    let claims = &principal.claims;
+    let delegated = claims.is_delegated();
+    let needed = || {
+        if delegated {
+            route.scopes.join(" ")
+        } else {
+            route.roles.join(" ")
+        }
+    };
+    let deny = |reason| {
+        Err(Forbidden {
+            reason,
+            scope: needed(),
+        })
+    };
+
+    if !route.clients.is_empty() {
+        let ok = claims
+            .client_id()
+            .is_some_and(|c| route.clients.iter().any(|ok| ok.eq_ignore_ascii_case(c)));
+        if !ok {
+            return deny(Reason::ClientNotAllowedOnRoute);
+        }
+    }
+
+    if !route.scopes.is_empty() || !route.roles.is_empty() {
+        let has_role = claims.roles().any(|r| route.roles.iter().any(|ok| ok == r));
+        // A user's app roles count as roles; scopes only exist on delegated tokens.
+        let has_scope = delegated
+            && claims
+                .scopes()
+                .any(|s| route.scopes.iter().any(|ok| ok == s));
+        if !(has_scope || has_role) {
+            let reason = if delegated && !route.scopes.is_empty() {
+                Reason::ScopeMissing
+            } else {
+                Reason::RoleMissing
+            };
+            return deny(reason);
+        }
+    }
+
+    for (name, allowed) in &route.claims {
+        match claims.values(name) {
+            Some(values) if values.iter().any(|v| allowed.iter().any(|a| a == v)) => {}
+            None if claims.is_overage(name) => return deny(Reason::GroupsOverage),
+            _ => return deny(Reason::ClaimMissing),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Claims;
+
+    fn route(scopes: &[&str], roles: &[&str]) -> Route {
+        Route {
+            path: "/q".into(),
+            methods: vec![],
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+            clients: vec![],
+            claims: vec![],
+            anonymous: false,
+        }
+    }
+
+    fn principal(claims: serde_json::Value) -> Principal {
+        Principal {
+            claims: serde_json::from_value::<Claims>(claims).expect("claims"),
+            version: None,
+            kid: "k".into(),
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn delegated_needs_a_scope_or_a_user_role() {
+        let r = route(&["aql.read"], &["AQL.Read.All"]);
+        assert!(
+            authorize(
+                &r,
+                &principal(serde_json::json!({"scp": "user_impersonation aql.read"}))
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                &r,
+                &principal(serde_json::json!({"scp": "x", "roles": ["AQL.Read.All"]}))
+            )
+            .is_ok()
+        );
+        let denied = authorize(
+            &r,
+            &principal(serde_json::json!({"scp": "user_impersonation"})),
+        )
+        .expect_err("denied");
+        assert_eq!(
+            denied,
+            Forbidden {
+                reason: Reason::ScopeMissing,
+                scope: "aql.read".into()
+            }
+        );
+    }
+
+    #[test]
+    fn app_only_needs_a_role() {
+        let r = route(&["aql.read"], &["AQL.Read.All", "AQL.Admin"]);
+        assert!(
+            authorize(
+                &r,
+                &principal(serde_json::json!({"roles": ["AQL.Read.All"], "idtyp": "app"}))
+            )
+            .is_ok()
+        );
+        let denied =
+            authorize(&r, &principal(serde_json::json!({"roles": ["Other"]}))).expect_err("denied");
+        assert_eq!(
+            denied,
+            Forbidden {
+                reason: Reason::RoleMissing,
+                scope: "AQL.Read.All AQL.Admin".into()
+            }
+        );
+    }
+
+    #[test]
+    fn claims_and_overage() {
+        let mut r = route(&[], &[]);
+        r.claims = vec![("groups".into(), vec!["g1".into()])];
+        assert!(authorize(&r, &principal(serde_json::json!({"groups": ["g0", "g1"]}))).is_ok());
+        assert_eq!(
+            authorize(&r, &principal(serde_json::json!({"groups": ["g0"]})))
+                .expect_err("denied")
+                .reason,
+            Reason::ClaimMissing
+        );
+        assert_eq!(
+            authorize(
+                &r,
+                &principal(serde_json::json!({"_claim_names": {"groups": "src1"}}))
+            )
+            .expect_err("denied")
+            .reason,
+            Reason::GroupsOverage
+        );
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let mut a = route(&["a"], &[]);
+        a.path = "/ehr".into();
+        a.methods = vec![Method::POST];
+        let mut b = route(&["b"], &[]);
+        b.path = "/".into();
+        let p = Policy::new(vec![a, b]);
+        assert_eq!(
+            p.route(&Method::POST, "/ehr/1")
+                .map(|r| r.scopes[0].as_str()),
+            Some("a")
+        );
+        assert_eq!(
+            p.route(&Method::GET, "/ehr/1")
+                .map(|r| r.scopes[0].as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            p.route(&Method::POST, "/ehrx")
+                .map(|r| r.scopes[0].as_str()),
+            Some("b")
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! `[[routes]]` and `[[oidc]]`: arrays of tables, each entry checked key by key and named as
+//! `routes[2].scopes` in problems.
+
+use std::collections::BTreeMap;
+
+use figment::value::{Dict, Value};
+use serde::de::DeserializeOwned;
+
+use super::read::Reader;
+use super::{Oidc, Route, is_guid};
+use crate::auth::path;
+
+const ROUTE_KEYS: &[&str] = &[
+    "path",
+    "methods",
+    "scopes",
+    "roles",
+    "clients",
+    "claims",
+    "anonymous",
+];
+const OIDC_KEYS: &[&str] = &["issuer", "discovery_url", "audiences", "allowed_client_ids"];
+
+/// Reads `[[routes]]`.
+pub(super) fn read_routes(r: &mut Reader) -> Vec<Route> {
+    entries(r, "routes", ROUTE_KEYS)
+        .into_iter()
+        .filter_map(|(name, dict)| read_route(r, &name, &dict))
+        .collect()
+}
+
+/// Reads `[[oidc]]`.
+pub(super) fn read_oidc(r: &mut Reader) -> Vec<Oidc> {
+    entries(r, "oidc", OIDC_KEYS)
+        .into_iter()
+        .filter_map(|(name, dict)| read_one_oidc(r, &name, &dict))
+        .collect()
+}
+
+/// The entries of an array of tables, with unknown keys reported.
+fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
+    let Some(value) = r.value(table) else {
+        return Vec::new();
+    };
+    let Value::Array(_, items) = value else {
+        r.problem(table, format!("must be an array of tables: [[{table}]]"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let name = format!("{table}[{i}]");
+        let Value::Dict(_, dict) = item else {
+            r.problem(&name, "must be a table");
+            continue;
+        };
+        for key in dict.keys() {
+            if !known.contains(&key.as_str()) {
+                r.problem(&format!("{name}.{key}"), "unknown key");
+            }
+        }
+        out.push((name, dict));
+    }
+    out
+}
+
+fn field<T: DeserializeOwned>(
+    r: &mut Reader,
+    dict: &Dict,
+    name: &str,
+    key: &str,
+    expected: &str,
+) -> Option<T> {
+    let v = dict.get(key)?;
+    match v.deserialize::<T>() {
+        Ok(t) => Some(t),
+        Err(_) => {
+            r.problem(&format!("{name}.{key}"), format!("expected {expected}"));
+            None
+        }
+    }
+}
+
+fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
+    let raw_path: Option<String> = field(r, d, name, "path", "a string");
+    let Some(raw_path) = raw_path else {
+        r.problem(
+            &format!("{name}.path"),
+            "is required (a path prefix like \"/ehrbase/rest/openehr/v1/query\")",
+        );
+        return None;
+    };
+    let normalized = if raw_path.starts_with('/') {
+        match path::normalize(&raw_path) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                r.problem(
+                    &format!("{name}.path"),
+                    format!("{raw_path:?} cannot be normalised"),
+                );
+                None
+            }
+        }
+    } else {
+        r.problem(
+            &format!("{name}.path"),
+            format!("{raw_path:?} must start with '/'"),
+        );
+        None
+    };
+    let methods = field::<Vec<String>>(r, d, name, "methods", "a list of HTTP methods")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let upper = m.to_ascii_uppercase();
+            match http::Method::from_bytes(upper.as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    r.problem(
+                        &format!("{name}.methods"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    let scopes = scope_tokens(r, d, name, "scopes");
+    let roles = scope_tokens(r, d, name, "roles");
+    let clients = field::<Vec<String>>(r, d, name, "clients", "a list of client IDs")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            if is_guid(&c) {
+                Some(c.to_ascii_lowercase())
+            } else {
+                r.problem(&format!("{name}.clients"), format!("{c:?} is not a GUID"));
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    let claims: Vec<(String, Vec<String>)> =
+        field::<BTreeMap<String, ClaimValues>>(r, d, name, "claims", "a table of claim = [values]")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect();
+    for (claim, values) in &claims {
+        if values.is_empty() {
+            r.problem(
+                &format!("{name}.claims.{claim}"),
+                "needs at least one value (the claim must hold one of them)",
+            );
+        }
+    }
+    let anonymous = field::<bool>(r, d, name, "anonymous", "true or false").unwrap_or(false);
+    let requires = ["scopes", "roles", "clients", "claims"]
+        .iter()
+        .any(|k| d.contains_key(*k));
+    if anonymous && requires {
+        r.problem(
+            &format!("{name}.anonymous"),
+            "an anonymous route cannot also require scopes, roles, clients or claims",
+        );
+    }
+    Some(Route {
+        path: normalized?,
+        methods,
+        scopes,
+        roles,
+        clients,
+        claims,
+        anonymous,
+    })
+}
+
+/// A claim's allowed values: one string or a list.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ClaimValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ClaimValues {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// Scope and role names: RFC 6750 `scope-token` characters, since they appear in
+/// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`.
+fn scope_tokens(r: &mut Reader, d: &Dict, name: &str, key: &str) -> Vec<String> {
+    field::<Vec<String>>(r, d, name, key, "a list of strings")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            let ok = !s.is_empty()
+                && s
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            if !ok {
+                r.problem(
+                    &format!("{name}.{key}"),
+                    format!("{s:?} has characters a scope cannot hold (space, quote, backslash, non-ASCII)"),
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
+fn read_one_oidc(r: &mut Reader, name: &str, d: &Dict) -> Option<Oidc> {
+    let issuer: Option<String> = field(r, d, name, "issuer", "a string");
+    let issuer = issuer.filter(|i| i.starts_with("https://") || i.starts_with("http://"));
+    if issuer.is_none() {
+        r.problem(
+            &format!("{name}.issuer"),
+            "is required: the issuer URL exactly as in its tokens' iss",
+        );
+    }
+    let discovery_url = field::<String>(r, d, name, "discovery_url", "a string");
+    let audiences =
+        field::<Vec<String>>(r, d, name, "audiences", "a list of strings").unwrap_or_default();
+    if audiences.is_empty() {
+        r.problem(
+            &format!("{name}.audiences"),
+            "at least one audience is required",
+        );
+    }
+    let allowed_client_ids =
+        field::<Vec<String>>(r, d, name, "allowed_client_ids", "a list of strings")
+            .unwrap_or_default();
+    let issuer = issuer?;
+    let discovery_url = discovery_url.unwrap_or_else(|| {
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        )
+    });
+    Some(Oidc {
+        issuer,
+        discovery_url,
+        audiences,
+        allowed_client_ids,
+    })
+}
