@@ -1,0 +1,613 @@
+//! The real binary, `entragate serve --config FILE`, as an operator runs it: exit codes and
+//! messages for bad configs, logs free of token text, draining on SIGTERM, and constant memory
+//! while streaming large bodies. The issuer and the echo upstream run in the test process.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{API_CLIENT_ID, AUDIENCE, TENANT, loopback, now};
+use entragate::dev::{DevIssuer, EchoUpstream, SigningKey, sign_jwt};
+use entragate::keys::TokenVersion;
+use futures_util::StreamExt as _;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_entragate");
+const MIB: u64 = 1024 * 1024;
+
+/// A unique path under the temp dir, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn path(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Self(std::env::temp_dir().join(format!(
+            "entragate-process-test-{}-{}-{nanos}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, SeqCst)
+        )))
+    }
+
+    fn with(tag: &str, contents: &str) -> Self {
+        let f = Self::path(tag);
+        std::fs::write(&f.0, contents).expect("write temp file");
+        f
+    }
+
+    fn read(&self) -> String {
+        std::fs::read(&self.0)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A child `entragate` process, killed when dropped (a failing test leaves nothing behind).
+/// Its output goes to files, so a chatty log can never block it on a full pipe.
+struct Proc {
+    child: Child,
+    stdout: TempFile,
+    stderr: TempFile,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let stdout = TempFile::path("stdout");
+        let stderr = TempFile::path("stderr");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout.0).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr.0).expect("stderr file"));
+        // Only what the test says: nothing inherited from the developer's shell.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("ENTRAGATE_") || name == "RUST_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let child = cmd.spawn().expect("spawn entragate");
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// The exit status once the process ends, or `None` if it still runs after `within`.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.read()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.read()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Ports that were free a moment ago (bound together, so they differ, then released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind(loopback()).expect("bind"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("addr").port())
+}
+
+/// `entragate serve` on fixed loopback ports, ready (keys loaded).
+struct Gateway {
+    proc: Proc,
+    addr: SocketAddr,
+    _config: TempFile,
+}
+
+impl Gateway {
+    async fn start(
+        issuer: &DevIssuer,
+        upstream: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let [port, admin_port] = free_ports::<2>();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let text = format!(
+            r#"
+[server]
+listen = "{addr}"
+admin_listen = "{admin}"
+{server_extra}
+
+[upstream]
+url = "{upstream}"
+
+[entra]
+tenant_id = "{TENANT}"
+authority = "{authority}"
+audiences = ["{AUDIENCE}", "{API_CLIENT_ID}"]
+"#,
+            authority = issuer.authority(),
+        );
+        let config = TempFile::with("config.toml", &text);
+        let path = config.0.to_str().expect("UTF-8 temp path").to_owned();
+        let mut proc = Proc::spawn(&["serve", "--config", &path], env);
+
+        let client = common::client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = proc.exited() {
+                panic!(
+                    "entragate exited early with {status}\nstderr:\n{}",
+                    proc.stderr()
+                );
+            }
+            if let Ok(r) = client.get(format!("http://{admin}/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready within 20s\nstderr:\n{}",
+                proc.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            proc,
+            addr,
+            _config: config,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then the exit status (which must come within `within`).
+    async fn stop(&mut self, within: Duration) -> ExitStatus {
+        self.proc.sigterm();
+        match self.proc.wait_exit(within).await {
+            Some(status) => status,
+            None => panic!(
+                "still running {within:?} after SIGTERM\nstderr:\n{}",
+                self.proc.stderr()
+            ),
+        }
+    }
+}
+
+async fn start_upstreams() -> (DevIssuer, EchoUpstream) {
+    let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
+    let echo = EchoUpstream::start(loopback()).await.expect("echo");
+    (issuer, echo)
+}
+
+#[tokio::test]
+async fn bad_config_exits_2_and_names_every_bad_key_in_one_run() {
+    let config = TempFile::with(
+        "bad.toml",
+        &format!(
+            r#"
+[server]
+listen = "nope"
+admin_listen = "127.0.0.1:0"
+colour = "blue"
+
+[upstream]
+url = "http://127.0.0.1:8081"
+timeout = "soon"
+
+[entra]
+tenant_id = "{TENANT}"
+authority = "http://127.0.0.1:9"
+audiences = []
+"#
+        ),
+    );
+    let path = config.0.to_str().expect("UTF-8 temp path");
+    let mut p = Proc::spawn(
+        &["serve", "--config", path],
+        &[("ENTRAGATE_UPSTREAM__URL", "ftp://x")],
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("a bad config ends the process");
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    for key in [
+        "server.listen",
+        "server.colour",
+        "upstream.timeout",
+        "upstream.url",
+        "entra.audiences",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+    let url_line = stderr
+        .lines()
+        .find(|l| l.contains("upstream.url"))
+        .expect("a line about upstream.url");
+    assert!(
+        url_line.contains("ENTRAGATE_UPSTREAM__URL"),
+        "the env override is named where its value is refused: {url_line}"
+    );
+    // Only the bad keys are named.
+    for good in ["server.admin_listen", "entra.tenant_id", "entra.authority"] {
+        assert!(
+            !stderr.contains(good),
+            "{good} is fine but named:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_config_file_exits_2_naming_the_path() {
+    let missing = TempFile::path("does-not-exist.toml");
+    let path = missing.0.to_str().expect("UTF-8 temp path");
+    let name = missing
+        .0
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+
+    let mut p = Proc::spawn(&["serve", "--config", path], &[]);
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("a missing config ends the process");
+    assert_eq!(status.code(), Some(2), "stderr:\n{}", p.stderr());
+    assert!(p.stderr().contains(name), "stderr:\n{}", p.stderr());
+
+    // The same through $ENTRAGATE_CONFIG, the fallback when --config is not given.
+    let mut p = Proc::spawn(&["serve"], &[("ENTRAGATE_CONFIG", path)]);
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("a missing config ends the process");
+    assert_eq!(status.code(), Some(2), "stderr:\n{}", p.stderr());
+    assert!(p.stderr().contains(name), "stderr:\n{}", p.stderr());
+}
+
+/// The parts of a compact JWS that must never be logged: the whole, the payload, the signature.
+fn secret_parts(token: &str) -> Vec<String> {
+    let mut parts = vec![token.to_owned()];
+    let segments: Vec<&str> = token.split('.').collect();
+    for s in segments.iter().skip(1) {
+        if s.len() >= 16 {
+            parts.push((*s).to_owned());
+        }
+    }
+    parts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_text_reaches_the_logs_at_debug_level() {
+    let (issuer, echo) = start_upstreams().await;
+    let mut gw = Gateway::start(
+        &issuer,
+        &echo.url(),
+        r#"log_format = "json""#,
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+
+    let accepted_v2 = issuer.mint(&issuer.claims(TokenVersion::V2, AUDIENCE));
+    let accepted_v1 = issuer.mint(&issuer.claims(TokenVersion::V1, AUDIENCE));
+    let mut claims = issuer.claims(TokenVersion::V2, AUDIENCE);
+    claims.insert("iat".into(), json!(now() - 7200));
+    claims.insert("nbf".into(), json!(now() - 7200));
+    claims.insert("exp".into(), json!(now() - 3600));
+    let expired = issuer.mint(&claims);
+    // Signed by another key under the issuer's kid: the signature does not verify.
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": issuer.signing_key().kid});
+    let bad_signature = sign_jwt(
+        &SigningKey::generate(),
+        &header,
+        &Value::Object(issuer.claims(TokenVersion::V2, AUDIENCE)),
+    );
+    // Malformed: the signature missing, and a header that is not base64url JSON.
+    let mut claims = issuer.claims(TokenVersion::V2, AUDIENCE);
+    claims.insert("oid".into(), json!("00000000-0000-4000-8000-0000000000b1"));
+    let fresh = issuer.mint(&claims);
+    let (head_and_payload, _) = fresh.rsplit_once('.').expect("three parts");
+    let two_parts = head_and_payload.to_owned();
+    let mut claims = issuer.claims(TokenVersion::V2, AUDIENCE);
+    claims.insert("oid".into(), json!("00000000-0000-4000-8000-0000000000b2"));
+    let fresh = issuer.mint(&claims);
+    let (_, payload_and_signature) = fresh.split_once('.').expect("three parts");
+    let bad_header = format!("not-a-header.{payload_and_signature}");
+
+    let cases = [
+        (&accepted_v2, 200, "none"),
+        (&accepted_v1, 200, "none"),
+        (&expired, 401, "expired"),
+        (&bad_signature, 401, "bad_signature"),
+        (&two_parts, 401, "malformed"),
+        (&bad_header, 401, "malformed"),
+    ];
+    let client = common::client();
+    for (token, status, _) in &cases {
+        let r = client
+            .get(gw.url("/ehrbase/rest/openehr/v1/ehr?x=1"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), *status);
+    }
+    // The same again, with the scheme in another case (a different code path for some).
+    let r = client
+        .get(gw.url("/again"))
+        .header("authorization", format!("bearer {bad_signature}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
+
+    let status = gw.stop(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status}");
+    let stdout = gw.proc.stdout();
+    let stderr = gw.proc.stderr();
+    let output = format!("{stdout}{stderr}");
+
+    // The logs were really written, as JSON, and carry the reasons instead of the tokens.
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    let access: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target"] == "entragate::access")
+        .collect();
+    assert_eq!(
+        access.len(),
+        cases.len() + 1,
+        "one decision event per request"
+    );
+    for (_, _, reason) in &cases {
+        assert!(
+            access.iter().any(|e| e["auth.reason"] == *reason),
+            "no decision event with auth.reason={reason}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| e["level"] == "DEBUG"),
+        "debug level was on"
+    );
+
+    for (token, _, reason) in &cases {
+        for part in secret_parts(token) {
+            assert!(
+                !output.contains(&part),
+                "text of a {reason} token ({} chars) found in the output",
+                part.len()
+            );
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_refuses_new_connections_and_exits_0() {
+    let (issuer, echo) = start_upstreams().await;
+    let grace = Duration::from_secs(5);
+    let mut gw = Gateway::start(&issuer, &echo.url(), r#"shutdown_grace = "5s""#, &[]).await;
+    let token = issuer.mint(&issuer.claims(TokenVersion::V2, AUDIENCE));
+
+    let client = common::client();
+    let url = gw.url("/delay/1500");
+    let slow = tokio::spawn(async move {
+        let r = client
+            .get(url)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("the in-flight request gets an answer");
+        let status = r.status();
+        let body: Value = r.json().await.expect("echo JSON");
+        (status, body)
+    });
+
+    // SIGTERM only once the upstream holds the request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echo.requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let term_at = Instant::now();
+    gw.proc.sigterm();
+
+    // New connections are refused soon, while the slow request is still open.
+    loop {
+        if tokio::net::TcpStream::connect(gw.addr).await.is_err() {
+            break;
+        }
+        assert!(
+            term_at.elapsed() < Duration::from_millis(1000),
+            "still accepting connections 1s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow request should still be in flight when the listener closes"
+    );
+
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the in-flight request completes")
+        .expect("request task");
+    assert_eq!(status, 200);
+    assert_eq!(body["uri"], "/delay/1500");
+
+    let left = grace.saturating_sub(term_at.elapsed());
+    let exit = gw
+        .proc
+        .wait_exit(left)
+        .await
+        .unwrap_or_else(|| panic!("still running {grace:?} after SIGTERM"));
+    assert!(exit.success(), "exit {exit}\nstderr:\n{}", gw.proc.stderr());
+    assert_eq!(echo.requests(), 1);
+}
+
+/// Peak resident set size of `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .expect("read /proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line");
+    kib * 1024
+}
+
+/// `n` bytes as a stream of 64 KiB chunks, never held in memory at once.
+fn streamed_body(n: u64) -> BoxBody<Bytes, Infallible> {
+    static CHUNK: [u8; 64 * 1024] = [b'u'; 64 * 1024];
+    let chunks = n / CHUNK.len() as u64;
+    let stream = futures_util::stream::iter(0..chunks)
+        .map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK))));
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+async fn upload(gw: &Gateway, token: &str, n: u64) -> Value {
+    let client: Client<HttpConnector, BoxBody<Bytes, Infallible>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::post(gw.url("/upload"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(streamed_body(n))
+        .expect("request");
+    let r = tokio::time::timeout(Duration::from_secs(300), client.request(req))
+        .await
+        .expect("upload within 300s")
+        .expect("upload");
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).expect("echo JSON")
+}
+
+async fn download(gw: &Gateway, token: &str, n: u64) -> u64 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let mut r = client
+        .get(gw.url(&format!("/bytes/{n}")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), 200);
+    let mut received = 0;
+    while let Some(chunk) = r.chunk().await.expect("chunk") {
+        received += chunk.len() as u64;
+    }
+    received
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_64_mib_up_and_256_mib_down_keeps_the_gateways_peak_memory_flat() {
+    let (issuer, echo) = start_upstreams().await;
+    let mut gw = Gateway::start(&issuer, &echo.url(), "", &[("RUST_LOG", "warn")]).await;
+    let token = issuer.mint(&issuer.claims(TokenVersion::V2, AUDIENCE));
+    let pid = gw.proc.pid();
+
+    // Warm up: connection pools, buffers and the allocator's arenas exist before measuring.
+    assert_eq!(upload(&gw, &token, MIB).await["body_bytes"], MIB);
+    assert_eq!(download(&gw, &token, MIB).await, MIB);
+    let before = peak_rss(pid);
+
+    let up = 64 * MIB;
+    let seen = upload(&gw, &token, up).await;
+    assert_eq!(seen["body_bytes"], up);
+    assert_eq!(seen["body_error"], false);
+    let after_upload = peak_rss(pid);
+
+    let down = 256 * MIB;
+    assert_eq!(download(&gw, &token, down).await, down);
+    let after = peak_rss(pid);
+
+    eprintln!(
+        "gateway VmHWM: {} KiB before, {} KiB after 64 MiB up, {} KiB after 256 MiB down",
+        before / 1024,
+        after_upload / 1024,
+        after / 1024
+    );
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 40 * MIB,
+        "peak RSS grew by {} MiB while streaming (before {} MiB, after {} MiB)",
+        growth / MIB,
+        before / MIB,
+        after / MIB
+    );
+    let status = gw.stop(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status}");
+}

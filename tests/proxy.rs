@@ -1,0 +1,639 @@
+//! What the upstream receives and what the client gets back (SPEC §4, "anything else"):
+//! the request target and body unchanged, header hygiene, the upstream `Authorization`
+//! policy, HTTP/2 from the client, 502/504, and streamed bodies. In-process, real sockets.
+//!
+//! reqwest is built here without its `http2` and `stream` features, so HTTP/2 with prior
+//! knowledge and streamed uploads go through hyper-util's client (a dependency of the crate).
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::{AUDIENCE, Extra, Harness, loopback};
+use entragate::dev::EchoUpstream;
+use entragate::dev::echo::hex;
+use entragate::keys::TokenVersion;
+use futures_util::StreamExt as _;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A valid v2 token for the harness's issuer and [`AUDIENCE`].
+fn token(h: &Harness) -> String {
+    h.issuer.mint(&h.issuer.claims(TokenVersion::V2, AUDIENCE))
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// What the echo upstream shows for an `Authorization` value.
+fn echo_shows_authorization(value: &str) -> String {
+    let scheme = value.split(' ').next().unwrap_or_default();
+    format!("{scheme} sha256:{}", sha256_hex(value))
+}
+
+/// A response read off a raw HTTP/1.1 connection.
+struct Raw {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.body))
+    }
+}
+
+impl Raw {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): status {}, body {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends one request over a fresh TCP connection exactly as written (no client-side
+/// normalisation of the target), with `Connection: close` unless `headers` set one.
+async fn send_raw(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Raw {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the gateway");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut buf))
+        .await
+        .expect("the gateway answers and closes within 15s")
+        .expect("read response");
+    parse_response(&buf)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_response(buf: &[u8]) -> Raw {
+    let end = find(buf, b"\r\n\r\n").unwrap_or_else(|| {
+        panic!(
+            "no complete response head in {:?}",
+            String::from_utf8_lossy(buf)
+        )
+    });
+    let head = std::str::from_utf8(&buf[..end]).expect("ASCII response head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Raw { status, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(data, b"\r\n").expect("chunk-size line");
+        let size_text = std::str::from_utf8(&data[..line_end]).expect("ASCII chunk size");
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).expect("hex chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// A GET with a valid token through reqwest; returns what the echo saw.
+async fn echo_get(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Value {
+    let mut req = h
+        .client
+        .get(h.url(path))
+        .header("authorization", format!("Bearer {}", token(h)));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = req.send().await.expect("request");
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.expect("echo JSON")
+}
+
+/// An upstream that answers with the request body it received, byte for byte.
+async fn start_mirror() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind mirror");
+    let addr = listener.local_addr().expect("mirror addr");
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        axum::body::to_bytes(req.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default()
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind(loopback()).expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn method_path_query_and_body_reach_the_upstream_exactly_as_sent() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", token(&h));
+    let targets = [
+        "/ehrbase/rest/openehr/v1/query/aql?q=SELECT%20e%2Fehr_id%2Fvalue%20FROM%20EHR%20e&x=1&x=2&empty=&flag",
+        "//double//slashes/",
+        "/a%20b/%7Euser/caf%C3%A9",
+        "/a/./b/../c",
+        "/Mixed/CASE%2a?Q=%2F%26%3D",
+        "/",
+    ];
+    let body = b"{\"ehr_status\":\"x\"}\n\x00\xff\xfe binary tail";
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        for target in targets {
+            let sent: &[u8] = if matches!(method, "POST" | "PUT" | "PATCH") {
+                body
+            } else {
+                b""
+            };
+            let r = send_raw(h.gw.addr, method, target, &[("authorization", &auth)], sent).await;
+            assert_eq!(r.status, 200, "{method} {target}: {r:?}");
+            let seen = r.json();
+            assert_eq!(seen["method"], method, "{method} {target}");
+            assert_eq!(seen["uri"], target, "{method} {target}");
+            assert_eq!(seen["body_bytes"], sent.len(), "{method} {target}");
+            assert_eq!(seen["body_error"], false, "{method} {target}");
+        }
+    }
+
+    // The bytes themselves, not only their number: an upstream that mirrors the body.
+    let (mirror, _task) = start_mirror().await;
+    let h = Harness::start_with(Extra {
+        upstream_url: Some(format!("http://{mirror}")),
+        ..Default::default()
+    })
+    .await;
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1_000_003).collect();
+    let auth = format!("Bearer {}", token(&h));
+    for method in ["POST", "PUT", "PATCH"] {
+        let r = send_raw(
+            h.gw.addr,
+            method,
+            "/upload?x=1",
+            &[("authorization", &auth)],
+            &payload,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{method}");
+        assert!(r.body == payload, "{method}: the mirrored body differs");
+    }
+}
+
+#[tokio::test]
+async fn path_decoding_to_a_separator_nul_or_invalid_utf8_inside_a_segment_is_refused_with_400() {
+    // SPEC §4: "a path whose decoding yields `/`, `\`, NUL or invalid UTF-8 inside a segment is
+    // refused with 400."
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", token(&h));
+    let mut answers = Vec::new();
+    for target in [
+        "/a%2Fb",
+        "/a%2fb/c",
+        "/a%5Cb",
+        "/a%00b",
+        "/a%FFb",
+        "/x/%C3%28",
+    ] {
+        let r = send_raw(h.gw.addr, "GET", target, &[("authorization", &auth)], b"").await;
+        answers.push((target, r.status));
+    }
+    assert!(
+        answers.iter().all(|(_, status)| *status == 400),
+        "every such path must be refused with 400; got {answers:?}"
+    );
+    assert_eq!(
+        h.echo.requests(),
+        0,
+        "a refused path never reaches the upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_base_path_prefixes_the_request_path() {
+    let echo = EchoUpstream::start(loopback()).await.expect("echo");
+    for base in ["/base", "/base/", "/deep/er/base"] {
+        let h = Harness::start_with(Extra {
+            upstream_url: Some(format!("{}{base}", echo.url())),
+            ..Default::default()
+        })
+        .await;
+        let prefix = base.trim_end_matches('/');
+        let auth = format!("Bearer {}", token(&h));
+        for target in ["/x/y?z=1&z=%2F", "/", "//double", "/a%20b"] {
+            let r = send_raw(h.gw.addr, "GET", target, &[("authorization", &auth)], b"").await;
+            assert_eq!(r.status, 200, "{base} {target}");
+            assert_eq!(
+                r.json()["uri"],
+                format!("{prefix}{target}"),
+                "{base} {target}"
+            );
+        }
+        assert_eq!(
+            h.echo.requests(),
+            0,
+            "the harness's own echo is not the upstream"
+        );
+    }
+    assert_eq!(echo.requests(), 12);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded_but_end_to_end_headers_are() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", token(&h));
+    let r = send_raw(
+        h.gw.addr,
+        "POST",
+        "/hop",
+        &[
+            ("authorization", &auth),
+            ("connection", "close, X-Conn-Named"),
+            ("connection", "x-other-named"),
+            ("x-conn-named", "secret-1"),
+            ("x-other-named", "secret-2"),
+            ("keep-alive", "timeout=5, max=100"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic cHJveHk6cGFzcw=="),
+            ("proxy-connection", "keep-alive"),
+            ("x-end-to-end", "kept"),
+            ("accept", "application/json"),
+        ],
+        b"hop body",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = r.json();
+    let headers = seen["headers"].as_object().expect("headers object");
+    for name in [
+        "connection",
+        "x-conn-named",
+        "x-other-named",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached the upstream: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x-end-to-end"], "kept");
+    assert_eq!(headers["accept"], "application/json");
+    assert_eq!(seen["body_bytes"], 8);
+}
+
+#[tokio::test]
+async fn x_forwarded_headers_are_set_and_an_untrusted_peers_chain_is_replaced() {
+    let h = Harness::start().await;
+    let gateway_host = h.gw.addr.to_string();
+
+    let seen = echo_get(&h, "/fwd", &[]).await;
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-forwarded-host"], gateway_host.as_str());
+
+    let seen = echo_get(
+        &h,
+        "/fwd",
+        &[
+            ("x-forwarded-for", "203.0.113.9, 198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+        ],
+    )
+    .await;
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-forwarded-host"], gateway_host.as_str());
+    assert!(seen["headers"].get("forwarded").is_none());
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_a_trusted_proxy_is_appended_to() {
+    let h = Harness::start_with(Extra {
+        server: r#"trusted_proxies = ["127.0.0.1/32"]"#.into(),
+        ..Default::default()
+    })
+    .await;
+    let seen = echo_get(
+        &h,
+        "/fwd",
+        &[("x-forwarded-for", "203.0.113.9, 198.51.100.7")],
+    )
+    .await;
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"],
+        "203.0.113.9, 198.51.100.7, 127.0.0.1"
+    );
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"],
+        h.gw.addr.to_string().as_str()
+    );
+
+    let seen = echo_get(&h, "/fwd", &[]).await;
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn upstream_authorization_forward_passes_the_clients_bearer_unchanged() {
+    let h = Harness::start_with(Extra {
+        upstream: r#"authorization = "forward""#.into(),
+        ..Default::default()
+    })
+    .await;
+    let token = token(&h);
+    let r = h.get_with_token("/auth", &token).await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.expect("echo JSON");
+    assert_eq!(
+        seen["headers"]["authorization"],
+        echo_shows_authorization(&format!("Bearer {token}")).as_str()
+    );
+}
+
+#[tokio::test]
+async fn upstream_authorization_strip_removes_the_clients_bearer() {
+    let h = Harness::start_with(Extra {
+        upstream: r#"authorization = "strip""#.into(),
+        ..Default::default()
+    })
+    .await;
+    let r = h.get_with_token("/auth", &token(&h)).await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.expect("echo JSON");
+    assert!(
+        seen["headers"].get("authorization").is_none(),
+        "{}",
+        seen["headers"]
+    );
+    assert_eq!(seen["headers"]["x-auth-tenant"], common::TENANT);
+}
+
+/// A file under the temp dir, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(tag: &str, contents: &str) -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "entragate-proxy-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::write(&path, contents).expect("write temp file");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn upstream_authorization_basic_replaces_the_bearer_with_the_gateways_credentials() {
+    let password = "s3cret pass:with colon";
+    let file = TempFile::new("basic-password", &format!("{password}\n"));
+    let h = Harness::start_with(Extra {
+        upstream: format!(
+            "authorization = \"basic\"\nbasic_user = \"ehrbase-user\"\nbasic_password_file = '{}'",
+            file.0.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let r = h.get_with_token("/auth", &token(&h)).await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.expect("echo JSON");
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ehrbase-user:{password}"))
+    );
+    assert_eq!(
+        seen["headers"]["authorization"],
+        echo_shows_authorization(&expected).as_str(),
+        "Basic base64(user:password), without the file's trailing newline"
+    );
+    // Still authenticated: no token, no Basic credentials upstream.
+    let r = h.client.get(h.url("/auth")).send().await.expect("request");
+    assert_eq!(r.status(), 401);
+    assert_eq!(h.echo.requests(), 1);
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_reaches_the_http1_upstream() {
+    let h = Harness::start().await;
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let auth = format!("Bearer {}", token(&h));
+
+    let req = http::Request::get(h.url("/h2/path%20x?q=1&q=2"))
+        .header("authorization", &auth)
+        .header("x-end-to-end", "kept")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = client.request(req).await.expect("h2 request");
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.expect("body").to_bytes();
+    let seen: Value = serde_json::from_slice(&body).expect("echo JSON");
+    assert_eq!(seen["version"], "HTTP/1.1");
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["uri"], "/h2/path%20x?q=1&q=2");
+    assert_eq!(seen["headers"]["x-end-to-end"], "kept");
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"],
+        h.gw.addr.to_string().as_str()
+    );
+    assert_eq!(
+        seen["headers"]["authorization"],
+        echo_shows_authorization(&auth).as_str()
+    );
+
+    let payload = Bytes::from(vec![b'h'; 300_000]);
+    let req = http::Request::post(h.url("/h2/upload"))
+        .header("authorization", &auth)
+        .body(Full::new(payload))
+        .expect("request");
+    let r = client.request(req).await.expect("h2 request");
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.expect("body").to_bytes();
+    let seen: Value = serde_json::from_slice(&body).expect("echo JSON");
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body_bytes"], 300_000);
+
+    // Refusals come back over HTTP/2 too.
+    let req = http::Request::get(h.url("/h2/path"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = client.request(req).await.expect("h2 request");
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(r.status(), 401);
+    assert_eq!(h.echo.requests(), 2);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502_with_a_json_body() {
+    let h = Harness::start_with(Extra {
+        upstream_url: Some(format!("http://127.0.0.1:{}", closed_port())),
+        ..Default::default()
+    })
+    .await;
+    let r = h.get_with_token("/down", &token(&h)).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.expect("JSON body");
+    assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_a_504_with_a_json_body_after_upstream_timeout() {
+    let h = Harness::start_with(Extra {
+        upstream: r#"timeout = "300ms""#.into(),
+        ..Default::default()
+    })
+    .await;
+    let token = token(&h);
+    let started = Instant::now();
+    let r = h.get_with_token("/delay/2000", &token).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.expect("JSON body");
+    assert!(body["error"].is_string(), "{body}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1200),
+        "answered after {elapsed:?}"
+    );
+
+    // A fast answer within the timeout is unaffected.
+    let r = h.get_with_token("/delay/10", &token).await;
+    assert_eq!(r.status(), 200);
+}
+
+/// `n` bytes as a stream of 64 KiB chunks, never held in memory at once.
+fn streamed_body(n: u64) -> BoxBody<Bytes, Infallible> {
+    static CHUNK: [u8; 64 * 1024] = [b'u'; 64 * 1024];
+    let chunks = n / CHUNK.len() as u64;
+    let stream = futures_util::stream::iter(0..chunks)
+        .map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK))));
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+#[tokio::test]
+async fn a_64_mib_streamed_upload_reaches_the_upstream_complete() {
+    let h = Harness::start().await;
+    let client: Client<HttpConnector, BoxBody<Bytes, Infallible>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::put(h.url("/upload/large"))
+        .header("authorization", format!("Bearer {}", token(&h)))
+        .body(streamed_body(64 * MIB))
+        .expect("request");
+    let r = tokio::time::timeout(Duration::from_secs(120), client.request(req))
+        .await
+        .expect("upload within 120s")
+        .expect("upload");
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.expect("body").to_bytes();
+    let seen: Value = serde_json::from_slice(&body).expect("echo JSON");
+    assert_eq!(seen["body_bytes"], 64 * MIB);
+    assert_eq!(seen["body_error"], false);
+    assert!(
+        seen["headers"].get("content-length").is_none(),
+        "sent chunked, so no length"
+    );
+}
+
+#[tokio::test]
+async fn a_64_mib_download_arrives_complete() {
+    let h = Harness::start().await;
+    let n = 64 * MIB;
+    let mut r = h.get_with_token(&format!("/bytes/{n}"), &token(&h)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(n));
+    let mut received: u64 = 0;
+    let mut wrong = 0usize;
+    while let Some(chunk) = r.chunk().await.expect("chunk") {
+        received += chunk.len() as u64;
+        wrong += chunk.iter().filter(|b| **b != b'x').count();
+    }
+    assert_eq!(received, n);
+    assert_eq!(wrong, 0);
+}
