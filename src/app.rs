@@ -68,7 +68,10 @@ pub fn proxy_router(gw: Arc<Gateway>) -> Router {
         // Only GET is the metadata document; any other method there is an ordinary request.
         let route: MethodRouter<Arc<Gateway>> =
             get(proxy::resource_metadata).fallback(proxy::handle);
-        router = router.route(RESOURCE_METADATA_PATH, route);
+        router = router.route(RESOURCE_METADATA_PATH, route.clone()).route(
+            &format!("{RESOURCE_METADATA_PATH}/{{*resource_path}}"),
+            route,
+        );
     }
     router.fallback(proxy::handle).with_state(gw).layer(
         ServiceBuilder::new()

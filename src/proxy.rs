@@ -254,8 +254,15 @@ pub async fn resource_metadata(
     State(gw): State<Arc<Gateway>>,
     req: Request<Body>,
 ) -> Response<Body> {
+    // The path-inserted form names a resource with a path (RFC 9728 §3.1).
+    let resource_path = req
+        .uri()
+        .path()
+        .strip_prefix(crate::auth::challenge::RESOURCE_METADATA_PATH)
+        .unwrap_or("");
+    let origin = request_origin(&req).map(|o| format!("{o}{resource_path}"));
     match &gw.resource_metadata {
-        Some(doc) => doc.render(request_origin(&req).as_deref()),
+        Some(doc) => doc.render(origin.as_deref()),
         None => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
 }

@@ -46,6 +46,19 @@ pub enum ResourceMetadata {
 /// Path of the RFC 9728 document for a resource at the host's root.
 pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// RFC 9728 §3.1: the metadata URL of `resource` inserts the well-known path between its
+/// origin and its path (`https://h/api` -> `https://h/.well-known/oauth-protected-resource/api`).
+#[must_use]
+pub fn metadata_url(resource: &str) -> String {
+    let resource = resource.trim_end_matches('/');
+    let origin_end = resource
+        .find("://")
+        .and_then(|i| resource[i + 3..].find('/').map(|j| i + 3 + j))
+        .unwrap_or(resource.len());
+    let (origin, path) = resource.split_at(origin_end);
+    format!("{origin}{RESOURCE_METADATA_PATH}{path}")
+}
+
 impl Challenges {
     /// # Errors
     /// A value that cannot be a header (config validation already refuses those).
@@ -56,10 +69,7 @@ impl Challenges {
         let (suffix, resource_metadata) = match (c.resource_metadata, public_url) {
             (false, _) => (String::new(), ResourceMetadata::Off),
             (true, Some(url)) => (
-                format!(
-                    ", resource_metadata=\"{}{RESOURCE_METADATA_PATH}\"",
-                    url.trim_end_matches('/')
-                ),
+                format!(", resource_metadata=\"{}\"", metadata_url(url)),
                 ResourceMetadata::Fixed,
             ),
             (true, None) => (String::new(), ResourceMetadata::PerRequest),
@@ -152,6 +162,18 @@ mod tests {
         assert_eq!(
             c.get(Kind::InvalidToken, None),
             "Bearer authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize, error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn path_inserted_metadata_url() {
+        assert_eq!(
+            metadata_url("https://api.contoso.com/"),
+            "https://api.contoso.com/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            metadata_url("https://api.contoso.com/ehrbase/rest"),
+            "https://api.contoso.com/.well-known/oauth-protected-resource/ehrbase/rest"
         );
     }
 
