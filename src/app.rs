@@ -19,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::cache::TokenCache;
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
 use crate::auth::decide::Authorizer;
 use crate::auth::{Challenges, Policy, Validator};
@@ -144,12 +145,16 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
             ),
             scopes_supported: scopes_supported(config, &policy),
         });
-    let authorizer = Authorizer {
-        validator: Validator::new(&config.entra, Arc::clone(&keys))
-            .keep_payload(identity.wants_claims()),
-        policy,
-        cors_preflight: config.server.cors_preflight,
-    };
+    let authorizer =
+        Authorizer {
+            validator: Validator::new(&config.entra, Arc::clone(&keys))
+                .keep_payload(identity.wants_claims())
+                .with_cache((config.server.token_cache_entries > 0).then(|| {
+                    TokenCache::new(config.server.token_cache_entries, Arc::clone(&metrics))
+                })),
+            policy,
+            cors_preflight: config.server.cors_preflight,
+        };
     let gateway = Arc::new(Gateway {
         authorizer,
         challenges,

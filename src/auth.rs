@@ -5,6 +5,7 @@
 //! `WWW-Authenticate` answers. [`Reason`] names every way a request can be refused.
 
 pub mod bearer;
+pub mod cache;
 pub mod challenge;
 pub mod decide;
 pub mod path;

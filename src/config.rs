@@ -91,6 +91,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Pass CORS preflights to the upstream without a token.
     pub cors_preflight: bool,
+    /// Verified-token cache size (entries); 0 turns the cache off.
+    pub token_cache_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +174,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.log_format",
     "server.shutdown_grace",
     "server.cors_preflight",
+    "server.token_cache_entries",
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
@@ -322,8 +325,10 @@ fn read_server(r: &mut Reader) -> Server {
     };
     let shutdown_grace = r.duration("server.shutdown_grace", "30s");
     let cors_preflight = r.bool("server.cors_preflight", true);
+    let token_cache_entries = r.u64("server.token_cache_entries", 10_000);
     Server {
         cors_preflight,
+        token_cache_entries,
         listen,
         admin_listen,
         trusted_proxies,

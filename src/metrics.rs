@@ -182,6 +182,10 @@ pub struct Metrics {
     /// Upstream responses by status class: 1xx..5xx.
     upstream_status: [AtomicU64; 5],
     pub in_flight: AtomicU64,
+    /// Verified-token cache lookups that skipped signature verification.
+    pub token_cache_hits: AtomicU64,
+    /// Verified-token cache lookups that found nothing usable.
+    pub token_cache_misses: AtomicU64,
     key_sources: RwLock<Vec<Arc<KeySourceMetrics>>>,
 }
 
@@ -206,6 +210,8 @@ impl Metrics {
             upstream_latency: Histogram::new(LATENCY_BUCKETS),
             upstream_status: Default::default(),
             in_flight: AtomicU64::new(0),
+            token_cache_hits: AtomicU64::new(0),
+            token_cache_misses: AtomicU64::new(0),
             key_sources: RwLock::new(Vec::new()),
         }
     }
@@ -270,6 +276,12 @@ impl Metrics {
             out,
             "# HELP entragate_requests_in_flight Requests being handled.\n# TYPE entragate_requests_in_flight gauge\nentragate_requests_in_flight {}",
             self.in_flight.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP entragate_token_cache_lookups_total Verified-token cache lookups by result.\n# TYPE entragate_token_cache_lookups_total counter\nentragate_token_cache_lookups_total{{result=\"hit\"}} {}\nentragate_token_cache_lookups_total{{result=\"miss\"}} {}",
+            self.token_cache_hits.load(Relaxed),
+            self.token_cache_misses.load(Relaxed)
         );
         self.render_key_sources(&mut out);
         out

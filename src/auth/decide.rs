@@ -3,6 +3,8 @@
 //! It reads only the method, path and headers, so the proxy, forward-auth and ext_authz front
 //! ends can all share it and differ only in what they do with the [`Verdict`].
 
+use std::sync::Arc;
+
 use http::{HeaderMap, Method, header};
 
 use super::path;
@@ -17,7 +19,7 @@ pub enum Verdict {
     /// An anonymous route and no token: pass on without identity.
     Anonymous,
     /// A valid token that may use the route.
-    Allowed(Box<Principal>),
+    Allowed(Arc<Principal>),
     /// Refused; `scope` lists what the route accepts (for 403s, may be empty).
     Refused { reason: Reason, scope: String },
 }
@@ -111,7 +113,7 @@ impl Authorizer {
                 facts,
             );
         }
-        (Verdict::Allowed(Box::new(principal)), facts)
+        (Verdict::Allowed(principal), facts)
     }
 }
 

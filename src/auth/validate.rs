@@ -11,9 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::Algorithm;
 
 use super::Reason;
+use super::cache::{Entry as CacheEntry, TokenCache};
 use super::token::{self, Claims};
 use crate::config::Entra;
-use crate::keys::{IssuerMatch, IssuerPolicy, KeyStore, Lookup, TokenVersion, trim_slash};
+use crate::keys::{
+    IssuerMatch, IssuerPolicy, KeySource, KeyStore, Lookup, TokenVersion, trim_slash,
+};
 
 /// A verified token's identity.
 #[derive(Debug, Clone)]
@@ -55,6 +58,7 @@ impl Rejected {
 #[derive(Debug)]
 pub struct Validator {
     keys: Arc<KeyStore>,
+    cache: Option<TokenCache>,
     algorithms: Vec<Algorithm>,
     clock_skew: f64,
     keep_payload: bool,
@@ -66,10 +70,18 @@ impl Validator {
     pub fn new(entra: &Entra, keys: Arc<KeyStore>) -> Self {
         Self {
             keys,
+            cache: None,
             algorithms: entra.algorithms.clone(),
             clock_skew: entra.clock_skew.as_secs_f64(),
             keep_payload: false,
         }
+    }
+
+    /// Cache verified tokens (see [`TokenCache`]).
+    #[must_use]
+    pub fn with_cache(mut self, cache: Option<TokenCache>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Keep each verified token's payload segment in [`Principal::payload`].
@@ -89,7 +101,28 @@ impl Validator {
     ///
     /// # Errors
     /// The first failed check, with the token's `kid`/`tid`/`ver` when they could be read.
-    pub async fn validate(&self, token: &str) -> Result<Principal, Rejected> {
+    pub async fn validate(&self, token: &str) -> Result<Arc<Principal>, Rejected> {
+        let Some(cache) = &self.cache else {
+            return self.verify(token).await.map(|(p, _, _)| p);
+        };
+        let digest = TokenCache::digest(token);
+        if let Some(principal) = cache.get(&digest) {
+            return Ok(principal);
+        }
+        let (principal, source, exp) = self.verify(token).await?;
+        cache.insert(
+            digest,
+            CacheEntry {
+                principal: Arc::clone(&principal),
+                source,
+                exp,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// The full validation, returning the principal, the key source that verified it and `exp`.
+    async fn verify(&self, token: &str) -> Result<(Arc<Principal>, Arc<KeySource>, f64), Rejected> {
         let decoded = token::decode(token).map_err(Rejected::bare)?;
         let claims = &decoded.claims;
         let context = |reason| Rejected {
@@ -167,12 +200,17 @@ impl Validator {
             let start = decoded.signing_input.find('.').map_or(0, |i| i + 1);
             decoded.signing_input[start..].to_owned()
         });
-        Ok(Principal {
-            claims: decoded.claims,
-            version: issuer.version,
-            kid,
-            payload,
-        })
+        let exp = decoded.claims.exp.unwrap_or(0.0);
+        Ok((
+            Arc::new(Principal {
+                claims: decoded.claims,
+                version: issuer.version,
+                kid,
+                payload,
+            }),
+            Arc::clone(&issuer.source),
+            exp,
+        ))
     }
 
     fn check_claims(&self, claims: &Claims, policy: &IssuerPolicy) -> Result<(), Reason> {

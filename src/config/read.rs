@@ -253,6 +253,11 @@ impl Reader {
             .unwrap_or(default)
     }
 
+    pub(super) fn u64(&mut self, key: &str, default: u64) -> u64 {
+        self.extract::<u64>(key, "a whole number")
+            .unwrap_or(default)
+    }
+
     /// A string value parsed with `FromStr`; the default is parsed the same way.
     pub(super) fn parse<T>(&mut self, key: &str, default: &'static str) -> T
     where

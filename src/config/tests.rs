@@ -34,6 +34,8 @@ fn defaults_are_written_out() {
         "127.0.0.1:9090".parse().expect("addr")
     );
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.server.token_cache_entries, 10_000);
+    assert!(c.server.cors_preflight);
     assert_eq!(c.upstream.origin.as_str(), "127.0.0.1:8081");
     assert_eq!(c.upstream.timeout, Duration::from_secs(60));
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
@@ -62,6 +64,7 @@ fn env_overrides_file() {
             ("ENTRAGATE_UPSTREAM__URL", "http://ehrbase:8080/ehrbase"),
             ("ENTRAGATE_ENTRA__AUDIENCES", "[api://x, https://api.x.com]"),
             ("ENTRAGATE_CHALLENGE__RESOURCE_METADATA", "true"),
+            ("ENTRAGATE_SERVER__TOKEN_CACHE_ENTRIES", "500"),
             ("ENTRAGATE_CONFIG", "/etc/entragate/entragate.toml"),
             ("PATH", "/usr/bin"),
         ],
@@ -71,6 +74,7 @@ fn env_overrides_file() {
     assert_eq!(c.upstream.base_path, "/ehrbase");
     assert_eq!(c.entra.audiences, ["api://x", "https://api.x.com"]);
     assert!(c.challenge.resource_metadata);
+    assert_eq!(c.server.token_cache_entries, 500);
 }
 
 #[test]

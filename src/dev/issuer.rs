@@ -233,6 +233,19 @@ impl DevIssuer {
         kid
     }
 
+    /// Stops publishing the key `kid` (a withdrawal, e.g. after a compromise). The last key
+    /// cannot be withdrawn. Returns whether a key was removed.
+    pub fn withdraw(&self, kid: &str) -> bool {
+        let Ok(mut keys) = self.state.keys.write() else {
+            return false;
+        };
+        let before = keys.len();
+        if before > 1 {
+            keys.retain(|k| k.kid != kid);
+        }
+        keys.len() < before
+    }
+
     /// The key that signs new tokens.
     ///
     /// # Panics
