@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::routing::{MethodRouter, get};
-use axum::serve::ListenerExt as _;
 use http::header;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -27,6 +29,7 @@ use crate::config::Config;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc};
+use crate::server::{self, Limits};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +65,11 @@ pub struct Running {
 ///    decision log, the upstream and the client can be correlated;
 /// 3. trace span: carries the request id into every event of the request;
 /// 4. propagate request id: echoes it on the response, including refusals;
-/// 5. the gateway itself (authenticate, mutate, forward), see [`proxy::handle`].
-pub fn proxy_router(gw: Arc<Gateway>) -> Router {
+/// 5. load shedding: past `server.max_in_flight` requests at once, answer 503 with
+///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
+///    shed requests are still traceable);
+/// 6. the gateway itself (authenticate, mutate, forward), see [`proxy::handle`].
+pub fn proxy_router(gw: Arc<Gateway>, max_in_flight: usize) -> Router {
     let mut router = Router::new();
     if gw.resource_metadata.is_some() {
         // Only GET is the metadata document; any other method there is an ordinary request.
@@ -92,7 +98,12 @@ pub fn proxy_router(gw: Arc<Gateway>) -> Router {
                     tracing::debug_span!("request", request_id = %id)
                 },
             ))
-            .layer(PropagateRequestIdLayer::x_request_id()),
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                proxy::overloaded()
+            }))
+            .layer(LoadShedLayer::new())
+            .layer(ConcurrencyLimitLayer::new(max_in_flight)),
     )
 }
 
@@ -166,11 +177,11 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     });
 
     let (shutdown, signal) = watch::channel(false);
-    let proxy = proxy_router(gateway);
+    let proxy = proxy_router(gateway, config.server.max_in_flight);
     let admin = crate::admin::router(Arc::clone(&keys), Arc::clone(&metrics));
     let servers = vec![
-        serve(listener, proxy, signal.clone()),
-        serve(admin_listener, admin, signal),
+        serve(listener, proxy, config.server.limits, signal.clone()),
+        serve(admin_listener, admin, Limits::default(), signal),
     ];
     tracing::info!(%addr, %admin_addr, "entragate listening");
     Ok(Running {
@@ -250,28 +261,14 @@ fn local_addr(key: &'static str, l: &TcpListener) -> Result<SocketAddr, StartupE
     })
 }
 
-/// Serves `router` (HTTP/1.1, and HTTP/2 with prior knowledge) until `signal` turns true.
+/// Runs [`server::serve`] in its own task.
 fn serve(
     listener: TcpListener,
     router: Router,
-    mut signal: watch::Receiver<bool>,
+    limits: Limits,
+    signal: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        let result = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "listener failed");
-        }
-    })
+    tokio::spawn(server::serve(listener, router, limits, signal))
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

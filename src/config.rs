@@ -93,6 +93,10 @@ pub struct Server {
     pub cors_preflight: bool,
     /// Verified-token cache size (entries); 0 turns the cache off.
     pub token_cache_entries: u64,
+    /// Connection-level limits of the proxy listener.
+    pub limits: crate::server::Limits,
+    /// Requests handled at once; more are shed with 503 + `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +179,10 @@ const KNOWN_KEYS: &[&str] = &[
     "server.shutdown_grace",
     "server.cors_preflight",
     "server.token_cache_entries",
+    "server.max_connections",
+    "server.max_in_flight",
+    "server.header_read_timeout",
+    "server.max_header_bytes",
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
@@ -326,7 +334,22 @@ fn read_server(r: &mut Reader) -> Server {
     let shutdown_grace = r.duration("server.shutdown_grace", "30s");
     let cors_preflight = r.bool("server.cors_preflight", true);
     let token_cache_entries = r.u64("server.token_cache_entries", 10_000);
+    let limits = crate::server::Limits {
+        max_connections: positive(r, "server.max_connections", 10_000),
+        header_read_timeout: r.duration("server.header_read_timeout", "10s"),
+        max_header_bytes: positive(r, "server.max_header_bytes", 64 * 1024),
+        max_headers: 100,
+    };
+    if limits.max_header_bytes < 8192 {
+        r.problem("server.max_header_bytes", "must be at least 8192");
+    }
+    if limits.header_read_timeout.is_zero() {
+        r.problem("server.header_read_timeout", "must be longer than 0s");
+    }
+    let max_in_flight = positive(r, "server.max_in_flight", 10_000);
     Server {
+        limits,
+        max_in_flight,
         cors_preflight,
         token_cache_entries,
         listen,
@@ -659,6 +682,15 @@ fn read_identity(r: &mut Reader) -> Identity {
         strip_headers,
         ..identity
     }
+}
+
+/// A whole number above zero.
+fn positive(r: &mut Reader, key: &str, default: u64) -> usize {
+    let n = r.u64(key, default);
+    if n == 0 {
+        r.problem(key, "must be at least 1");
+    }
+    usize::try_from(n.max(1)).unwrap_or(usize::MAX)
 }
 
 fn guids(r: &mut Reader, key: &str) -> Vec<String> {

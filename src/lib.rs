@@ -17,4 +17,5 @@ pub mod dev;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod telemetry;

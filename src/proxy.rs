@@ -213,6 +213,18 @@ pub fn refusal(
     r
 }
 
+/// 503 for a request shed under load.
+#[must_use]
+pub fn overloaded() -> Response<Body> {
+    let mut r = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"error":"temporarily_unavailable","error_description":"overloaded"}"#,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A JSON response that no cache keeps.
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
