@@ -57,6 +57,10 @@ pub async fn handle(
         .authorizer
         .decide(req.method(), req.uri().path(), req.headers())
         .await;
+    // The gateway is the hop the client's `Connection` header speaks to: the headers it names
+    // were read (above) and end here, before anything is set for the upstream, so they cannot
+    // name the verified identity or the upstream credentials away.
+    headers::remove_hop_by_hop(req.headers_mut());
     gw.metrics.auth_latency.observe(started.elapsed());
     let method = req.method().clone();
     // The path only: queries (AQL, search terms) may carry personal data.
@@ -166,7 +170,7 @@ pub fn refusal(
         let mut r = json(StatusCode::FORBIDDEN, r#"{"error":"insufficient_scope"}"#);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            challenges.insufficient_scope(scope),
+            challenges.insufficient_scope(scope, origin),
         );
         return r;
     }

@@ -119,12 +119,27 @@ impl Challenges {
     /// when the route names none. Scope names are checked at config time, so the value is
     /// always a valid quoted string.
     #[must_use]
-    pub fn insufficient_scope(&self, scope: &str) -> HeaderValue {
-        let value = if scope.is_empty() {
+    pub fn insufficient_scope(&self, scope: &str, origin: Option<&str>) -> HeaderValue {
+        let mut value = if scope.is_empty() {
             "Bearer error=\"insufficient_scope\"".to_owned()
         } else {
             format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")
         };
+        match (&self.resource_metadata, origin) {
+            (ResourceMetadata::Fixed, _) => {
+                // The fixed suffix is the tail of every pre-built challenge but the probe's.
+                let missing = self.missing.to_str().unwrap_or("");
+                if let Some(i) = missing.find(", resource_metadata=") {
+                    value.push_str(&missing[i..]);
+                }
+            }
+            (ResourceMetadata::PerRequest, Some(origin)) => {
+                value.push_str(&format!(
+                    ", resource_metadata=\"{origin}{RESOURCE_METADATA_PATH}\""
+                ));
+            }
+            _ => {}
+        }
         HeaderValue::try_from(value)
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\""))
     }

@@ -76,12 +76,12 @@ impl Authorizer {
             reason,
             scope: String::new(),
         };
-        if self.cors_preflight && is_cors_preflight(method, headers) {
-            return (Verdict::Preflight, Facts::default());
-        }
         let Ok(normalized) = path::normalize(raw_path) else {
             return (refused(Reason::BadPath), Facts::default());
         };
+        if self.cors_preflight && is_cors_preflight(method, headers) {
+            return (Verdict::Preflight, Facts::default());
+        }
         let route = self.policy.route(method, &normalized);
         let anonymous = route.is_some_and(|r| r.anonymous);
         let token = match bearer::extract(headers) {

@@ -2,6 +2,9 @@
 //! empty segments (`//`) resolved, so `/ehrbase/rest/openehr/v1/%71uery/aql` or
 //! `/x/../ehrbase/...` cannot slip past a rule written for the plain form.
 //!
+//! Matrix parameters (`/query;x=1/aql`) are dropped from each segment as servlet containers
+//! do, so `;` cannot hide a segment from a rule either.
+//!
 //! The upstream still receives the path exactly as the client sent it; this form is only for
 //! deciding. A path that does not decode to clean segments is refused (400): a decoded `/`,
 //! `\` or NUL inside a segment, invalid UTF-8, or `..` above the root.
@@ -19,6 +22,9 @@ pub struct BadPath;
 pub fn normalize(raw: &str) -> Result<String, BadPath> {
     let mut segments: Vec<String> = Vec::new();
     for seg in raw.split('/') {
+        // Servlet containers (Tomcat, under EHRbase) drop `;parameters` from each segment
+        // before routing, so rules must see the segment without them too.
+        let seg = seg.split(';').next().unwrap_or("");
         if !valid_escapes(seg) {
             return Err(BadPath);
         }
@@ -95,6 +101,9 @@ mod tests {
             ("/a/%2E/b", "/a/b"),
             ("/caf%C3%A9", "/café"),
             ("/a%20b", "/a b"),
+            ("/q;x=1/aql", "/q/aql"),
+            ("/q;/aql;jsessionid=1", "/q/aql"),
+            ("/q%3Bx/aql", "/q;x/aql"),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(want), "{raw}");
         }

@@ -58,7 +58,9 @@ pub struct Claims {
     pub appid: Option<String>,
     /// v2 client application ID.
     pub azp: Option<String>,
-    /// Space-separated delegated scopes (user tokens only).
+    /// Space-separated delegated scopes (user tokens only); some OpenID Connect providers
+    /// (Okta) send an array, which is joined with spaces.
+    #[serde(default, deserialize_with = "scopes")]
     pub scp: Option<String>,
     /// App roles (app-only tokens' application permissions, or a user's roles).
     pub roles: Option<Vec<String>>,
@@ -70,6 +72,20 @@ pub struct Claims {
     /// Every other claim, for route `claims` rules (`groups`, `wids`, custom claims).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `scp` as a space-separated string, or an array of scope names.
+fn scopes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scp {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(Option::<Scp>::deserialize(d)?.map(|s| match s {
+        Scp::Text(t) => t,
+        Scp::List(v) => v.join(" "),
+    }))
 }
 
 impl Claims {

@@ -68,7 +68,8 @@ impl Forwarder {
         headers::is_trusted(&self.trusted_proxies, peer.ip())
     }
 
-    /// Forwards `req` (already authorized and with its identity headers set).
+    /// Forwards `req`: already authorized, hop-by-hop headers removed (before the identity was
+    /// set, so `Connection` cannot name an identity header away), identity headers set.
     ///
     /// # Errors
     /// [`UpstreamError`] when no response headers arrive.
@@ -84,7 +85,6 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        headers::remove_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(
             &mut parts.headers,
             peer.ip(),
