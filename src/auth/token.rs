@@ -60,7 +60,8 @@ pub struct Claims {
     pub azp: Option<String>,
     /// Space-separated delegated scopes (user tokens only); some OpenID Connect providers
     /// (Okta) send an array, which is joined with spaces.
-    #[serde(default, deserialize_with = "scopes")]
+    /// RFC 9068 access tokens (Keycloak, Auth0) name it `scope`.
+    #[serde(default, alias = "scope", deserialize_with = "scopes")]
     pub scp: Option<String>,
     /// App roles (app-only tokens' application permissions, or a user's roles).
     pub roles: Option<Vec<String>>,

@@ -123,18 +123,26 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
                 }
             }
         })
-        .collect();
+        .collect::<Vec<http::Method>>();
+    // GET covers HEAD, as in every HTTP router: a HEAD is a GET without the body.
+    let mut methods = methods;
+    if methods.contains(&http::Method::GET) && !methods.contains(&http::Method::HEAD) {
+        methods.push(http::Method::HEAD);
+    }
     let scopes = scope_tokens(r, d, name, "scopes");
     let roles = scope_tokens(r, d, name, "roles");
     let clients = field::<Vec<String>>(r, d, name, "clients", "a list of client IDs")
         .unwrap_or_default()
         .into_iter()
         .filter_map(|c| {
-            if is_guid(&c) {
+            // Entra client IDs are GUIDs; other issuers' (Keycloak `cdr-etl`) need not be.
+            if c.trim().is_empty() {
+                r.problem(&format!("{name}.clients"), "a client ID must not be empty");
+                None
+            } else if is_guid(&c) {
                 Some(c.to_ascii_lowercase())
             } else {
-                r.problem(&format!("{name}.clients"), format!("{c:?} is not a GUID"));
-                None
+                Some(c)
             }
         })
         .collect::<Vec<_>>();

@@ -267,7 +267,10 @@ claims = {{ groups = ["g1", "g2"], wids = "w" }}
     assert!(c.routes[0].anonymous);
     let r = &c.routes[1];
     assert_eq!(r.path, "/ehrbase/rest/openehr/v1/query");
-    assert_eq!(r.methods, [http::Method::GET, http::Method::POST]);
+    assert_eq!(
+        r.methods,
+        [http::Method::GET, http::Method::POST, http::Method::HEAD]
+    );
     assert_eq!(r.clients, ["a672d62c-fc7b-4e81-a576-e60dc46e951d"]);
     assert_eq!(
         r.claims,
