@@ -174,6 +174,9 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         upstream_authorization: config.upstream.authorization.clone(),
         metrics: Arc::clone(&metrics),
         resource_metadata,
+        max_body: config.server.max_body,
+        any_body_limit: config.server.max_body.is_some()
+            || config.routes.iter().any(|r| r.max_body.is_some()),
     });
 
     let (shutdown, signal) = watch::channel(false);

@@ -54,6 +54,8 @@ pub struct Route {
     /// Each claim must hold one of its values.
     pub claims: Vec<(String, Vec<String>)>,
     pub anonymous: bool,
+    /// Overrides `server.max_body` on this route (`Some(None)` = no limit here).
+    pub max_body: Option<Option<u64>>,
 }
 
 /// One `[[oidc]]` issuer.
@@ -97,6 +99,8 @@ pub struct Server {
     pub limits: crate::server::Limits,
     /// Requests handled at once; more are shed with 503 + `Retry-After`.
     pub max_in_flight: usize,
+    /// Largest request body in bytes (413 past it); `None` = no limit. Routes may override.
+    pub max_body: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +186,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.max_connections",
     "server.max_in_flight",
     "server.header_read_timeout",
+    "server.max_body",
     "server.max_header_bytes",
     "upstream.url",
     "upstream.connect_timeout",
@@ -347,7 +352,9 @@ fn read_server(r: &mut Reader) -> Server {
         r.problem("server.header_read_timeout", "must be longer than 0s");
     }
     let max_in_flight = positive(r, "server.max_in_flight", 10_000);
+    let max_body = r.size("server.max_body");
     Server {
+        max_body,
         limits,
         max_in_flight,
         cors_preflight,

@@ -26,10 +26,12 @@ pub enum Outcome {
     UpstreamUnreachable,
     /// Authenticated, but the upstream did not answer in time (504).
     UpstreamTimeout,
+    /// The request body was over its limit (413).
+    BodyTooLarge,
 }
 
 impl Outcome {
-    const COUNT: usize = 5 + Reason::ALL.len();
+    const COUNT: usize = 6 + Reason::ALL.len();
 
     fn index(self) -> usize {
         match self {
@@ -38,7 +40,8 @@ impl Outcome {
             Self::UpstreamUnreachable => 2,
             Self::UpstreamTimeout => 3,
             Self::Anonymous => 4,
-            Self::Denied(r) => 5 + r.index(),
+            Self::BodyTooLarge => 5,
+            Self::Denied(r) => 6 + r.index(),
         }
     }
 
@@ -49,7 +52,8 @@ impl Outcome {
             2 => Self::UpstreamUnreachable,
             3 => Self::UpstreamTimeout,
             4 => Self::Anonymous,
-            n => Self::Denied(Reason::ALL[n - 5]),
+            5 => Self::BodyTooLarge,
+            n => Self::Denied(Reason::ALL[n - 6]),
         }
     }
 
@@ -60,6 +64,7 @@ impl Outcome {
             Self::Allowed => ("allowed", "none"),
             Self::Preflight => ("preflight", "none"),
             Self::Anonymous => ("anonymous", "none"),
+            Self::BodyTooLarge => ("refused", "body_too_large"),
             Self::UpstreamUnreachable => ("upstream_error", "unreachable"),
             Self::UpstreamTimeout => ("upstream_error", "timeout"),
             Self::Denied(r) => ("denied", r.as_str()),

@@ -34,6 +34,11 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// RFC 9728 document, when `challenge.resource_metadata` is on.
     pub resource_metadata: Option<ResourceMetadataDoc>,
+    /// `server.max_body`; routes may override it.
+    pub max_body: Option<u64>,
+    /// True when any body limit is configured (global or on a route), so requests without
+    /// one skip the lookup.
+    pub any_body_limit: bool,
 }
 
 /// Inputs of the RFC 9728 protected-resource metadata document.
@@ -52,6 +57,14 @@ pub async fn handle(
     mut req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
+    if req.method() == http::Method::CONNECT {
+        // Not a tunnel: CONNECT names a host to open a TCP connection to, which a gateway in
+        // front of one API never does for a client.
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method_not_allowed"}"#,
+        );
+    }
     gw.metrics.in_flight.fetch_add(1, Relaxed);
     let (verdict, facts) = gw
         .authorizer
@@ -73,6 +86,13 @@ pub async fn handle(
                 Outcome::Denied(reason),
             )
         }
+        _ if gw.body_too_large(&mut req) => (
+            json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"payload_too_large"}"#,
+            ),
+            Outcome::BodyTooLarge,
+        ),
         Verdict::Preflight | Verdict::Anonymous => {
             let outcome = if matches!(verdict, Verdict::Preflight) {
                 Outcome::Preflight
@@ -129,6 +149,40 @@ fn log_decision(
 }
 
 impl Gateway {
+    /// Applies the body limit of the request's route (or `server.max_body`): true when the
+    /// declared `Content-Length` is already over it; otherwise a streamed body is cut off at
+    /// the limit (the upload then fails with 413, see [`Gateway::forward`]).
+    fn body_too_large(&self, req: &mut Request<Body>) -> bool {
+        if !self.any_body_limit {
+            return false;
+        }
+        let route_limit = crate::auth::path::normalize(req.uri().path())
+            .ok()
+            .and_then(|p| {
+                self.authorizer
+                    .policy
+                    .route(req.method(), &p)
+                    .and_then(|r| r.max_body)
+            });
+        let Some(limit) = route_limit.unwrap_or(self.max_body) else {
+            return false;
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return true;
+        }
+        let body = std::mem::replace(req.body_mut(), Body::empty());
+        *req.body_mut() = Body::new(http_body_util::Limited::new(
+            body,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ));
+        false
+    }
+
     async fn forward(
         &self,
         req: Request<Body>,
@@ -146,6 +200,13 @@ impl Gateway {
             Err(UpstreamError::Unreachable) => (
                 json(StatusCode::BAD_GATEWAY, r#"{"error":"bad_gateway"}"#),
                 Outcome::UpstreamUnreachable,
+            ),
+            Err(UpstreamError::BodyTooLarge) => (
+                json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    r#"{"error":"payload_too_large"}"#,
+                ),
+                Outcome::BodyTooLarge,
             ),
             Err(UpstreamError::Timeout) => (
                 json(
@@ -196,6 +257,7 @@ pub fn refusal(
                 r#"{"error":"invalid_request","error_description":"the request path cannot be normalised"}"#,
             );
         }
+
         Reason::KeysUnavailable => {
             let mut r = json(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -128,6 +128,7 @@ mod tests {
             clients: vec![],
             claims: vec![],
             anonymous: false,
+            max_body: None,
         }
     }
 

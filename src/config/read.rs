@@ -258,6 +258,19 @@ impl Reader {
             .unwrap_or(default)
     }
 
+    /// A byte size: a whole number of bytes or a string like `"10MiB"`; 0 = no limit (`None`).
+    /// Absent = `None`.
+    pub(super) fn size(&mut self, key: &str) -> Option<u64> {
+        let value = self.value(key)?;
+        match parse_size(&value) {
+            Ok(n) => (n > 0).then_some(n),
+            Err(msg) => {
+                self.problem(key, msg);
+                None
+            }
+        }
+    }
+
     /// A string value parsed with `FromStr`; the default is parsed the same way.
     pub(super) fn parse<T>(&mut self, key: &str, default: &'static str) -> T
     where
@@ -321,4 +334,46 @@ fn describe(v: &Value) -> String {
         Value::Dict(..) => "a table".to_owned(),
         Value::Array(..) => "an array".to_owned(),
     }
+}
+
+/// `1048576`, `"1048576"`, `"512KiB"`, `"10MiB"`, `"1GiB"`, `"10MB"` (SI), `"0"`.
+pub(super) fn parse_size(v: &Value) -> Result<u64, String> {
+    let text = match v {
+        Value::Num(_, n) => {
+            return n
+                .to_u128()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| "must be a whole number of bytes".to_owned());
+        }
+        Value::String(_, s) => s.trim().to_owned(),
+        other => {
+            return Err(format!(
+                "expected a size like \"10MiB\", found {}",
+                describe(other)
+            ));
+        }
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like \"10MiB\""))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unit must be B, KB, KiB, MB, MiB, GB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }

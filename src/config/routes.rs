@@ -12,6 +12,7 @@ use crate::auth::path;
 
 const ROUTE_KEYS: &[&str] = &[
     "path",
+    "max_body",
     "methods",
     "scopes",
     "roles",
@@ -161,6 +162,15 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
         }
     }
     let anonymous = field::<bool>(r, d, name, "anonymous", "true or false").unwrap_or(false);
+    let max_body = d
+        .get("max_body")
+        .and_then(|v| match super::read::parse_size(v) {
+            Ok(n) => Some((n > 0).then_some(n)),
+            Err(msg) => {
+                r.problem(&format!("{name}.max_body"), msg);
+                None
+            }
+        });
     let requires = ["scopes", "roles", "clients", "claims"]
         .iter()
         .any(|k| d.contains_key(*k));
@@ -178,6 +188,7 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
         clients,
         claims,
         anonymous,
+        max_body,
     })
 }
 

@@ -25,6 +25,8 @@ pub enum UpstreamError {
     Unreachable,
     /// No connection or no response headers in time: 504.
     Timeout,
+    /// The client's body went past its limit while streaming: 413.
+    BodyTooLarge,
 }
 
 /// The upstream and how to reach it.
@@ -130,6 +132,13 @@ impl Forwarder {
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        source = s.source();
+    }
     if e.is_connect() {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
         while let Some(s) = source {
