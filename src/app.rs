@@ -70,6 +70,7 @@ pub struct Running {
 ///    shed requests are still traceable);
 /// 6. the gateway itself (authenticate, mutate, forward), see [`proxy::handle`].
 pub fn proxy_router(gw: Arc<Gateway>, max_in_flight: usize) -> Router {
+    let metrics = Arc::clone(&gw.metrics);
     let mut router = Router::new();
     if gw.resource_metadata.is_some() {
         // Only GET is the metadata document; any other method there is an ordinary request.
@@ -99,8 +100,9 @@ pub fn proxy_router(gw: Arc<Gateway>, max_in_flight: usize) -> Router {
                 },
             ))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                proxy::overloaded()
+            .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                let metrics = Arc::clone(&metrics);
+                async move { proxy::overloaded(&metrics) }
             }))
             .layer(LoadShedLayer::new())
             .layer(ConcurrencyLimitLayer::new(max_in_flight)),

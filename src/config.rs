@@ -578,6 +578,15 @@ fn read_entra(r: &mut Reader) -> Entra {
     if jwks_refresh.is_zero() {
         r.problem("entra.jwks_refresh", "must be longer than 0s");
     }
+    if jwks_max_stale <= jwks_refresh {
+        r.problem(
+            "entra.jwks_max_stale",
+            format!(
+                "must be longer than entra.jwks_refresh ({}): keys are only refreshed that often, so shorter would drop them while the identity provider is up",
+                humantime::format_duration(jwks_refresh)
+            ),
+        );
+    }
     if metadata_timeout.is_zero() {
         r.problem("entra.metadata_timeout", "must be longer than 0s");
     }

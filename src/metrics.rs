@@ -28,10 +28,12 @@ pub enum Outcome {
     UpstreamTimeout,
     /// The request body was over its limit (413).
     BodyTooLarge,
+    /// Shed under load (503): `server.max_in_flight` requests were already in progress.
+    Shed,
 }
 
 impl Outcome {
-    const COUNT: usize = 6 + Reason::ALL.len();
+    const COUNT: usize = 7 + Reason::ALL.len();
 
     fn index(self) -> usize {
         match self {
@@ -41,7 +43,8 @@ impl Outcome {
             Self::UpstreamTimeout => 3,
             Self::Anonymous => 4,
             Self::BodyTooLarge => 5,
-            Self::Denied(r) => 6 + r.index(),
+            Self::Shed => 6,
+            Self::Denied(r) => 7 + r.index(),
         }
     }
 
@@ -53,7 +56,8 @@ impl Outcome {
             3 => Self::UpstreamTimeout,
             4 => Self::Anonymous,
             5 => Self::BodyTooLarge,
-            n => Self::Denied(Reason::ALL[n - 6]),
+            6 => Self::Shed,
+            n => Self::Denied(Reason::ALL[n - 7]),
         }
     }
 
@@ -65,6 +69,7 @@ impl Outcome {
             Self::Preflight => ("preflight", "none"),
             Self::Anonymous => ("anonymous", "none"),
             Self::BodyTooLarge => ("refused", "body_too_large"),
+            Self::Shed => ("shed", "overloaded"),
             Self::UpstreamUnreachable => ("upstream_error", "unreachable"),
             Self::UpstreamTimeout => ("upstream_error", "timeout"),
             Self::Denied(r) => ("denied", r.as_str()),

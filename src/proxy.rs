@@ -66,10 +66,22 @@ pub async fn handle(
         );
     }
     gw.metrics.in_flight.fetch_add(1, Relaxed);
-    let (verdict, facts) = gw
-        .authorizer
-        .decide(req.method(), req.uri().path(), req.headers())
-        .await;
+    let (verdict, facts) = if req.headers().contains_key(header::AUTHORIZATION)
+        && crate::auth::bearer::token_in_query(req.uri().query())
+    {
+        // SPEC §4: a token in the header and elsewhere is `invalid_request`.
+        (
+            Verdict::Refused {
+                reason: Reason::DuplicateAuthorization,
+                scope: String::new(),
+            },
+            Facts::default(),
+        )
+    } else {
+        gw.authorizer
+            .decide(req.method(), req.uri().path(), req.headers())
+            .await
+    };
     // The gateway is the hop the client's `Connection` header speaks to: the headers it names
     // were read (above) and end here, before anything is set for the upstream, so they cannot
     // name the verified identity or the upstream credentials away.
@@ -93,15 +105,17 @@ pub async fn handle(
             ),
             Outcome::BodyTooLarge,
         ),
-        Verdict::Preflight | Verdict::Anonymous => {
-            let outcome = if matches!(verdict, Verdict::Preflight) {
-                Outcome::Preflight
-            } else {
-                Outcome::Anonymous
-            };
+        Verdict::Preflight => {
+            gw.identity.strip(req.headers_mut());
+            // An unauthenticated preflight never carries credentials: not the client's, not
+            // the gateway's own (`basic`).
+            req.headers_mut().remove(header::AUTHORIZATION);
+            gw.forward(req, peer, Outcome::Preflight).await
+        }
+        Verdict::Anonymous => {
             gw.identity.strip(req.headers_mut());
             headers::set_upstream_authorization(req.headers_mut(), &gw.upstream_authorization);
-            gw.forward(req, peer, outcome).await
+            gw.forward(req, peer, Outcome::Anonymous).await
         }
         Verdict::Allowed(principal) => {
             gw.identity.set(req.headers_mut(), &principal);
@@ -279,9 +293,17 @@ pub fn refusal(
     r
 }
 
-/// 503 for a request shed under load.
+/// 503 for a request shed under load; counted and logged like any other request.
 #[must_use]
-pub fn overloaded() -> Response<Body> {
+pub fn overloaded(metrics: &Metrics) -> Response<Body> {
+    metrics.record_request(Outcome::Shed);
+    tracing::warn!(
+        target: "entragate::access",
+        status = 503,
+        auth.outcome = "shed",
+        auth.reason = "overloaded",
+        "request shed: server.max_in_flight requests already in progress"
+    );
     let mut r = json(
         StatusCode::SERVICE_UNAVAILABLE,
         r#"{"error":"temporarily_unavailable","error_description":"overloaded"}"#,

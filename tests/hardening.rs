@@ -311,3 +311,77 @@ async fn connect_and_absolute_form_targets_are_handled_safely() {
     assert_eq!(seen["uri"], "/abs?x=1");
     assert_eq!(seen["headers"]["x-forwarded-host"], "evil.example");
 }
+
+#[tokio::test]
+async fn a_token_in_the_header_and_the_query_is_invalid_request() {
+    let h = Harness::start().await;
+    let token = h.token(TokenVersion::V2);
+    let r = h
+        .get_with_token(&format!("/a?x=1&access_token={token}"), &token)
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().await.expect("body"),
+        r#"{"error":"invalid_request"}"#
+    );
+    // Only in the query: no credential at all.
+    let r = h
+        .client
+        .get(h.url(&format!("/a?access_token={token}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
+    assert_eq!(h.echo.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_silent_connection_loses_its_slot_after_the_header_read_timeout() {
+    let h = Harness::start_with(Extra {
+        server: "header_read_timeout = \"500ms\"\nmax_connections = 1".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(h.gw.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent connection kept its slot");
+    let token = h.token(TokenVersion::V1);
+    assert_eq!(h.get_with_token("/after", &token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn shed_requests_are_counted() {
+    let h = Harness::start_with(Extra {
+        server: "max_in_flight = 1".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = h.token(TokenVersion::V2);
+    let slow = {
+        let client = h.client.clone();
+        let url = h.url("/delay/1000");
+        let token = token.clone();
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.echo.requests() == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.get_with_token("/x", &token).await.status(), 503);
+    let _ = slow.await;
+    let metrics = h
+        .client
+        .get(h.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("entragate_requests_total{outcome=\"shed\",reason=\"overloaded\"} 1"),
+        "{metrics}"
+    );
+}

@@ -60,6 +60,17 @@ pub fn parse(value: &[u8]) -> Bearer<'_> {
     }
 }
 
+/// True when the query carries an RFC 6750 §2.3 `access_token` parameter. The gateway reads
+/// tokens only from the header, but one sent in both places is refused (`invalid_request`),
+/// and one sent only in the query is no credential at all.
+#[must_use]
+pub fn token_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    })
+}
+
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -101,6 +112,14 @@ mod tests {
         assert_eq!(parse(b"Bearer abc=="), Bearer::Token("abc=="));
         assert_eq!(parse(b"Bearer ab=c"), Bearer::Malformed);
         assert_eq!(parse("Bearer é".as_bytes()), Bearer::Malformed);
+    }
+
+    #[test]
+    fn query_tokens() {
+        assert!(token_in_query(Some("a=1&access_token=x")));
+        assert!(token_in_query(Some("access_token")));
+        assert!(!token_in_query(Some("my_access_token=x")));
+        assert!(!token_in_query(None));
     }
 
     #[test]
