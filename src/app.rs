@@ -1,4 +1,5 @@
-//! Assembling the gateway: the one request stack, the listeners, and graceful shutdown.
+//! Assembling the gateway: the one request stack, the listeners (main, admin, and Envoy
+//! `ext_authz` when configured), and graceful shutdown.
 //!
 //! This is the only place that decides the order of layers; each says why it sits where it
 //! does. Tests start the same thing on port 0 through [`start`].
@@ -11,6 +12,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::{MethodRouter, get};
 use http::header;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,7 +27,9 @@ use crate::auth::cache::TokenCache;
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
 use crate::auth::decide::Authorizer;
 use crate::auth::{Challenges, Policy, Validator};
-use crate::config::Config;
+use crate::config::{Config, Mode};
+use crate::ext_authz::{self, ExtAuthz};
+use crate::forward_auth::{self, ForwardAuth};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc};
@@ -52,6 +56,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
+    /// The Envoy `ext_authz` gRPC listener's bound address, when configured.
+    pub ext_authz_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<KeyStore>,
     shutdown: watch::Sender<bool>,
@@ -59,7 +65,7 @@ pub struct Running {
     refreshers: Vec<JoinHandle<()>>,
 }
 
-/// The proxy listener's stack. Order, outermost first:
+/// The main listener's stack (`server.listen`). Order, outermost first:
 /// 1. sensitive headers: marks `Authorization`/`Cookie` before anything could log them;
 /// 2. request id: every request gets an `x-request-id` (kept if the client sent one) so the
 ///    decision log, the upstream and the client can be correlated;
@@ -68,20 +74,45 @@ pub struct Running {
 /// 5. load shedding: past `server.max_in_flight` requests at once, answer 503 with
 ///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
 ///    shed requests are still traceable);
-/// 6. the gateway itself (authenticate, mutate, forward), see [`proxy::handle`].
-pub fn proxy_router(gw: Arc<Gateway>, max_in_flight: usize) -> Router {
+/// 6. the front end of `server.mode`, innermost because it is the only step the modes do not
+///    share:
+///    - proxy: the gateway itself (authenticate, mutate, forward), see [`proxy::handle`];
+///    - forward-auth: the same decision, answered instead of forwarded (the ingress does the
+///      mutating and forwarding), see [`forward_auth::handle`]. Layers 1-4 stay: the ingress
+///      sends the client's `Authorization` and its own `X-Request-ID` (ingress-nginx does), so
+///      redaction and correlation matter exactly as in proxy mode.
+///
+/// The RFC 9728 document is served on this listener in both modes (in forward-auth mode only
+/// when asked for directly, not as an auth check; see [`forward_auth`]).
+pub fn main_router(
+    mode: Mode,
+    gw: Arc<Gateway>,
+    trusted_proxies: Vec<IpNet>,
+    max_in_flight: usize,
+) -> Router {
     let metrics = Arc::clone(&gw.metrics);
-    let mut router = Router::new();
-    if gw.resource_metadata.is_some() {
-        // Only GET is the metadata document; any other method there is an ordinary request.
-        let route: MethodRouter<Arc<Gateway>> =
-            get(proxy::resource_metadata).fallback(proxy::handle);
-        router = router.route(RESOURCE_METADATA_PATH, route.clone()).route(
-            &format!("{RESOURCE_METADATA_PATH}/{{*resource_path}}"),
-            route,
-        );
-    }
-    router.fallback(proxy::handle).with_state(gw).layer(
+    let router = match mode {
+        Mode::Proxy => {
+            let mut router = Router::new();
+            if gw.resource_metadata.is_some() {
+                // Only GET is the metadata document; any other method there is an ordinary request.
+                let route: MethodRouter<Arc<Gateway>> =
+                    get(proxy::resource_metadata).fallback(proxy::handle);
+                router = router.route(RESOURCE_METADATA_PATH, route.clone()).route(
+                    &format!("{RESOURCE_METADATA_PATH}/{{*resource_path}}"),
+                    route,
+                );
+            }
+            router.fallback(proxy::handle).with_state(gw)
+        }
+        Mode::ForwardAuth => Router::new()
+            .fallback(forward_auth::handle)
+            .with_state(Arc::new(ForwardAuth {
+                gw,
+                trusted_proxies,
+            })),
+    };
+    router.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,
@@ -132,6 +163,14 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
     let addr = local_addr("server.listen", &listener)?;
     let admin_addr = local_addr("server.admin_listen", &admin_listener)?;
+    let ext_authz_listener = match config.server.ext_authz_listen {
+        Some(a) => Some(bind("server.ext_authz_listen", a).await?),
+        None => None,
+    };
+    let ext_authz_addr = ext_authz_listener
+        .as_ref()
+        .map(|l| local_addr("server.ext_authz_listen", l))
+        .transpose()?;
 
     let metrics = Arc::new(Metrics::new());
     let client = idp_client(config.entra.metadata_timeout)?;
@@ -182,16 +221,48 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     });
 
     let (shutdown, signal) = watch::channel(false);
-    let proxy = proxy_router(gateway, config.server.max_in_flight);
+    let mode = config.server.mode;
+    if mode == Mode::ForwardAuth && config.server.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "server.mode is \"forward-auth\" but server.trusted_proxies is empty: the ingress's X-Forwarded-Uri / X-Original-URL headers are ignored and route rules see the auth request's own path"
+        );
+    }
+    let mut servers = Vec::with_capacity(3);
+    // Envoy's ext_authz is a second front end on its own listener, in any mode: it shares the
+    // gateway (decision, challenges, identity headers, metrics) and replaces only the last
+    // step. It has none of the HTTP layers above: the client's request (and its token) arrives
+    // as message data, never as headers of this connection, and its request id is read from
+    // that data for the decision log.
+    if let Some(l) = ext_authz_listener {
+        servers.push(ext_authz::serve(
+            l,
+            ExtAuthz::new(Arc::clone(&gateway)),
+            signal.clone(),
+        ));
+    }
+    let main = main_router(
+        mode,
+        gateway,
+        config.server.trusted_proxies.clone(),
+        config.server.max_in_flight,
+    );
     let admin = crate::admin::router(Arc::clone(&keys), Arc::clone(&metrics));
-    let servers = vec![
-        serve(listener, proxy, config.server.limits, signal.clone()),
-        serve(admin_listener, admin, Limits::default(), signal),
-    ];
-    tracing::info!(%addr, %admin_addr, "entragate listening");
+    servers.push(serve(listener, main, config.server.limits, signal.clone()));
+    servers.push(serve(admin_listener, admin, Limits::default(), signal));
+    tracing::info!(
+        %addr,
+        %admin_addr,
+        ext_authz_addr = ext_authz_addr.map(tracing::field::display),
+        mode = match mode {
+            Mode::Proxy => "proxy",
+            Mode::ForwardAuth => "forward-auth",
+        },
+        "entragate listening"
+    );
     Ok(Running {
         addr,
         admin_addr,
+        ext_authz_addr,
         metrics,
         keys,
         shutdown,

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod path;
 pub mod policy;
 mod reason;
+pub mod refusal;
 pub mod token;
 pub mod validate;
 
@@ -18,5 +19,6 @@ pub use bearer::Bearer;
 pub use challenge::Challenges;
 pub use policy::{Forbidden, Policy};
 pub use reason::Reason;
+pub use refusal::Refusal;
 pub use token::Claims;
 pub use validate::{Principal, Rejected, Validator};

@@ -87,6 +87,10 @@ pub struct Identity {
 pub struct Server {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// What the main listener does with a request.
+    pub mode: Mode,
+    /// Envoy `ext_authz` gRPC (`Authorization/Check`) listener, in any mode.
+    pub ext_authz_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
     pub public_url: Option<String>,
     pub log_format: LogFormat,
@@ -101,6 +105,16 @@ pub struct Server {
     pub max_in_flight: usize,
     /// Largest request body in bytes (413 past it); `None` = no limit. Routes may override.
     pub max_body: Option<u64>,
+}
+
+/// `server.mode`: what the main listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Authenticate, then forward to `[upstream]`.
+    Proxy,
+    /// Answer with the decision only (200 + identity headers, 401 or 403), for an ingress's
+    /// `auth_request` / `auth-url` / `ForwardAuth`.
+    ForwardAuth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +191,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.listen",
     "server.admin_listen",
     "server.mode",
+    "server.ext_authz_listen",
     "server.trusted_proxies",
     "server.public_url",
     "server.log_format",
@@ -224,7 +239,6 @@ const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[
-    ("server.ext_authz_listen", "the Envoy ext_authz listener"),
     ("server.tls_cert", "TLS on the listener"),
     ("server.tls_key", "TLS on the listener"),
     ("upstream.ca_file", "extra upstream certificate authorities"),
@@ -288,18 +302,27 @@ pub fn config_path(flag: Option<PathBuf>, env_value: Option<String>) -> PathBuf 
 fn read_server(r: &mut Reader) -> Server {
     let listen = r.parse("server.listen", "0.0.0.0:8080");
     let admin_listen = r.parse("server.admin_listen", "127.0.0.1:9090");
-    let mode = r.string("server.mode", "proxy");
-    match mode.as_str() {
-        "proxy" => {}
-        "forward-auth" => r.problem(
-            "server.mode",
-            "\"forward-auth\" is not available in this version; use \"proxy\"",
-        ),
-        other => r.problem(
-            "server.mode",
-            format!("must be \"proxy\" or \"forward-auth\", not {other:?}"),
-        ),
-    }
+    let mode = match r.string("server.mode", "proxy").as_str() {
+        "proxy" => Mode::Proxy,
+        "forward-auth" => Mode::ForwardAuth,
+        other => {
+            r.problem(
+                "server.mode",
+                format!("must be \"proxy\" or \"forward-auth\", not {other:?}"),
+            );
+            Mode::Proxy
+        }
+    };
+    let ext_authz_listen = r.opt_string("server.ext_authz_listen").and_then(|text| {
+        text.parse::<SocketAddr>()
+            .map_err(|e| {
+                r.problem(
+                    "server.ext_authz_listen",
+                    format!("{text:?}: {e} (expected an address like 0.0.0.0:9191)"),
+                );
+            })
+            .ok()
+    });
     let trusted_proxies = r
         .strings("server.trusted_proxies")
         .iter()
@@ -361,6 +384,8 @@ fn read_server(r: &mut Reader) -> Server {
         token_cache_entries,
         listen,
         admin_listen,
+        mode,
+        ext_authz_listen,
         trusted_proxies,
         public_url,
         log_format,

@@ -6,14 +6,19 @@
 //! `config/entragate.example.toml`.
 //!
 //! The request's way: [`app`] (the one stack) -> [`proxy::handle`] -> [`auth`] (bearer, token,
-//! validation against [`keys`]) -> [`proxy::headers`] -> [`proxy::forward`].
+//! validation against [`keys`]) -> [`proxy::headers`] -> [`proxy::forward`]. In forward-auth
+//! mode [`forward_auth::handle`] answers with the decision instead of forwarding; Envoy's gRPC
+//! `ext_authz` asks [`ext_authz`] on a listener of its own.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod ext_authz;
+pub mod forward_auth;
 pub mod keys;
 pub mod metrics;
 pub mod proxy;

@@ -16,10 +16,10 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 pub use forward::{Forwarder, UpstreamError};
 pub use headers::IdentityHeaders;
 
-use crate::auth::Challenges;
+use crate::access::{self, Via};
 use crate::auth::Reason;
-use crate::auth::challenge::Kind;
 use crate::auth::decide::{Authorizer, Facts, Verdict};
+use crate::auth::{Challenges, Refusal};
 use crate::config::UpstreamAuthorization;
 use crate::metrics::{Metrics, Outcome};
 
@@ -94,7 +94,7 @@ pub async fn handle(
         Verdict::Refused { reason, scope } => {
             let origin = request_origin(&req);
             (
-                refusal(reason, &scope, &gw.challenges, origin.as_deref()),
+                Refusal::proxy(reason, &scope, &gw.challenges, origin.as_deref()).into_response(),
                 Outcome::Denied(reason),
             )
         }
@@ -125,41 +125,21 @@ pub async fn handle(
     };
     gw.metrics.in_flight.fetch_sub(1, Relaxed);
     gw.metrics.record_request(outcome);
-    log_decision(&method, &path, &response, outcome, &facts, peer, started);
+    access::log(&access::Entry {
+        via: Via::Proxy,
+        method: method.as_str(),
+        path: &path,
+        status: response.status().as_u16(),
+        outcome,
+        facts: &facts,
+        client_ip: Some(peer.ip()),
+        request_id: response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        started,
+    });
     response
-}
-
-/// One structured event per request (`entragate::access`); never the token.
-fn log_decision(
-    method: &http::Method,
-    path: &str,
-    response: &Response<Body>,
-    outcome: Outcome,
-    facts: &Facts,
-    peer: SocketAddr,
-    started: Instant,
-) {
-    let (outcome_label, reason) = outcome.labels();
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok());
-    tracing::info!(
-        target: "entragate::access",
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        auth.outcome = outcome_label,
-        auth.reason = reason,
-        jwt.kid = facts.kid.as_deref(),
-        jwt.tid = facts.tid.as_deref(),
-        jwt.ver = facts.ver.as_deref(),
-        jwt.client = facts.client.as_deref(),
-        client.ip = %peer.ip(),
-        request_id,
-        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
 }
 
 impl Gateway {
@@ -233,66 +213,6 @@ impl Gateway {
     }
 }
 
-/// The response for a refusal (SPEC §4). The reason itself is never sent to the client.
-#[must_use]
-pub fn refusal(
-    reason: Reason,
-    scope: &str,
-    challenges: &Challenges,
-    origin: Option<&str>,
-) -> Response<Body> {
-    if reason.is_forbidden() {
-        let mut r = json(StatusCode::FORBIDDEN, r#"{"error":"insufficient_scope"}"#);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            challenges.insufficient_scope(scope, origin),
-        );
-        return r;
-    }
-    let (status, kind, body) = match reason {
-        Reason::MissingToken => (
-            StatusCode::UNAUTHORIZED,
-            Kind::Missing,
-            r#"{"error":"unauthorized","error_description":"a Microsoft Entra ID bearer token is required"}"#,
-        ),
-        Reason::EmptyBearer => (
-            StatusCode::UNAUTHORIZED,
-            Kind::EmptyBearer,
-            r#"{"error":"unauthorized","error_description":"a Microsoft Entra ID bearer token is required"}"#,
-        ),
-        Reason::DuplicateAuthorization => (
-            StatusCode::BAD_REQUEST,
-            Kind::InvalidRequest,
-            r#"{"error":"invalid_request"}"#,
-        ),
-        Reason::BadPath => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                r#"{"error":"invalid_request","error_description":"the request path cannot be normalised"}"#,
-            );
-        }
-
-        Reason::KeysUnavailable => {
-            let mut r = json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"error":"temporarily_unavailable"}"#,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            Kind::InvalidToken,
-            r#"{"error":"invalid_token"}"#,
-        ),
-    };
-    let mut r = json(status, body);
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenges.get(kind, origin));
-    r
-}
-
 /// 503 for a request shed under load; counted and logged like any other request.
 #[must_use]
 pub fn overloaded(metrics: &Metrics) -> Response<Body> {
@@ -331,22 +251,28 @@ fn request_origin(req: &Request<Body>) -> Option<String> {
     let host = req
         .uri()
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(http::uri::Authority::as_str)
         .or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
         })?;
-    // Only a plain host[:port] may flow into a header value.
-    if host.is_empty()
+    origin("http", host)
+}
+
+/// `scheme://host[:port]`, when `scheme` is http(s) and `host` a plain host[:port]: only those
+/// may flow into a header value (the RFC 9728 metadata URL of a challenge).
+#[must_use]
+pub fn origin(scheme: &str, host: &str) -> Option<String> {
+    if !matches!(scheme, "http" | "https")
+        || host.is_empty()
         || !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     {
         return None;
     }
-    Some(format!("http://{host}"))
+    Some(format!("{scheme}://{host}"))
 }
 
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728), served without a token.
@@ -368,7 +294,9 @@ pub async fn resource_metadata(
 }
 
 impl ResourceMetadataDoc {
-    fn render(&self, origin: Option<&str>) -> Response<Body> {
+    /// The document; `resource` is `server.public_url`, else `origin` (the request's own).
+    #[must_use]
+    pub fn render(&self, origin: Option<&str>) -> Response<Body> {
         let resource = self.resource.as_deref().or(origin).unwrap_or_default();
         let doc = serde_json::json!({
             "resource": resource,

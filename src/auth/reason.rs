@@ -1,5 +1,5 @@
 //! Why a request was refused: one name per condition, each with a stable code for logs and
-//! metrics. Turning a reason into a response happens in one place, [`crate::proxy::reject`].
+//! metrics. Turning a reason into a response happens in one place, [`super::refusal::Refusal`].
 
 /// A refusal's cause. The code (`as_str`) is a stable interface: dashboards and alerts use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +49,9 @@ pub enum Reason {
     /// The route requires `groups` but the token carries the overage marker
     /// (`_claim_names.groups`, more than 200 groups) instead (403).
     GroupsOverage,
+    /// Forward-auth only: the original method or URI headers from the ingress disagree with
+    /// each other or cannot be read (a client added one the ingress did not overwrite).
+    BadForwardedRequest,
 }
 
 impl Reason {
@@ -78,11 +81,12 @@ impl Reason {
             Self::ClientNotAllowedOnRoute => "client_not_allowed_on_route",
             Self::ClaimMissing => "claim_missing",
             Self::GroupsOverage => "groups_overage",
+            Self::BadForwardedRequest => "bad_forwarded_request",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -105,6 +109,7 @@ impl Reason {
         Self::ClientNotAllowedOnRoute,
         Self::ClaimMissing,
         Self::GroupsOverage,
+        Self::BadForwardedRequest,
     ];
 
     /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).

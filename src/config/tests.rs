@@ -158,12 +158,45 @@ fn unknown_env_keys_are_errors() {
 
 #[test]
 fn contract_keys_of_later_versions_are_refused_not_ignored() {
-    let text = format!("{MINIMAL}\n[server]\nmode = \"forward-auth\"\ntls_cert = \"/x\"\n");
+    let text = format!("{MINIMAL}\n[server]\ntls_cert = \"/x\"\n");
     let e = load(&text, &[]).expect_err("invalid");
     let k = keys(&e);
-    for expected in ["server.mode", "server.tls_cert"] {
-        assert!(k.contains(&expected), "{expected} missing from {k:?}");
-    }
+    assert!(
+        k.contains(&"server.tls_cert"),
+        "server.tls_cert missing from {k:?}"
+    );
+}
+
+#[test]
+fn forward_auth_mode_and_ext_authz_listener() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.server.mode, Mode::Proxy);
+    assert_eq!(c.server.ext_authz_listen, None);
+    let text = format!(
+        "{MINIMAL}\n[server]\nmode = \"forward-auth\"\next_authz_listen = \"127.0.0.1:9191\"\n"
+    );
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.server.mode, Mode::ForwardAuth);
+    assert_eq!(
+        c.server.ext_authz_listen,
+        Some("127.0.0.1:9191".parse().expect("addr"))
+    );
+    let e = load(
+        MINIMAL,
+        &[
+            ("ENTRAGATE_SERVER__MODE", "forward_auth"),
+            ("ENTRAGATE_SERVER__EXT_AUTHZ_LISTEN", "9191"),
+        ],
+    )
+    .expect_err("invalid");
+    assert_eq!(keys(&e), ["server.mode", "server.ext_authz_listen"]);
+    assert!(
+        e.problems.iter().all(|p| p
+            .env_var
+            .as_deref()
+            .is_some_and(|v| v.starts_with("ENTRAGATE_SERVER__"))),
+        "{e}"
+    );
 }
 
 #[test]

@@ -115,30 +115,41 @@ impl IdentityHeaders {
         self.cfg.claims_header.is_some()
     }
 
-    /// Removes every client-sent `X-Auth-*`, every configured identity header and every
-    /// `strip_headers` entry.
-    pub fn strip(&self, headers: &mut HeaderMap) {
+    /// True for a header the client must not send upstream: any `X-Auth-*`, a configured
+    /// identity header or a `strip_headers` entry.
+    #[must_use]
+    pub fn is_identity(&self, name: &HeaderName) -> bool {
         let c = &self.cfg;
-        let names: Vec<HeaderName> = headers
+        name.as_str().starts_with("x-auth-")
+            || c.strip_headers.contains(name)
+            || [
+                &c.subject_header,
+                &c.tenant_header,
+                &c.client_header,
+                &c.scopes_header,
+                &c.roles_header,
+                &c.name_header,
+                &c.claims_header,
+            ]
+            .into_iter()
+            .any(|h| h.as_ref() == Some(name))
+    }
+
+    /// The identity headers the client sent (see [`IdentityHeaders::is_identity`]), each once.
+    /// Forward-auth and `ext_authz` ask the ingress to remove these, since there the request
+    /// reaches the upstream through the ingress, not through this process.
+    #[must_use]
+    pub fn client_sent(&self, headers: &HeaderMap) -> Vec<HeaderName> {
+        headers
             .keys()
-            .filter(|n| {
-                n.as_str().starts_with("x-auth-")
-                    || c.strip_headers.contains(n)
-                    || [
-                        &c.subject_header,
-                        &c.tenant_header,
-                        &c.client_header,
-                        &c.scopes_header,
-                        &c.roles_header,
-                        &c.name_header,
-                        &c.claims_header,
-                    ]
-                    .into_iter()
-                    .any(|h| h.as_ref() == Some(*n))
-            })
+            .filter(|n| self.is_identity(n))
             .cloned()
-            .collect();
-        for n in names {
+            .collect()
+    }
+
+    /// Removes every header [`IdentityHeaders::is_identity`] names.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        for n in self.client_sent(headers) {
             headers.remove(n);
         }
     }

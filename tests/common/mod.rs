@@ -34,6 +34,8 @@ pub struct Extra {
     pub upstream_url: Option<String>,
     /// Replaces the issuer's tenant in `entra.tenant_id` (e.g. `organizations`).
     pub tenant_id: Option<String>,
+    /// Appended after every table, e.g. `[[routes]]`.
+    pub tail: String,
 }
 
 /// The gateway's TOML for an issuer and upstream.
@@ -54,6 +56,7 @@ audiences = ["{AUDIENCE}", "{API_CLIENT_ID}"]
 {entra}
 [challenge]
 {challenge}
+{tail}
 "#,
         server = extra.server,
         upstream = extra.upstream_url.as_deref().unwrap_or(upstream_url),
@@ -62,6 +65,7 @@ audiences = ["{AUDIENCE}", "{API_CLIENT_ID}"]
         authority = issuer.authority(),
         entra = extra.entra,
         challenge = extra.challenge,
+        tail = extra.tail,
     )
 }
 
@@ -99,6 +103,42 @@ impl Harness {
             gw,
             client: client(),
         }
+    }
+
+    /// Everything with `extra` settings, but the authority is a port nothing listens on, so
+    /// no keys ever load; returns once both key sources have tried. Also returns that port.
+    pub async fn start_without_keys(extra: Extra) -> (Self, u16) {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
+        let echo = EchoUpstream::start(loopback()).await.expect("echo");
+        let toml = config_toml(&issuer, &echo.url(), &extra).replace(
+            &format!("authority = \"{}\"", issuer.authority()),
+            &format!("authority = \"http://127.0.0.1:{closed}\""),
+        );
+        let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
+        let gw = app::start(&config).await.expect("gateway starts");
+        for _ in 0..400 {
+            if gw
+                .keys
+                .issuers
+                .iter()
+                .all(|i| i.source.metrics.fetches() > 0)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(!gw.keys.is_ready());
+        let h = Self {
+            issuer,
+            echo,
+            gw,
+            client: client(),
+        };
+        (h, closed)
     }
 
     pub async fn wait_ready(&self) {

@@ -1,0 +1,68 @@
+//! The decision log: one structured event per request (target `entragate::access`, message
+//! `request`), whichever front end decided it: the proxy, forward-auth or Envoy `ext_authz`.
+//! Never the token, never the query.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::auth::decide::Facts;
+use crate::metrics::Outcome;
+
+/// Which front end answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Proxy,
+    ForwardAuth,
+    ExtAuthz,
+}
+
+impl Via {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::ForwardAuth => "forward-auth",
+            Self::ExtAuthz => "ext_authz",
+        }
+    }
+}
+
+/// One decided request.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub via: Via,
+    /// The method decided on (for forward-auth, the original request's).
+    pub method: &'a str,
+    /// The path decided on, without the query (AQL, search terms may carry personal data).
+    pub path: &'a str,
+    /// What the client (or the ingress) got.
+    pub status: u16,
+    pub outcome: Outcome,
+    pub facts: &'a Facts,
+    /// The TCP peer; for `ext_authz`, the downstream address Envoy reports.
+    pub client_ip: Option<IpAddr>,
+    pub request_id: Option<&'a str>,
+    pub started: Instant,
+}
+
+/// Writes the event.
+pub fn log(e: &Entry<'_>) {
+    let (outcome, reason) = e.outcome.labels();
+    tracing::info!(
+        target: "entragate::access",
+        via = e.via.as_str(),
+        method = %e.method,
+        path = %e.path,
+        status = e.status,
+        auth.outcome = outcome,
+        auth.reason = reason,
+        jwt.kid = e.facts.kid.as_deref(),
+        jwt.tid = e.facts.tid.as_deref(),
+        jwt.ver = e.facts.ver.as_deref(),
+        jwt.client = e.facts.client.as_deref(),
+        client.ip = e.client_ip.map(tracing::field::display),
+        request_id = e.request_id,
+        elapsed_us = u64::try_from(e.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+}

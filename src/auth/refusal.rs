@@ -1,0 +1,235 @@
+//! What a refused request gets back: the one match that turns a [`Reason`] into a status, a
+//! challenge and a body (SPEC §4), and the two shapes of it.
+//!
+//! - [`Refusal::proxy`] is the full answer: 400, 401, 403 or 503. The proxy listener sends it,
+//!   and so does the Envoy `ext_authz` gRPC front end, since Envoy passes any status on.
+//! - [`Refusal::forward_auth`] is what an ingress can carry: nginx `auth_request` (and so
+//!   ingress-nginx `auth-url`) turns any status but 401 and 403 into a 500, so 400 becomes 401
+//!   `error="invalid_request"` and 503 (no usable signing keys) becomes 401 `invalid_token`
+//!   with `Retry-After` and a `temporarily_unavailable` body. Traefik and Envoy's HTTP flavour
+//!   pass status, headers and body on; nginx passes only the status and, on a 401, the one
+//!   `WWW-Authenticate`.
+//!
+//! The reason itself never reaches the client; it goes to the decision log and the metrics.
+
+use axum::body::Body;
+use http::header::{self, HeaderName};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::Reason;
+use super::challenge::{Challenges, Kind};
+
+const NO_TOKEN: &str = r#"{"error":"unauthorized","error_description":"a Microsoft Entra ID bearer token is required"}"#;
+const INVALID_TOKEN: &str = r#"{"error":"invalid_token"}"#;
+const INVALID_REQUEST: &str = r#"{"error":"invalid_request"}"#;
+const BAD_PATH: &str =
+    r#"{"error":"invalid_request","error_description":"the request path cannot be normalised"}"#;
+const INSUFFICIENT_SCOPE: &str = r#"{"error":"insufficient_scope"}"#;
+const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
+
+/// Seconds a client is asked to wait when no signing keys are usable.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// A refusal as the client sees it, before it is rendered for a front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The one `WWW-Authenticate` value, when the refusal carries a challenge.
+    pub challenge: Option<HeaderValue>,
+    /// `Retry-After` (seconds), for a refusal that is temporary.
+    pub retry_after: Option<&'static str>,
+    /// `application/json`, never naming the reason.
+    pub body: &'static str,
+}
+
+impl Refusal {
+    /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s);
+    /// `origin` (`scheme://host`) feeds an RFC 9728 metadata URL that follows the request.
+    #[must_use]
+    pub fn proxy(
+        reason: Reason,
+        scope: &str,
+        challenges: &Challenges,
+        origin: Option<&str>,
+    ) -> Self {
+        let challenge = |kind| Some(challenges.get(kind, origin));
+        if reason.is_forbidden() {
+            return Self {
+                status: StatusCode::FORBIDDEN,
+                challenge: Some(challenges.insufficient_scope(scope, origin)),
+                retry_after: None,
+                body: INSUFFICIENT_SCOPE,
+            };
+        }
+        let (status, challenge, retry_after, body) = match reason {
+            Reason::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                challenge(Kind::Missing),
+                None,
+                NO_TOKEN,
+            ),
+            Reason::EmptyBearer => (
+                StatusCode::UNAUTHORIZED,
+                challenge(Kind::EmptyBearer),
+                None,
+                NO_TOKEN,
+            ),
+            Reason::DuplicateAuthorization | Reason::BadForwardedRequest => (
+                StatusCode::BAD_REQUEST,
+                challenge(Kind::InvalidRequest),
+                None,
+                INVALID_REQUEST,
+            ),
+            // Not a token problem: no challenge, so a client does not start a sign-in.
+            Reason::BadPath => (StatusCode::BAD_REQUEST, None, None, BAD_PATH),
+            // Not the token's fault either: retry later rather than prompt a new sign-in.
+            Reason::KeysUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                Some(RETRY_AFTER_SECS),
+                UNAVAILABLE,
+            ),
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                challenge(Kind::InvalidToken),
+                None,
+                INVALID_TOKEN,
+            ),
+        };
+        Self {
+            status,
+            challenge,
+            retry_after,
+            body,
+        }
+    }
+
+    /// The forward-auth answer: only 401 or 403, each with exactly one `WWW-Authenticate`.
+    /// What the proxy answers with 400 is 401 `error="invalid_request"`; 503 (no usable
+    /// keys) is 401 `error="invalid_token"` with `Retry-After` and the
+    /// `temporarily_unavailable` body, the closest an ingress can carry.
+    #[must_use]
+    pub fn forward_auth(
+        reason: Reason,
+        scope: &str,
+        challenges: &Challenges,
+        origin: Option<&str>,
+    ) -> Self {
+        let full = Self::proxy(reason, scope, challenges, origin);
+        match full.status {
+            StatusCode::BAD_REQUEST => Self {
+                status: StatusCode::UNAUTHORIZED,
+                challenge: Some(challenges.get(Kind::InvalidRequest, origin)),
+                ..full
+            },
+            StatusCode::SERVICE_UNAVAILABLE => Self {
+                status: StatusCode::UNAUTHORIZED,
+                challenge: Some(challenges.get(Kind::InvalidToken, origin)),
+                ..full
+            },
+            _ => full,
+        }
+    }
+
+    /// Every response header of the refusal, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        [
+            Some((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )),
+            Some((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+            self.challenge
+                .clone()
+                .map(|c| (header::WWW_AUTHENTICATE, c)),
+            self.retry_after
+                .map(|s| (header::RETRY_AFTER, HeaderValue::from_static(s))),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The refusal as an HTTP response.
+    #[must_use]
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        for (name, value) in self.headers() {
+            h.insert(name, value);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Challenge;
+
+    fn challenges() -> Challenges {
+        Challenges::new(
+            &Challenge {
+                authorization_uri: "https://login.microsoftonline.com/t/oauth2/authorize".into(),
+                realm: "https://login.microsoftonline.com/t".into(),
+                resource_metadata: false,
+            },
+            None,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn forward_auth_answers_only_401_and_403() {
+        let c = challenges();
+        for reason in Reason::ALL {
+            let r = Refusal::forward_auth(reason, "s", &c, None);
+            assert!(
+                matches!(r.status.as_u16(), 401 | 403),
+                "{reason}: {}",
+                r.status
+            );
+            assert!(r.challenge.is_some(), "{reason} has no challenge");
+        }
+    }
+
+    #[test]
+    fn forward_auth_maps_400_and_503() {
+        let c = challenges();
+        let r = Refusal::forward_auth(Reason::DuplicateAuthorization, "", &c, None);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            r.challenge
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.ends_with("error=\"invalid_request\""))
+        );
+        let r = Refusal::forward_auth(Reason::BadPath, "", &c, None);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body, BAD_PATH);
+        let r = Refusal::forward_auth(Reason::KeysUnavailable, "", &c, None);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.retry_after, Some("5"));
+        assert_eq!(r.body, UNAVAILABLE);
+        assert!(
+            r.challenge
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.ends_with("error=\"invalid_token\""))
+        );
+    }
+
+    #[test]
+    fn the_probe_answer_is_the_same_in_both_shapes() {
+        let c = challenges();
+        let expected =
+            "Bearer authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize";
+        for r in [
+            Refusal::proxy(Reason::EmptyBearer, "", &c, None),
+            Refusal::forward_auth(Reason::EmptyBearer, "", &c, None),
+        ] {
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(r.challenge.expect("challenge"), expected);
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Envoy `ext_authz` gRPC in process, with a tonic client sending `CheckRequest`s the way
+//! Envoy does: allowed requests get identity headers to set and client identity headers to
+//! remove; refusals carry the proxy mode's status, challenge and body. Real Envoy is in
+//! `tests/ingress/`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Extra, Harness};
+use entragate::keys::TokenVersion;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue, SocketAddress, address,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+const ROUTES: &str = r#"
+[[routes]]
+path = "/admin"
+scopes = ["admin.write"]
+
+[[routes]]
+path = "/public"
+anonymous = true
+"#;
+
+async fn start(extra: Extra) -> Harness {
+    Harness::start_with(Extra {
+        server: format!("ext_authz_listen = \"127.0.0.1:0\"\n{}", extra.server),
+        tail: ROUTES.into(),
+        ..extra
+    })
+    .await
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let http = attribute_context::HttpRequest {
+        id: "envoy-request-id".into(),
+        method: method.into(),
+        path: path.into(),
+        host: "api.contoso.example".into(),
+        scheme: "https".into(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(attribute_context::Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "203.0.113.7".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(attribute_context::Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn check(h: &Harness, req: CheckRequest) -> CheckResponse {
+    let addr = h.gw.ext_authz_addr.expect("ext_authz listener");
+    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    client.check(req).await.expect("Check").into_inner()
+}
+
+/// `(status, headers, body)` of a denied response.
+fn denied(r: &CheckResponse) -> (i32, Vec<(String, String)>, String) {
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().map_or(0, |s| s.code),
+            d.headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            d.body.clone(),
+        ),
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
+/// `(headers set upstream, headers removed)` of an OK response.
+fn allowed(r: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(0), "{r:?}");
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(ok)) => (
+            ok.headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            ok.headers_to_remove.clone(),
+        ),
+        other => panic!("not OK: {other:?}"),
+    }
+}
+
+fn www_authenticate(headers: &[(String, String)]) -> Vec<&str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn refusals_carry_the_proxy_answer() {
+    let h = start(Extra::default()).await;
+    let uri = format!(
+        "{}/{}/oauth2/authorize",
+        h.issuer.authority(),
+        h.issuer.tenant_id()
+    );
+
+    // Power Query's probe.
+    let r = check(&h, request("GET", "/data", &[("authorization", "Bearer")])).await;
+    assert_eq!(
+        r.status.as_ref().map(|s| s.code),
+        Some(16),
+        "UNAUTHENTICATED"
+    );
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 401);
+    assert_eq!(
+        www_authenticate(&headers),
+        [format!("Bearer authorization_uri={uri}")]
+    );
+    assert!(body.contains("\"unauthorized\""), "{body}");
+
+    // An invalid token.
+    let wrong = h
+        .issuer
+        .mint(&h.issuer.claims(TokenVersion::V1, "https://other.example"));
+    let r = check(
+        &h,
+        request(
+            "GET",
+            "/data",
+            &[("authorization", &format!("Bearer {wrong}"))],
+        ),
+    )
+    .await;
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 401);
+    assert_eq!(
+        www_authenticate(&headers),
+        [format!(
+            "Bearer authorization_uri={uri}, error=\"invalid_token\""
+        )]
+    );
+    assert_eq!(body, r#"{"error":"invalid_token"}"#);
+    assert!(headers.contains(&("content-type".into(), "application/json".into())));
+
+    // A missing scope, judged on the request's path (the query is not part of it).
+    let bearer = format!("Bearer {}", h.token(TokenVersion::V2));
+    let r = check(
+        &h,
+        request(
+            "GET",
+            "/admin/users?x=/public",
+            &[("authorization", &bearer)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status.as_ref().map(|s| s.code),
+        Some(7),
+        "PERMISSION_DENIED"
+    );
+    let (status, headers, _) = denied(&r);
+    assert_eq!(status, 403);
+    assert_eq!(
+        www_authenticate(&headers),
+        ["Bearer error=\"insufficient_scope\", scope=\"admin.write\""]
+    );
+
+    // Envoy passes any status: a bad path is 400 as in proxy mode.
+    let r = check(
+        &h,
+        request("GET", "/a/%2F/b", &[("authorization", &bearer)]),
+    )
+    .await;
+    assert_eq!(denied(&r).0, 400);
+
+    // With encode_raw_headers, two Authorization headers stay two: 400 invalid_request.
+    let mut req = request("GET", "/data", &[]);
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.header_map = Some(PbHeaderMap {
+            headers: vec![
+                PbHeaderValue {
+                    key: "authorization".into(),
+                    raw_value: bearer.clone().into_bytes(),
+                    ..Default::default()
+                },
+                PbHeaderValue {
+                    key: "authorization".into(),
+                    raw_value: bearer.clone().into_bytes(),
+                    ..Default::default()
+                },
+            ],
+        });
+    }
+    let (status, headers, _) = denied(&check(&h, req).await);
+    assert_eq!(status, 400);
+    assert_eq!(
+        www_authenticate(&headers),
+        [format!(
+            "Bearer authorization_uri={uri}, error=\"invalid_request\""
+        )]
+    );
+
+    // A CheckRequest of the network (L4) filter has nothing to decide on.
+    let r = check(&h, CheckRequest::default()).await;
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(7));
+    assert!(r.http_response.is_none());
+}
+
+#[tokio::test]
+async fn allowed_sets_identity_and_removes_client_identity_headers() {
+    let h = start(Extra::default()).await;
+    let claims = h.claims(TokenVersion::V1);
+    let bearer = format!("Bearer {}", h.issuer.mint(&claims));
+    let r = check(
+        &h,
+        request(
+            "POST",
+            "/data?q=1",
+            &[
+                ("authorization", &bearer),
+                ("x-auth-subject", "spoofed"),
+                ("x-auth-roles", "Admin"),
+                ("x-auth-whatever", "x"),
+                ("x-request-id", "req-1"),
+            ],
+        ),
+    )
+    .await;
+    let (set, mut removed) = allowed(&r);
+    assert_eq!(set["x-auth-subject"], claims["oid"].as_str().expect("oid"));
+    assert_eq!(set["x-auth-tenant"], h.issuer.tenant_id());
+    assert_eq!(set["x-auth-scopes"], "user_impersonation");
+    assert_eq!(set["x-auth-name"], "adele@contoso.example");
+    assert!(
+        !set.contains_key("authorization"),
+        "forwarded as is by default"
+    );
+    removed.sort_unstable();
+    assert_eq!(removed, ["x-auth-roles", "x-auth-whatever"]);
+
+    // Anonymous route without a token: allowed, spoofed identity removed.
+    let r = check(
+        &h,
+        request("GET", "/public/x", &[("x-auth-subject", "spoofed")]),
+    )
+    .await;
+    let (set, removed) = allowed(&r);
+    assert!(set.is_empty());
+    assert_eq!(removed, ["x-auth-subject"]);
+
+    // CORS preflight.
+    let r = check(
+        &h,
+        request(
+            "OPTIONS",
+            "/admin",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        ),
+    )
+    .await;
+    allowed(&r);
+}
+
+#[tokio::test]
+async fn upstream_authorization_policy_applies() {
+    let h = start(Extra {
+        upstream: "authorization = \"strip\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let bearer = format!("Bearer {}", h.token(TokenVersion::V2));
+    let (_, removed) =
+        allowed(&check(&h, request("GET", "/data", &[("authorization", &bearer)])).await);
+    assert_eq!(removed, ["authorization"]);
+}
+
+#[tokio::test]
+async fn no_usable_keys_is_503_with_retry_after() {
+    let (h, _) = Harness::start_without_keys(Extra {
+        server: "ext_authz_listen = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let bearer = format!("Bearer {}", h.token(TokenVersion::V2));
+    let r = check(&h, request("GET", "/data", &[("authorization", &bearer)])).await;
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 503);
+    assert!(headers.contains(&("retry-after".into(), "5".into())));
+    assert!(www_authenticate(&headers).is_empty());
+    assert_eq!(body, r#"{"error":"temporarily_unavailable"}"#);
+}
