@@ -367,3 +367,28 @@ async fn resource_metadata_is_served_when_asked_directly() {
         "{c:?}"
     );
 }
+
+#[test]
+fn the_ingress_manifest_config_loads() {
+    let manifest = include_str!("../deploy/ingress/entragate.yaml");
+    let marker = "entragate.toml: |\n";
+    let start = manifest
+        .find(marker)
+        .expect("ConfigMap with entragate.toml")
+        + marker.len();
+    let toml: Vec<&str> = manifest[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(""))
+        .collect();
+    let config = entragate::config::Config::load(&toml.join("\n"), &[], &|p| {
+        Err(std::io::Error::other(format!("no file {p}")))
+    })
+    .unwrap_or_else(|e| panic!("deploy/ingress/entragate.yaml: {e}"));
+    assert_eq!(config.server.mode, entragate::config::Mode::ForwardAuth);
+    assert_eq!(
+        config.server.ext_authz_listen,
+        Some("0.0.0.0:9191".parse().expect("addr"))
+    );
+    assert!(!config.server.trusted_proxies.is_empty());
+}
