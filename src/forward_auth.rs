@@ -198,10 +198,9 @@ pub async fn handle(
     if let (Ok(o), Some(doc)) = (&original, &gw.resource_metadata)
         && !o.forwarded
         && o.method == Method::GET
-        && (o.path == RESOURCE_METADATA_PATH
-            || o.path.starts_with(&format!("{RESOURCE_METADATA_PATH}/")))
+        && let Some(resource_path) = o.path.strip_prefix(RESOURCE_METADATA_PATH)
+        && (resource_path.is_empty() || resource_path.starts_with('/'))
     {
-        let resource_path = &o.path[RESOURCE_METADATA_PATH.len()..];
         let origin = original_origin(headers, trusted).map(|o| format!("{o}{resource_path}"));
         return doc.render(origin.as_deref());
     }
