@@ -3,10 +3,15 @@
 //! Never the token, never the query.
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::decide::Facts;
 use crate::metrics::Outcome;
+
+/// The request id header: set (or kept from the client) by the main listener's request-id
+/// layer before any front end runs, so it is read from the request, never from the response
+/// (which gets it only on the way out); for `ext_authz`, from the original request's headers.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// Which front end answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,9 @@ pub struct Entry<'a> {
     pub client_ip: Option<IpAddr>,
     pub request_id: Option<&'a str>,
     pub started: Instant,
+    /// Time until the upstream's response headers, when the request was forwarded (proxy
+    /// mode); `None` when it was refused or only decided on (forward-auth, `ext_authz`).
+    pub upstream: Option<Duration>,
 }
 
 /// Writes the event.
@@ -62,7 +70,13 @@ pub fn log(e: &Entry<'_>) {
         jwt.client = e.facts.client.as_deref(),
         client.ip = e.client_ip.map(tracing::field::display),
         request_id = e.request_id,
+        upstream.ms = e.upstream.map(millis),
         elapsed_us = u64::try_from(e.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }

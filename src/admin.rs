@@ -9,29 +9,33 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::proxy::SharedGateway;
 
 #[derive(Clone)]
 struct AdminState {
-    keys: Arc<KeyStore>,
+    /// Read per probe, so readiness follows the key store a reload put in place.
+    gateway: SharedGateway,
     metrics: Arc<Metrics>,
 }
 
 /// The admin routes.
-pub fn router(keys: Arc<KeyStore>, metrics: Arc<Metrics>) -> Router {
+pub fn router(gateway: SharedGateway, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { keys, metrics })
+        .with_state(AdminState { gateway, metrics })
 }
 
 /// 200 once every issuer has usable keys, and while it serves last-known-good keys during an
 /// identity-provider outage; 503 naming the sources without keys otherwise.
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    let missing: Vec<&str> = s
-        .keys
+    let gateway = s.gateway.load();
+    let missing: Vec<&str> = gateway
+        .authorizer
+        .validator
+        .keys()
         .issuers
         .iter()
         .filter(|i| !i.source.is_ready())
@@ -52,10 +56,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::{MethodRouter, get};
 use http::header;
-use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,10 +29,10 @@ use crate::auth::decide::Authorizer;
 use crate::auth::{Challenges, Policy, Validator};
 use crate::config::{Config, Mode};
 use crate::ext_authz::{self, ExtAuthz};
-use crate::forward_auth::{self, ForwardAuth};
+use crate::forward_auth;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc};
+use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc, SharedGateway};
 use crate::server::{self, Limits};
 
 /// Why the gateway could not start.
@@ -59,10 +59,23 @@ pub struct Running {
     /// The Envoy `ext_authz` gRPC listener's bound address, when configured.
     pub ext_authz_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    pub keys: Arc<KeyStore>,
+    /// What every request reads; [`Running::apply`] swaps it.
+    gateway: SharedGateway,
+    /// The config last applied.
+    config: Config,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     refreshers: Vec<JoinHandle<()>>,
+}
+
+/// What [`Running::apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Keys whose new value takes effect only after a restart (listener addresses,
+    /// `server.mode`, log format), with the value still in force.
+    pub restart_needed: Vec<(&'static str, String)>,
+    /// Key sources that are new with this config (their keys were fetched before the swap).
+    pub new_key_sources: Vec<String>,
 }
 
 /// The main listener's stack (`server.listen`). Order, outermost first:
@@ -75,42 +88,40 @@ pub struct Running {
 ///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
 ///    shed requests are still traceable);
 /// 6. the front end of `server.mode`, innermost because it is the only step the modes do not
-///    share:
+///    share; it reads the config in force from `gw` per request (a reload swaps it; the
+///    layers above stay):
 ///    - proxy: the gateway itself (authenticate, mutate, forward), see [`proxy::handle`];
 ///    - forward-auth: the same decision, answered instead of forwarded (the ingress does the
 ///      mutating and forwarding), see [`forward_auth::handle`]. Layers 1-4 stay: the ingress
 ///      sends the client's `Authorization` and its own `X-Request-ID` (ingress-nginx does), so
 ///      redaction and correlation matter exactly as in proxy mode.
 ///
-/// The RFC 9728 document is served on this listener in both modes (in forward-auth mode only
-/// when asked for directly, not as an auth check; see [`forward_auth`]).
+/// The RFC 9728 document is served on this listener in both modes while
+/// `challenge.resource_metadata` is on (in forward-auth mode only when asked for directly, not
+/// as an auth check; see [`forward_auth`]).
 pub fn main_router(
     mode: Mode,
-    gw: Arc<Gateway>,
-    trusted_proxies: Vec<IpNet>,
+    gw: SharedGateway,
     max_in_flight: usize,
+    metrics: Arc<Metrics>,
 ) -> Router {
-    let metrics = Arc::clone(&gw.metrics);
     let router = match mode {
         Mode::Proxy => {
-            let mut router = Router::new();
-            if gw.resource_metadata.is_some() {
-                // Only GET is the metadata document; any other method there is an ordinary request.
-                let route: MethodRouter<Arc<Gateway>> =
-                    get(proxy::resource_metadata).fallback(proxy::handle);
-                router = router.route(RESOURCE_METADATA_PATH, route.clone()).route(
+            // Only GET is the metadata document, and only while `challenge.resource_metadata`
+            // is on (a reload may turn it either way); anything else there is an ordinary
+            // request.
+            let metadata: MethodRouter<SharedGateway> =
+                get(proxy::resource_metadata).fallback(proxy::handle);
+            Router::new()
+                .route(RESOURCE_METADATA_PATH, metadata.clone())
+                .route(
                     &format!("{RESOURCE_METADATA_PATH}/{{*resource_path}}"),
-                    route,
-                );
-            }
-            router.fallback(proxy::handle).with_state(gw)
+                    metadata,
+                )
+                .fallback(proxy::handle)
+                .with_state(gw)
         }
-        Mode::ForwardAuth => Router::new()
-            .fallback(forward_auth::handle)
-            .with_state(Arc::new(ForwardAuth {
-                gw,
-                trusted_proxies,
-            })),
+        Mode::ForwardAuth => Router::new().fallback(forward_auth::handle).with_state(gw),
     };
     router.layer(
         ServiceBuilder::new()
@@ -181,7 +192,72 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &metrics,
     ));
     let refreshers = keys.spawn_refresh();
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(build_gateway(
+        config, keys, &metrics,
+    )?));
 
+    let (shutdown, signal) = watch::channel(false);
+    let mode = config.server.mode;
+    warn_untrusted_forward_auth(config);
+    let mut servers = Vec::with_capacity(3);
+    // Envoy's ext_authz is a second front end on its own listener, in any mode: it shares the
+    // gateway (decision, challenges, identity headers, metrics, and a reload's swap) and
+    // replaces only the last step. It has none of the HTTP layers above: the client's request
+    // (and its token) arrives as message data, never as headers of this connection, and its
+    // request id is read from that data for the decision log.
+    if let Some(l) = ext_authz_listener {
+        servers.push(ext_authz::serve(
+            l,
+            ExtAuthz::new(Arc::clone(&gateway)),
+            signal.clone(),
+        ));
+    }
+    let main = main_router(
+        mode,
+        Arc::clone(&gateway),
+        config.server.max_in_flight,
+        Arc::clone(&metrics),
+    );
+    let admin = crate::admin::router(Arc::clone(&gateway), Arc::clone(&metrics));
+    servers.push(serve(listener, main, config.server.limits, signal.clone()));
+    servers.push(serve(admin_listener, admin, Limits::default(), signal));
+    tracing::info!(
+        %addr,
+        %admin_addr,
+        ext_authz_addr = ext_authz_addr.map(tracing::field::display),
+        mode = mode.as_str(),
+        "entragate listening"
+    );
+    Ok(Running {
+        addr,
+        admin_addr,
+        ext_authz_addr,
+        metrics,
+        gateway,
+        config: config.clone(),
+        shutdown,
+        servers,
+        refreshers,
+    })
+}
+
+/// In forward-auth mode the ingress's headers name the request decided on; without
+/// `server.trusted_proxies` none are believed. Said at startup and on each reload.
+fn warn_untrusted_forward_auth(config: &Config) {
+    if config.server.mode == Mode::ForwardAuth && config.server.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "server.mode is \"forward-auth\" but server.trusted_proxies is empty: the ingress's X-Forwarded-Uri / X-Original-URL headers are ignored and route rules see the auth request's own path"
+        );
+    }
+}
+
+/// Everything a request needs for `config`, with `keys` as its key store. Built once per
+/// config (at startup and on each reload), never per request.
+fn build_gateway(
+    config: &Config,
+    keys: Arc<KeyStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<Gateway, StartupError> {
     let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
         .map_err(|e| StartupError::Challenge(e.to_string()))?;
     let identity = IdentityHeaders::new(config.identity.clone());
@@ -199,79 +275,127 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         });
     let authorizer =
         Authorizer {
-            validator: Validator::new(&config.entra, Arc::clone(&keys))
+            validator: Validator::new(&config.entra, keys)
                 .keep_payload(identity.wants_claims())
+                // A new cache per config: what it remembers was judged by the old audiences,
+                // tenants and clients.
                 .with_cache((config.server.token_cache_entries > 0).then(|| {
-                    TokenCache::new(config.server.token_cache_entries, Arc::clone(&metrics))
+                    TokenCache::new(config.server.token_cache_entries, Arc::clone(metrics))
                 })),
             policy,
             cors_preflight: config.server.cors_preflight,
         };
-    let gateway = Arc::new(Gateway {
+    Ok(Gateway {
         authorizer,
         challenges,
         identity,
         forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone()),
         upstream_authorization: config.upstream.authorization.clone(),
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         resource_metadata,
         max_body: config.server.max_body,
         any_body_limit: config.server.max_body.is_some()
             || config.routes.iter().any(|r| r.max_body.is_some()),
-    });
-
-    let (shutdown, signal) = watch::channel(false);
-    let mode = config.server.mode;
-    if mode == Mode::ForwardAuth && config.server.trusted_proxies.is_empty() {
-        tracing::warn!(
-            "server.mode is \"forward-auth\" but server.trusted_proxies is empty: the ingress's X-Forwarded-Uri / X-Original-URL headers are ignored and route rules see the auth request's own path"
-        );
-    }
-    let mut servers = Vec::with_capacity(3);
-    // Envoy's ext_authz is a second front end on its own listener, in any mode: it shares the
-    // gateway (decision, challenges, identity headers, metrics) and replaces only the last
-    // step. It has none of the HTTP layers above: the client's request (and its token) arrives
-    // as message data, never as headers of this connection, and its request id is read from
-    // that data for the decision log.
-    if let Some(l) = ext_authz_listener {
-        servers.push(ext_authz::serve(
-            l,
-            ExtAuthz::new(Arc::clone(&gateway)),
-            signal.clone(),
-        ));
-    }
-    let main = main_router(
-        mode,
-        gateway,
-        config.server.trusted_proxies.clone(),
-        config.server.max_in_flight,
-    );
-    let admin = crate::admin::router(Arc::clone(&keys), Arc::clone(&metrics));
-    servers.push(serve(listener, main, config.server.limits, signal.clone()));
-    servers.push(serve(admin_listener, admin, Limits::default(), signal));
-    tracing::info!(
-        %addr,
-        %admin_addr,
-        ext_authz_addr = ext_authz_addr.map(tracing::field::display),
-        mode = match mode {
-            Mode::Proxy => "proxy",
-            Mode::ForwardAuth => "forward-auth",
-        },
-        "entragate listening"
-    );
-    Ok(Running {
-        addr,
-        admin_addr,
-        ext_authz_addr,
-        metrics,
-        keys,
-        shutdown,
-        servers,
-        refreshers,
     })
 }
 
 impl Running {
+    /// The key store requests are validated against now.
+    #[must_use]
+    pub fn keys(&self) -> Arc<KeyStore> {
+        Arc::clone(self.gateway.load().authorizer.validator.keys())
+    }
+
+    /// The config last applied.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Replaces routes, audiences, issuers, challenges, identity headers and upstream with
+    /// those of `config`, atomically: requests already under way finish with the old ones,
+    /// and no connection is dropped. Key sources that fetch the same documents as before
+    /// are kept with their keys; new ones are fetched (for at most
+    /// `entra.metadata_timeout`) before the swap, so tokens of a new tenant are not met with
+    /// 503 while its keys load. Every front end (proxy, forward-auth, `ext_authz`) reads the
+    /// swapped gateway. Listener addresses, `server.mode` and the log format cannot change in
+    /// a running process: they are reported in [`Applied::restart_needed`].
+    ///
+    /// # Errors
+    /// When the new config's HTTP client or challenge headers cannot be built; the old
+    /// config then keeps serving.
+    pub async fn apply(&mut self, config: &Config) -> Result<Applied, StartupError> {
+        let current = self.gateway.load_full();
+        let old_keys = current.authorizer.validator.keys();
+        let client = idp_client(config.entra.metadata_timeout)?;
+        let keys = Arc::new(KeyStore::reusing(
+            &config.entra,
+            &config.oidc,
+            &client,
+            &self.metrics,
+            Some(old_keys),
+        ));
+        let fresh = keys.unstarted(Some(old_keys));
+        let gateway = build_gateway(config, Arc::clone(&keys), &self.metrics)?;
+        let first_fetches = fresh.iter().map(|s| s.refresh());
+        let _ = tokio::time::timeout(
+            config.entra.metadata_timeout,
+            futures_util::future::join_all(first_fetches),
+        )
+        .await;
+        self.refreshers.retain(|r| !r.is_finished());
+        self.refreshers
+            .extend(fresh.iter().map(|s| tokio::spawn(Arc::clone(s).run())));
+        self.gateway.store(Arc::new(gateway));
+
+        let mut restart_needed = Vec::new();
+        let bound = &self.config.server;
+        if config.server.listen != bound.listen {
+            restart_needed.push(("server.listen", bound.listen.to_string()));
+        }
+        if config.server.admin_listen != bound.admin_listen {
+            restart_needed.push(("server.admin_listen", bound.admin_listen.to_string()));
+        }
+        if config.server.log_format != bound.log_format {
+            restart_needed.push(("server.log_format", format!("{:?}", bound.log_format)));
+        }
+        if config.server.mode != bound.mode {
+            restart_needed.push(("server.mode", bound.mode.as_str().to_owned()));
+        }
+        if config.server.ext_authz_listen != bound.ext_authz_listen {
+            restart_needed.push((
+                "server.ext_authz_listen",
+                bound
+                    .ext_authz_listen
+                    .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            ));
+        }
+        if config.server.max_in_flight != bound.max_in_flight {
+            restart_needed.push(("server.max_in_flight", bound.max_in_flight.to_string()));
+        }
+        if config.server.limits != bound.limits {
+            restart_needed.push((
+                "server.max_connections, header_read_timeout, max_header_bytes",
+                format!("{:?}", bound.limits),
+            ));
+        }
+        // What cannot change stays as it is in force, so the next comparison is against it.
+        let mut applied = config.clone();
+        applied.server.listen = bound.listen;
+        applied.server.admin_listen = bound.admin_listen;
+        applied.server.log_format = bound.log_format;
+        applied.server.mode = bound.mode;
+        applied.server.ext_authz_listen = bound.ext_authz_listen;
+        applied.server.max_in_flight = bound.max_in_flight;
+        applied.server.limits = bound.limits;
+        warn_untrusted_forward_auth(&applied);
+        self.config = applied;
+        Ok(Applied {
+            restart_needed,
+            new_key_sources: fresh.iter().map(|s| s.name.clone()).collect(),
+        })
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then stops.
     /// Returns false when the grace period ran out with requests still open.
     pub async fn shutdown(self, grace: Duration) -> bool {
@@ -283,9 +407,14 @@ impl Running {
         tokio::time::timeout(grace, all).await.is_ok()
     }
 
-    /// Waits until a shutdown signal (SIGTERM or SIGINT), then [`Running::shutdown`].
+    /// Waits until a shutdown signal (SIGTERM or SIGINT), then [`Running::drain`].
     pub async fn run_until_signal(self, grace: Duration) -> bool {
         shutdown_signal().await;
+        self.drain(grace).await
+    }
+
+    /// [`Running::shutdown`], saying so in the log.
+    pub async fn drain(self, grace: Duration) -> bool {
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
             "shutting down: draining in-flight requests"

@@ -8,6 +8,7 @@ pub mod bearer;
 pub mod cache;
 pub mod challenge;
 pub mod decide;
+pub mod diagnose;
 pub mod path;
 pub mod policy;
 mod reason;

@@ -1,9 +1,11 @@
-//! Command line: `entragate serve | dev`.
+//! Command line: `entragate serve | dev | check | explain | import-apim`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::LOG_FORMAT_ENV;
 
 /// Reverse-proxy auth gateway for Microsoft Entra ID access tokens.
 #[derive(Debug, Parser)]
@@ -15,11 +17,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway.
+    /// Run the gateway. SIGHUP reloads the config; SIGTERM/SIGINT drain and stop.
     Serve {
         /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Log format; overrides server.log_format.
+        #[arg(long, env = LOG_FORMAT_ENV, value_enum)]
+        log_format: Option<LogFormatArg>,
     },
     /// One-command demo: embedded Entra-shaped issuer, echo upstream, and the gateway between.
     Dev {
@@ -33,4 +38,55 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Check the config, fetch the issuers' metadata and keys, and print the Entra
+    /// app-registration checklist. Exit 0 all well, 1 a check failed, 2 bad config.
+    Check {
+        /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output for people (text) or scripts (json).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Decode an access token and say whether this config accepts it, and every reason why
+    /// not, in Entra terms. The signature is never printed. Exit 0 accepted, 1 refused.
+    Explain {
+        /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Do not fetch keys: judge the claims only, leave the signature unverified.
+        #[arg(long)]
+        offline: bool,
+        /// Request method to evaluate the [[routes]] rules for.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path to evaluate the [[routes]] rules for.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Output for people (text) or scripts (json).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// The access token, with or without "Bearer "; "-" reads it from standard input.
+        token: String,
+    },
+    /// Convert an Azure API Management <validate-jwt> or <validate-azure-ad-token> policy
+    /// into entragate TOML on standard output.
+    ImportApim {
+        /// The policy XML file ("-" reads standard input).
+        policy: PathBuf,
+    },
+}
+
+/// Output format of `check` and `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
 }

@@ -23,6 +23,9 @@ pub use read::{ConfigError, Problem};
 pub const ENV_PREFIX: &str = "ENTRAGATE_";
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "ENTRAGATE_CONFIG";
+/// Environment variable for `serve --log-format`; it wins over `server.log_format` and, like
+/// [`CONFIG_ENV`], is not a config key.
+pub const LOG_FORMAT_ENV: &str = "ENTRAGATE_LOG_FORMAT";
 /// Public Microsoft Entra ID authority.
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 
@@ -115,6 +118,17 @@ pub enum Mode {
     /// Answer with the decision only (200 + identity headers, 401 or 403), for an ingress's
     /// `auth_request` / `auth-url` / `ForwardAuth`.
     ForwardAuth,
+}
+
+impl Mode {
+    /// The value as written in the config.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::ForwardAuth => "forward-auth",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -198,7 +198,7 @@ async fn bind_or_any(addr: SocketAddr) -> SocketAddr {
 
 async fn wait_ready(running: &app::Running) {
     for _ in 0..200 {
-        if running.keys.is_ready() {
+        if running.keys().is_ready() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -15,8 +15,6 @@
 //!   ([`Refusal::proxy`]).
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -37,17 +35,18 @@ use crate::auth::decide::{Facts, Verdict};
 use crate::auth::{Principal, Reason, Refusal};
 use crate::config::UpstreamAuthorization;
 use crate::metrics::Outcome;
-use crate::proxy::{self, Gateway};
+use crate::proxy::{self, Gateway, SharedGateway};
 
-/// The `Authorization` gRPC service.
+/// The `Authorization` gRPC service. It reads the gateway in force once per `Check`, so a
+/// reload's routes, audiences and issuers apply here as on the main listener.
 #[derive(Debug, Clone)]
 pub struct ExtAuthz {
-    gw: Arc<Gateway>,
+    gw: SharedGateway,
 }
 
 impl ExtAuthz {
     #[must_use]
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    pub fn new(gw: SharedGateway) -> Self {
         Self { gw }
     }
 }
@@ -88,7 +87,7 @@ impl ExtAuthz {
     /// The answer to one `Check`.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
-        let gw = &self.gw;
+        let gw = self.gw.load_full();
         let Some(http) = check
             .attributes
             .as_ref()
@@ -108,7 +107,7 @@ impl ExtAuthz {
             .get_client_address()
             .and_then(|a| a.parse::<IpAddr>().ok());
 
-        gw.metrics.in_flight.fetch_add(1, Relaxed);
+        let in_flight = gw.metrics.in_flight();
         let (verdict, facts) = match &method {
             Some(m) if path.starts_with('/') => gw.authorizer.decide(m, path, &headers).await,
             _ => (
@@ -127,18 +126,18 @@ impl ExtAuthz {
                 let status = refusal.status;
                 (denied(&refusal), status, Outcome::Denied(reason))
             }
-            Verdict::Preflight => (self.ok(&headers, None), StatusCode::OK, Outcome::Preflight),
-            Verdict::Anonymous => (self.ok(&headers, None), StatusCode::OK, Outcome::Anonymous),
+            Verdict::Preflight => (ok(&gw, &headers, None), StatusCode::OK, Outcome::Preflight),
+            Verdict::Anonymous => (ok(&gw, &headers, None), StatusCode::OK, Outcome::Anonymous),
             Verdict::Allowed(principal) => (
-                self.ok(&headers, Some(&principal)),
+                ok(&gw, &headers, Some(&principal)),
                 StatusCode::OK,
                 Outcome::Allowed,
             ),
         };
-        gw.metrics.in_flight.fetch_sub(1, Relaxed);
+        drop(in_flight);
         gw.metrics.record_request(outcome);
         let request_id = headers
-            .get("x-request-id")
+            .get(access::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .or_else(|| (!http.id.is_empty()).then_some(http.id.as_str()));
         access::log(&access::Entry {
@@ -151,46 +150,46 @@ impl ExtAuthz {
             client_ip,
             request_id,
             started,
+            upstream: None,
         });
         response
     }
+}
 
-    /// Allowed: set the identity (and `upstream.authorization`), remove the client's other
-    /// identity headers.
-    fn ok(&self, request: &HeaderMap, principal: Option<&Principal>) -> CheckResponse {
-        let gw = &self.gw;
-        let mut set = HeaderMap::new();
-        if let Some(p) = principal {
-            gw.identity.set(&mut set, p);
-        }
-        let mut remove = gw.identity.client_sent(request);
-        match &gw.upstream_authorization {
-            UpstreamAuthorization::Forward => {}
-            UpstreamAuthorization::Strip => remove.push(header::AUTHORIZATION),
-            UpstreamAuthorization::Basic(v) => {
-                set.insert(header::AUTHORIZATION, v.clone());
-            }
-        }
-        let mut ok = OkHttpResponseBuilder::new();
-        for (name, value) in &set {
-            // Identity values are visible ASCII (checked when set), the Basic header too.
-            if let Ok(v) = value.to_str() {
-                ok.add_header(
-                    name.as_str(),
-                    v,
-                    Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                    false,
-                );
-            }
-        }
-        // A header both set and removed would depend on Envoy's order of applying them.
-        for name in remove.iter().filter(|n| !set.contains_key(*n)) {
-            ok.remove_header(name.as_str());
-        }
-        let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
-        response.set_http_response(ok);
-        response
+/// Allowed: set the identity (and `upstream.authorization`), remove the client's other
+/// identity headers.
+fn ok(gw: &Gateway, request: &HeaderMap, principal: Option<&Principal>) -> CheckResponse {
+    let mut set = HeaderMap::new();
+    if let Some(p) = principal {
+        gw.identity.set(&mut set, p);
     }
+    let mut remove = gw.identity.client_sent(request);
+    match &gw.upstream_authorization {
+        UpstreamAuthorization::Forward => {}
+        UpstreamAuthorization::Strip => remove.push(header::AUTHORIZATION),
+        UpstreamAuthorization::Basic(v) => {
+            set.insert(header::AUTHORIZATION, v.clone());
+        }
+    }
+    let mut ok = OkHttpResponseBuilder::new();
+    for (name, value) in &set {
+        // Identity values are visible ASCII (checked when set), the Basic header too.
+        if let Ok(v) = value.to_str() {
+            ok.add_header(
+                name.as_str(),
+                v,
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+    }
+    // A header both set and removed would depend on Envoy's order of applying them.
+    for name in remove.iter().filter(|n| !set.contains_key(*n)) {
+        ok.remove_header(name.as_str());
+    }
+    let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
+    response.set_http_response(ok);
+    response
 }
 
 /// Denied: the proxy mode's refusal, for Envoy to send to the client as is.

@@ -24,22 +24,21 @@
 //! Traefik ignore it).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use ipnet::IpNet;
 
 use crate::access::{self, Via};
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
 use crate::auth::decide::{Facts, Verdict};
 use crate::auth::{Reason, Refusal};
 use crate::metrics::Outcome;
-use crate::proxy::{self, Gateway, headers::X_FORWARDED_HOST, headers::X_FORWARDED_PROTO};
+use crate::proxy::{
+    self, Gateway, SharedGateway, headers::X_FORWARDED_HOST, headers::X_FORWARDED_PROTO,
+};
 
 /// Traefik: the original method.
 pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -54,15 +53,6 @@ pub const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri")
 /// Envoy's HTTP `ext_authz`: request headers to remove before forwarding upstream.
 pub const ENVOY_HEADERS_TO_REMOVE: HeaderName =
     HeaderName::from_static("x-envoy-auth-headers-to-remove");
-
-/// The forward-auth front end's state.
-#[derive(Debug)]
-pub struct ForwardAuth {
-    /// Authorizer, challenges, identity headers and metrics, shared with the other fronts.
-    pub gw: Arc<Gateway>,
-    /// Peers whose forward-auth headers are believed (`server.trusted_proxies`).
-    pub trusted_proxies: Vec<IpNet>,
-}
 
 /// The request the ingress asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,16 +171,18 @@ fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
     proxy::origin("http", text(&header::HOST)?)
 }
 
-/// The forward-auth listener's only handler.
+/// The forward-auth listener's only handler. It reads the gateway in force (routes,
+/// audiences, issuers, `server.trusted_proxies`) once per request, so a reload applies here
+/// exactly as in proxy mode.
 pub async fn handle(
-    State(fa): State<Arc<ForwardAuth>>,
+    State(shared): State<SharedGateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let gw = &fa.gw;
+    let gw = shared.load_full();
     let headers = req.headers();
-    let trusted = proxy::headers::is_trusted(&fa.trusted_proxies, peer.ip());
+    let trusted = gw.forwarder.trusts(peer);
     let original = original(req.method(), req.uri().path(), headers, trusted);
 
     // The RFC 9728 document, asked for directly (an Ingress rule routing it here without
@@ -205,7 +197,7 @@ pub async fn handle(
         return doc.render(origin.as_deref());
     }
 
-    gw.metrics.in_flight.fetch_add(1, Relaxed);
+    let in_flight = gw.metrics.in_flight();
     let (verdict, facts, method, path) = match &original {
         Ok(o) => {
             let (verdict, facts) = gw.authorizer.decide(&o.method, o.path, headers).await;
@@ -241,11 +233,11 @@ pub async fn handle(
                 Outcome::Denied(reason),
             )
         }
-        Verdict::Preflight => (allow(gw, headers, None), Outcome::Preflight),
-        Verdict::Anonymous => (allow(gw, headers, None), Outcome::Anonymous),
-        Verdict::Allowed(principal) => (allow(gw, headers, Some(&principal)), Outcome::Allowed),
+        Verdict::Preflight => (allow(&gw, headers, None), Outcome::Preflight),
+        Verdict::Anonymous => (allow(&gw, headers, None), Outcome::Anonymous),
+        Verdict::Allowed(principal) => (allow(&gw, headers, Some(&principal)), Outcome::Allowed),
     };
-    gw.metrics.in_flight.fetch_sub(1, Relaxed);
+    drop(in_flight);
     gw.metrics.record_request(outcome);
     access::log(&access::Entry {
         via: Via::ForwardAuth,
@@ -255,8 +247,11 @@ pub async fn handle(
         outcome,
         facts: &facts,
         client_ip: Some(peer.ip()),
-        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        request_id: headers
+            .get(access::REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
         started,
+        upstream: None,
     });
     response
 }

@@ -11,7 +11,9 @@ mod source;
 
 use std::sync::Arc;
 
-pub use fetch::{FetchError, Key, MAX_DOCUMENT_BYTES};
+pub use fetch::{
+    FetchError, Fetched, Key, MAX_DOCUMENT_BYTES, Metadata, fetch_keys, fetch_metadata,
+};
 pub use issuer::IssuerTemplate;
 pub use source::{KeySet, KeySource, Lookup, Timing};
 
@@ -76,10 +78,45 @@ impl KeyStore {
     /// Entra's v1 and v2 sources for the tenant, then each `[[oidc]]` issuer.
     #[must_use]
     pub fn new(entra: &Entra, oidc: &[Oidc], client: &reqwest::Client, metrics: &Metrics) -> Self {
+        Self::reusing(entra, oidc, client, metrics, None)
+    }
+
+    /// Like [`KeyStore::new`], but keeps each source of `previous` that fetches the same
+    /// documents on the same schedule, keys and all: a config reload that leaves the
+    /// tenant alone neither refetches nor waits for keys. [`KeyStore::unstarted`] names the
+    /// sources that are new.
+    #[must_use]
+    pub fn reusing(
+        entra: &Entra,
+        oidc: &[Oidc],
+        client: &reqwest::Client,
+        metrics: &Metrics,
+        previous: Option<&KeyStore>,
+    ) -> Self {
         let timing = Timing {
             refresh: entra.jwks_refresh,
             min_refetch: entra.jwks_min_refetch,
             max_stale: entra.jwks_max_stale,
+        };
+        let source = |name: &str, url: String, expected: Option<String>| {
+            let kept = previous.and_then(|p| {
+                p.issuers
+                    .iter()
+                    .find(|i| {
+                        i.source.name == name && i.source.is_same(&url, expected.as_deref(), timing)
+                    })
+                    .map(|i| Arc::clone(&i.source))
+            });
+            kept.unwrap_or_else(|| {
+                Arc::new(KeySource::new(
+                    name,
+                    url,
+                    expected,
+                    timing,
+                    client.clone(),
+                    metrics.key_source(name),
+                ))
+            })
         };
         let entra_policy = Arc::new(IssuerPolicy {
             audiences: trimmed(&entra.audiences),
@@ -103,7 +140,7 @@ impl KeyStore {
         .map(|(version, name, url)| Issuer {
             version: Some(version),
             policy: Arc::clone(&entra_policy),
-            source: Arc::new(KeySource::new(name, url, None, timing, client.clone())),
+            source: source(name, url, None),
         })
         .collect();
         for (i, o) in oidc.iter().enumerate() {
@@ -118,19 +155,30 @@ impl KeyStore {
                         .collect(),
                     allowed_tenants: Vec::new(),
                 }),
-                source: Arc::new(KeySource::new(
+                source: source(
                     &format!("oidc-{i}"),
                     o.discovery_url.clone(),
                     Some(o.issuer.clone()),
-                    timing,
-                    client.clone(),
-                )),
+                ),
             });
         }
-        for i in &issuers {
-            metrics.add_key_source(i.source.metrics.clone());
-        }
         Self { issuers }
+    }
+
+    /// The sources of this store that are not in `previous` (all of them without one).
+    #[must_use]
+    pub fn unstarted(&self, previous: Option<&KeyStore>) -> Vec<Arc<KeySource>> {
+        self.issuers
+            .iter()
+            .filter(|i| {
+                previous.is_none_or(|p| {
+                    !p.issuers
+                        .iter()
+                        .any(|old| Arc::ptr_eq(&old.source, &i.source))
+                })
+            })
+            .map(|i| Arc::clone(&i.source))
+            .collect()
     }
 
     /// Starts every source's background refresh.
@@ -139,6 +187,12 @@ impl KeyStore {
             .iter()
             .map(|i| tokio::spawn(Arc::clone(&i.source).run()))
             .collect()
+    }
+
+    /// The Entra key source of `version`.
+    #[must_use]
+    pub fn entra(&self, version: TokenVersion) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.version == Some(version))
     }
 
     /// True when every source has usable keys.

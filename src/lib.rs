@@ -21,6 +21,8 @@ pub mod ext_authz;
 pub mod forward_auth;
 pub mod keys;
 pub mod metrics;
+pub mod ops;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;

@@ -1,15 +1,27 @@
-//! Prometheus metrics, `entragate_*`, kept in plain atomics.
+//! Prometheus metrics, `entragate_*`, kept in a `prometheus-client` registry.
 //!
-//! Every label set is known at startup (reasons are an enum, key sources are fixed by the
-//! config), so recording is one relaxed atomic add and `/metrics` renders a fixed table: no
-//! registry, no locks on the request path, and no label that a client could make unbounded.
+//! Every label value is known at startup (outcomes and reasons are enums, key sources come
+//! from the config), so no client can make a label set grow, and every request-outcome
+//! combination is present from the first scrape. Recording is an atomic add on a handle
+//! resolved once; `/metrics` is the registry's OpenMetrics text.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use crate::auth::Reason;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What happened to a request, for `entragate_requests_total{outcome,reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,34 +45,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const COUNT: usize = 7 + Reason::ALL.len();
-
-    fn index(self) -> usize {
-        match self {
-            Self::Allowed => 0,
-            Self::Preflight => 1,
-            Self::UpstreamUnreachable => 2,
-            Self::UpstreamTimeout => 3,
-            Self::Anonymous => 4,
-            Self::BodyTooLarge => 5,
-            Self::Shed => 6,
-            Self::Denied(r) => 7 + r.index(),
-        }
-    }
-
-    fn from_index(i: usize) -> Self {
-        match i {
-            0 => Self::Allowed,
-            1 => Self::Preflight,
-            2 => Self::UpstreamUnreachable,
-            3 => Self::UpstreamTimeout,
-            4 => Self::Anonymous,
-            5 => Self::BodyTooLarge,
-            6 => Self::Shed,
-            n => Self::Denied(Reason::ALL[n - 7]),
-        }
-    }
-
     /// `(outcome, reason)` labels.
     #[must_use]
     pub fn labels(self) -> (&'static str, &'static str) {
@@ -75,14 +59,62 @@ impl Outcome {
             Self::Denied(r) => ("denied", r.as_str()),
         }
     }
+
+    /// Position in [`Outcome::all`].
+    fn index(self) -> usize {
+        match self {
+            Self::Allowed => 0,
+            Self::Preflight => 1,
+            Self::Anonymous => 2,
+            Self::UpstreamUnreachable => 3,
+            Self::UpstreamTimeout => 4,
+            Self::BodyTooLarge => 5,
+            Self::Shed => 6,
+            Self::Denied(r) => 7 + r.index(),
+        }
+    }
+
+    /// Every outcome, in [`Outcome::index`] order.
+    fn all() -> impl Iterator<Item = Self> {
+        [
+            Self::Allowed,
+            Self::Preflight,
+            Self::Anonymous,
+            Self::UpstreamUnreachable,
+            Self::UpstreamTimeout,
+            Self::BodyTooLarge,
+            Self::Shed,
+        ]
+        .into_iter()
+        .chain(Reason::ALL.into_iter().map(Self::Denied))
+    }
 }
 
-/// Cumulative histogram with fixed bucket bounds in seconds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    source: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
 }
 
 /// Latency buckets from 100 µs to 60 s.
@@ -91,112 +123,119 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0,
 ];
 
-impl Histogram {
-    #[must_use]
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+/// A latency histogram in seconds.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram);
+
+impl Latency {
+    fn new() -> Self {
+        Self(Histogram::new(LATENCY_BUCKETS.iter().copied()))
     }
 
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        #[allow(clippy::cast_precision_loss)]
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        self.0.observe(d.as_secs_f64());
     }
 }
 
-/// Counters of one key source (an issuer's metadata + JWKS).
+/// Results a key fetch can have; `ok` plus every [`crate::keys::FetchError::kind`].
+pub const FETCH_RESULTS: [&str; 7] = [
+    "ok",
+    "http_error",
+    "bad_status",
+    "too_large",
+    "bad_json",
+    "no_keys",
+    "issuer_mismatch",
+];
+
+/// The metrics of one key source (an issuer's metadata + JWKS), shared by every key store
+/// that uses a source of that name (a reload keeps counting where the last store stopped).
+#[derive(Debug)]
 pub struct KeySourceMetrics {
     pub source: String,
-    pub fetch_ok: AtomicU64,
-    /// By [`crate::keys::FetchError::kind`].
-    pub fetch_errors: [(&'static str, AtomicU64); 6],
+    /// By [`FETCH_RESULTS`], in that order.
+    fetches: Vec<Counter>,
     /// Unix seconds of the last successful fetch (0 = never).
-    pub last_success_unix: AtomicU64,
-    /// Tokens verified with keys older than `jwks_refresh + jwks_min_refetch` (refreshing fails).
-    pub stale_served: AtomicU64,
+    last_success_unix: AtomicU64,
+    stale_served: Counter,
 }
 
 impl KeySourceMetrics {
-    #[must_use]
-    pub fn new(source: &str) -> Self {
-        Self {
-            source: source.to_owned(),
-            fetch_ok: AtomicU64::new(0),
-            fetch_errors: [
-                ("http_error", AtomicU64::new(0)),
-                ("bad_status", AtomicU64::new(0)),
-                ("too_large", AtomicU64::new(0)),
-                ("bad_json", AtomicU64::new(0)),
-                ("no_keys", AtomicU64::new(0)),
-                ("issuer_mismatch", AtomicU64::new(0)),
-            ],
-            last_success_unix: AtomicU64::new(0),
-            stale_served: AtomicU64::new(0),
-        }
-    }
-
+    /// Counts a successful fetch and remembers when it happened.
     pub fn record_ok(&self) {
-        self.fetch_ok.fetch_add(1, Relaxed);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_success_unix.store(now, Relaxed);
+        self.fetches[0].inc();
+        self.last_success_unix.store(unix_now(), Relaxed);
     }
 
+    /// Counts a failed fetch by its [`crate::keys::FetchError::kind`].
     pub fn record_error(&self, kind: &str) {
-        if let Some((_, c)) = self.fetch_errors.iter().find(|(k, _)| *k == kind) {
-            c.fetch_add(1, Relaxed);
+        if let Some(i) = FETCH_RESULTS.iter().position(|k| *k == kind) {
+            self.fetches[i].inc();
         }
+    }
+
+    /// Counts a token verified with keys older than `jwks_refresh + jwks_min_refetch`.
+    pub fn record_stale_served(&self) {
+        self.stale_served.inc();
     }
 
     /// Total fetches, successful or not.
     #[must_use]
     pub fn fetches(&self) -> u64 {
-        self.fetch_ok.load(Relaxed)
-            + self
-                .fetch_errors
-                .iter()
-                .map(|(_, c)| c.load(Relaxed))
-                .sum::<u64>()
+        self.fetches.iter().map(Counter::get).sum()
+    }
+
+    /// Seconds since the last successful fetch; `None` before the first.
+    #[must_use]
+    pub fn age_seconds(&self) -> Option<u64> {
+        match self.last_success_unix.load(Relaxed) {
+            0 => None,
+            last => Some(unix_now().saturating_sub(last)),
+        }
     }
 }
 
-/// All of the gateway's metrics.
+type SourceMap = Arc<Mutex<BTreeMap<String, Arc<KeySourceMetrics>>>>;
+
+/// `entragate_key_age_seconds`, computed at scrape time from each source's last success.
+#[derive(Debug)]
+struct KeyAge(SourceMap);
+
+impl Collector for KeyAge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sources = lock(&self.0).clone();
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "entragate_key_age_seconds",
+            "Seconds since the last successful metadata + JWKS fetch of a key source (-1 = never).",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (name, m) in sources {
+            let age = m
+                .age_seconds()
+                .map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+            let labels = SourceLabels { source: name };
+            ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// All of the gateway's metrics. One per process: a config reload keeps it.
 pub struct Metrics {
-    requests: Vec<AtomicU64>,
-    pub auth_latency: Histogram,
-    pub upstream_latency: Histogram,
-    /// Upstream responses by status class: 1xx..5xx.
-    upstream_status: [AtomicU64; 5],
-    pub in_flight: AtomicU64,
-    /// Verified-token cache lookups that skipped signature verification.
-    pub token_cache_hits: AtomicU64,
-    /// Verified-token cache lookups that found nothing usable.
-    pub token_cache_misses: AtomicU64,
-    key_sources: RwLock<Vec<Arc<KeySourceMetrics>>>,
+    registry: Registry,
+    /// By [`Outcome::index`]: resolved once, so counting is one atomic add.
+    requests: Vec<Counter>,
+    pub auth_latency: Latency,
+    pub upstream_latency: Latency,
+    upstream_status: [Counter; 5],
+    in_flight: Gauge,
+    /// Verified-token cache lookups: `[hit, miss]`.
+    token_cache: [Counter; 2],
+    key_fetches: Family<FetchLabels, Counter>,
+    stale_served: Family<SourceLabels, Counter>,
+    key_sources: SourceMap,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -214,137 +253,187 @@ impl Default for Metrics {
 impl Metrics {
     #[must_use]
     pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let by_outcome = Family::<RequestLabels, Counter>::default();
+        let requests = Outcome::all()
+            .map(|o| {
+                let (outcome, reason) = o.labels();
+                by_outcome
+                    .get_or_create(&RequestLabels { outcome, reason })
+                    .clone()
+            })
+            .collect();
+        registry.register(
+            "entragate_requests",
+            "Requests by outcome and reason.",
+            by_outcome,
+        );
+        let auth_latency = Latency::new();
+        registry.register(
+            "entragate_auth_duration_seconds",
+            "Time to authenticate and authorize a request (token validation, key lookup, route rules).",
+            auth_latency.0.clone(),
+        );
+        let upstream_latency = Latency::new();
+        registry.register(
+            "entragate_upstream_duration_seconds",
+            "Time until the upstream's response headers.",
+            upstream_latency.0.clone(),
+        );
+        let by_class = Family::<ClassLabels, Counter>::default();
+        let upstream_status = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| by_class.get_or_create(&ClassLabels { class }).clone());
+        registry.register(
+            "entragate_upstream_responses",
+            "Upstream responses by status class.",
+            by_class,
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "entragate_requests_in_flight",
+            "Requests being handled.",
+            in_flight.clone(),
+        );
+        let by_result = Family::<CacheLabels, Counter>::default();
+        let token_cache =
+            ["hit", "miss"].map(|result| by_result.get_or_create(&CacheLabels { result }).clone());
+        registry.register(
+            "entragate_token_cache_lookups",
+            "Verified-token cache lookups by result (hit: the signature check was skipped).",
+            by_result,
+        );
+        let key_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "entragate_key_fetches",
+            "Metadata + JWKS fetches by key source and result.",
+            key_fetches.clone(),
+        );
+        let stale_served = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "entragate_keys_stale_served",
+            "Tokens verified with keys older than jwks_refresh + jwks_min_refetch, that is while refreshing fails.",
+            stale_served.clone(),
+        );
+        let key_sources = SourceMap::default();
+        registry.register_collector(Box::new(KeyAge(Arc::clone(&key_sources))));
         Self {
-            requests: (0..Outcome::COUNT).map(|_| AtomicU64::new(0)).collect(),
-            auth_latency: Histogram::new(LATENCY_BUCKETS),
-            upstream_latency: Histogram::new(LATENCY_BUCKETS),
-            upstream_status: Default::default(),
-            in_flight: AtomicU64::new(0),
-            token_cache_hits: AtomicU64::new(0),
-            token_cache_misses: AtomicU64::new(0),
-            key_sources: RwLock::new(Vec::new()),
+            registry,
+            requests,
+            auth_latency,
+            upstream_latency,
+            upstream_status,
+            in_flight,
+            token_cache,
+            key_fetches,
+            stale_served,
+            key_sources,
         }
     }
 
     pub fn record_request(&self, outcome: Outcome) {
-        self.requests[outcome.index()].fetch_add(1, Relaxed);
+        self.requests[outcome.index()].inc();
     }
 
     /// Requests so far with this outcome.
     #[must_use]
     pub fn requests(&self, outcome: Outcome) -> u64 {
-        self.requests[outcome.index()].load(Relaxed)
+        self.requests[outcome.index()].get()
     }
 
     pub fn record_upstream_status(&self, status: http::StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.upstream_status[class].fetch_add(1, Relaxed);
+        self.upstream_status[class].inc();
     }
 
-    /// Registers a key source's counters (at startup).
-    pub fn add_key_source(&self, m: Arc<KeySourceMetrics>) {
-        if let Ok(mut v) = self.key_sources.write() {
-            v.push(m);
+    /// Counts a request as in flight until the guard is dropped, so a request whose client
+    /// goes away mid-way (its future dropped) is not counted forever.
+    #[must_use]
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Requests being handled now.
+    #[must_use]
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Counts a verified-token cache lookup.
+    pub fn record_token_cache(&self, hit: bool) {
+        self.token_cache[usize::from(!hit)].inc();
+    }
+
+    /// Verified-token cache lookups so far: `(hits, misses)`.
+    #[must_use]
+    pub fn token_cache(&self) -> (u64, u64) {
+        (self.token_cache[0].get(), self.token_cache[1].get())
+    }
+
+    /// The counters of the key source `name`, created on first use and shared afterwards.
+    #[must_use]
+    pub fn key_source(&self, name: &str) -> Arc<KeySourceMetrics> {
+        let mut sources = lock(&self.key_sources);
+        if let Some(m) = sources.get(name) {
+            return Arc::clone(m);
         }
+        let fetches = FETCH_RESULTS
+            .iter()
+            .map(|result| {
+                self.key_fetches
+                    .get_or_create(&FetchLabels {
+                        source: name.to_owned(),
+                        result,
+                    })
+                    .clone()
+            })
+            .collect();
+        let stale_served = self
+            .stale_served
+            .get_or_create(&SourceLabels {
+                source: name.to_owned(),
+            })
+            .clone();
+        let m = Arc::new(KeySourceMetrics {
+            source: name.to_owned(),
+            fetches,
+            last_success_unix: AtomicU64::new(0),
+            stale_served,
+        });
+        sources.insert(name.to_owned(), Arc::clone(&m));
+        m
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// OpenMetrics text ([`CONTENT_TYPE`]).
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        out.push_str(
-            "# HELP entragate_requests_total Requests by outcome and reason.\n# TYPE entragate_requests_total counter\n",
-        );
-        for (i, c) in self.requests.iter().enumerate() {
-            let (outcome, reason) = Outcome::from_index(i).labels();
-            let _ = writeln!(
-                out,
-                "entragate_requests_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {}",
-                c.load(Relaxed)
-            );
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; an encoder error leaves a partial page.
+            tracing::warn!("metrics encoding failed");
         }
-        self.auth_latency.render(
-            &mut out,
-            "entragate_auth_duration_seconds",
-            "Time to authenticate a request (token validation, key lookup).",
-        );
-        self.upstream_latency.render(
-            &mut out,
-            "entragate_upstream_duration_seconds",
-            "Time until the upstream's response headers.",
-        );
-        out.push_str("# HELP entragate_upstream_responses_total Upstream responses by status class.\n# TYPE entragate_upstream_responses_total counter\n");
-        for (i, c) in self.upstream_status.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "entragate_upstream_responses_total{{class=\"{}xx\"}} {}",
-                i + 1,
-                c.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP entragate_requests_in_flight Requests being handled.\n# TYPE entragate_requests_in_flight gauge\nentragate_requests_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP entragate_token_cache_lookups_total Verified-token cache lookups by result.\n# TYPE entragate_token_cache_lookups_total counter\nentragate_token_cache_lookups_total{{result=\"hit\"}} {}\nentragate_token_cache_lookups_total{{result=\"miss\"}} {}",
-            self.token_cache_hits.load(Relaxed),
-            self.token_cache_misses.load(Relaxed)
-        );
-        self.render_key_sources(&mut out);
         out
     }
+}
 
-    fn render_key_sources(&self, out: &mut String) {
-        let Ok(sources) = self.key_sources.read() else {
-            return;
-        };
-        out.push_str("# HELP entragate_key_fetches_total Metadata + JWKS fetches by key source and result.\n# TYPE entragate_key_fetches_total counter\n");
-        for s in sources.iter() {
-            let _ = writeln!(
-                out,
-                "entragate_key_fetches_total{{source=\"{}\",result=\"ok\"}} {}",
-                s.source,
-                s.fetch_ok.load(Relaxed)
-            );
-            for (kind, c) in &s.fetch_errors {
-                let _ = writeln!(
-                    out,
-                    "entragate_key_fetches_total{{source=\"{}\",result=\"{kind}\"}} {}",
-                    s.source,
-                    c.load(Relaxed)
-                );
-            }
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        out.push_str("# HELP entragate_key_age_seconds Seconds since the last successful key fetch (-1 = never).\n# TYPE entragate_key_age_seconds gauge\n");
-        for s in sources.iter() {
-            let last = s.last_success_unix.load(Relaxed);
-            let age = if last == 0 {
-                -1
-            } else {
-                i64::try_from(now.saturating_sub(last)).unwrap_or(i64::MAX)
-            };
-            let _ = writeln!(
-                out,
-                "entragate_key_age_seconds{{source=\"{}\"}} {age}",
-                s.source
-            );
-        }
-        out.push_str("# HELP entragate_keys_stale_served_total Tokens verified with keys older than jwks_refresh + jwks_min_refetch, that is while refreshing fails.\n# TYPE entragate_keys_stale_served_total counter\n");
-        for s in sources.iter() {
-            let _ = writeln!(
-                out,
-                "entragate_keys_stale_served_total{{source=\"{}\"}} {}",
-                s.source,
-                s.stale_served.load(Relaxed)
-            );
-        }
+/// Decrements `entragate_requests_in_flight` when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -352,21 +441,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcome_index_round_trips() {
-        for i in 0..Outcome::COUNT {
-            assert_eq!(Outcome::from_index(i).index(), i);
-        }
-    }
-
-    #[test]
-    fn renders_counts() {
+    fn renders_counts_and_every_outcome_from_the_start() {
         let m = Metrics::new();
         m.record_request(Outcome::Denied(Reason::Expired));
         m.record_request(Outcome::Denied(Reason::Expired));
         m.upstream_latency.observe(Duration::from_millis(3));
         let text = m.render();
         assert!(text.contains("entragate_requests_total{outcome=\"denied\",reason=\"expired\"} 2"));
+        assert!(
+            text.contains("entragate_requests_total{outcome=\"denied\",reason=\"malformed\"} 0")
+        );
         assert!(text.contains("entragate_upstream_duration_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("entragate_upstream_duration_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(m.requests(Outcome::Denied(Reason::Expired)), 2);
+    }
+
+    #[test]
+    fn outcome_index_matches_all() {
+        for (i, o) in Outcome::all().enumerate() {
+            assert_eq!(o.index(), i, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn in_flight_guard_decrements_on_drop() {
+        let m = Metrics::new();
+        let a = m.in_flight();
+        let b = m.in_flight();
+        assert_eq!(m.in_flight_now(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(m.in_flight_now(), 0);
+    }
+
+    #[test]
+    fn key_sources_are_shared_by_name_and_aged() {
+        let m = Metrics::new();
+        let a = m.key_source("entra-v1");
+        let b = m.key_source("entra-v1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.age_seconds(), None);
+        assert!(
+            m.render()
+                .contains("entragate_key_age_seconds{source=\"entra-v1\"} -1")
+        );
+        a.record_ok();
+        a.record_error("no_keys");
+        a.record_error("not-a-kind");
+        assert_eq!(b.fetches(), 2);
+        let text = m.render();
+        assert!(text.contains("entragate_key_age_seconds{source=\"entra-v1\"} 0"));
+        assert!(
+            text.contains("entragate_key_fetches_total{source=\"entra-v1\",result=\"no_keys\"} 1")
+        );
     }
 }

@@ -1,13 +1,14 @@
-//! The request's way through the gateway: authenticate, mutate, forward; and the one place
-//! where a refusal becomes a response.
+//! The request's way through the gateway: authenticate, mutate, forward. What a refusal looks
+//! like is decided in [`crate::auth::Refusal`].
 
 pub mod forward;
 pub mod headers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -23,7 +24,8 @@ use crate::auth::{Challenges, Refusal};
 use crate::config::UpstreamAuthorization;
 use crate::metrics::{Metrics, Outcome};
 
-/// Everything a request needs, built once at startup.
+/// Everything a request needs, built once per config (at startup and on each reload) and
+/// read by every front end (proxy, forward-auth, `ext_authz`) through [`SharedGateway`].
 #[derive(Debug)]
 pub struct Gateway {
     pub authorizer: Authorizer,
@@ -50,96 +52,118 @@ pub struct ResourceMetadataDoc {
     pub scopes_supported: Vec<String>,
 }
 
+/// The gateway as the request path reads it: the current [`Gateway`], replaced whole by a
+/// config reload. Each request loads it once, so a request started under one config ends
+/// under it, and connections are never dropped by a reload.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
 /// The proxy listener's only handler: decide, then mutate and forward, or refuse.
 pub async fn handle(
-    State(gw): State<Arc<Gateway>>,
+    State(shared): State<SharedGateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
-    let started = Instant::now();
-    if req.method() == http::Method::CONNECT {
-        // Not a tunnel: CONNECT names a host to open a TCP connection to, which a gateway in
-        // front of one API never does for a client.
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method_not_allowed"}"#,
-        );
-    }
-    gw.metrics.in_flight.fetch_add(1, Relaxed);
-    let (verdict, facts) = if req.headers().contains_key(header::AUTHORIZATION)
-        && crate::auth::bearer::token_in_query(req.uri().query())
-    {
-        // SPEC §4: a token in the header and elsewhere is `invalid_request`.
-        (
-            Verdict::Refused {
-                reason: Reason::DuplicateAuthorization,
-                scope: String::new(),
-            },
-            Facts::default(),
-        )
-    } else {
-        gw.authorizer
-            .decide(req.method(), req.uri().path(), req.headers())
-            .await
-    };
-    // The gateway is the hop the client's `Connection` header speaks to: the headers it names
-    // were read (above) and end here, before anything is set for the upstream, so they cannot
-    // name the verified identity or the upstream credentials away.
-    headers::remove_hop_by_hop(req.headers_mut());
-    gw.metrics.auth_latency.observe(started.elapsed());
-    let method = req.method().clone();
-    // The path only: queries (AQL, search terms) may carry personal data.
-    let path = req.uri().path().to_owned();
-    let (response, outcome) = match verdict {
-        Verdict::Refused { reason, scope } => {
-            let origin = request_origin(&req);
+    let gw = shared.load_full();
+    gw.handle(peer, req).await
+}
+
+impl Gateway {
+    async fn handle(&self, peer: SocketAddr, mut req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        if req.method() == http::Method::CONNECT {
+            // Not a tunnel: CONNECT names a host to open a TCP connection to, which a gateway
+            // in front of one API never does for a client.
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed"}"#,
+            );
+        }
+        let in_flight = self.metrics.in_flight();
+        let (verdict, facts) = if req.headers().contains_key(header::AUTHORIZATION)
+            && crate::auth::bearer::token_in_query(req.uri().query())
+        {
+            // SPEC §4: a token in the header and elsewhere is `invalid_request`.
             (
-                Refusal::proxy(reason, &scope, &gw.challenges, origin.as_deref()).into_response(),
-                Outcome::Denied(reason),
+                Verdict::Refused {
+                    reason: Reason::DuplicateAuthorization,
+                    scope: String::new(),
+                },
+                Facts::default(),
             )
-        }
-        _ if gw.body_too_large(&mut req) => (
-            json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                r#"{"error":"payload_too_large"}"#,
+        } else {
+            self.authorizer
+                .decide(req.method(), req.uri().path(), req.headers())
+                .await
+        };
+        // The gateway is the hop the client's `Connection` header speaks to: the headers it
+        // names were read (above) and end here, before anything is set for the upstream, so
+        // they cannot name the verified identity or the upstream credentials away.
+        headers::remove_hop_by_hop(req.headers_mut());
+        self.metrics.auth_latency.observe(started.elapsed());
+        let method = req.method().clone();
+        // The path only: queries (AQL, search terms) may carry personal data.
+        let path = req.uri().path().to_owned();
+        // Set (or kept from the client) by the request-id layer in front of this handler; read
+        // from the request, since the response gets it only after this handler returns.
+        let request_id = req.headers().get(access::REQUEST_ID).cloned();
+        let (response, outcome, upstream) = match verdict {
+            Verdict::Refused { reason, scope } => {
+                let origin = request_origin(&req);
+                (
+                    Refusal::proxy(reason, &scope, &self.challenges, origin.as_deref())
+                        .into_response(),
+                    Outcome::Denied(reason),
+                    None,
+                )
+            }
+            _ if self.body_too_large(&mut req) => (
+                json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    r#"{"error":"payload_too_large"}"#,
+                ),
+                Outcome::BodyTooLarge,
+                None,
             ),
-            Outcome::BodyTooLarge,
-        ),
-        Verdict::Preflight => {
-            gw.identity.strip(req.headers_mut());
-            // An unauthenticated preflight never carries credentials: not the client's, not
-            // the gateway's own (`basic`).
-            req.headers_mut().remove(header::AUTHORIZATION);
-            gw.forward(req, peer, Outcome::Preflight).await
-        }
-        Verdict::Anonymous => {
-            gw.identity.strip(req.headers_mut());
-            headers::set_upstream_authorization(req.headers_mut(), &gw.upstream_authorization);
-            gw.forward(req, peer, Outcome::Anonymous).await
-        }
-        Verdict::Allowed(principal) => {
-            gw.identity.set(req.headers_mut(), &principal);
-            headers::set_upstream_authorization(req.headers_mut(), &gw.upstream_authorization);
-            gw.forward(req, peer, Outcome::Allowed).await
-        }
-    };
-    gw.metrics.in_flight.fetch_sub(1, Relaxed);
-    gw.metrics.record_request(outcome);
-    access::log(&access::Entry {
-        via: Via::Proxy,
-        method: method.as_str(),
-        path: &path,
-        status: response.status().as_u16(),
-        outcome,
-        facts: &facts,
-        client_ip: Some(peer.ip()),
-        request_id: response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok()),
-        started,
-    });
-    response
+            Verdict::Preflight => {
+                self.identity.strip(req.headers_mut());
+                // An unauthenticated preflight never carries credentials: not the client's,
+                // not the gateway's own (`basic`).
+                req.headers_mut().remove(header::AUTHORIZATION);
+                self.forward(req, peer, Outcome::Preflight).await
+            }
+            Verdict::Anonymous => {
+                self.identity.strip(req.headers_mut());
+                headers::set_upstream_authorization(
+                    req.headers_mut(),
+                    &self.upstream_authorization,
+                );
+                self.forward(req, peer, Outcome::Anonymous).await
+            }
+            Verdict::Allowed(principal) => {
+                self.identity.set(req.headers_mut(), &principal);
+                headers::set_upstream_authorization(
+                    req.headers_mut(),
+                    &self.upstream_authorization,
+                );
+                self.forward(req, peer, Outcome::Allowed).await
+            }
+        };
+        drop(in_flight);
+        self.metrics.record_request(outcome);
+        access::log(&access::Entry {
+            via: Via::Proxy,
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            outcome,
+            facts: &facts,
+            client_ip: Some(peer.ip()),
+            request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
+            started,
+            upstream,
+        });
+        response
+    }
 }
 
 impl Gateway {
@@ -182,11 +206,12 @@ impl Gateway {
         req: Request<Body>,
         peer: SocketAddr,
         outcome: Outcome,
-    ) -> (Response<Body>, Outcome) {
+    ) -> (Response<Body>, Outcome, Option<Duration>) {
         let sent = Instant::now();
         let result = self.forwarder.forward(req, peer).await;
-        self.metrics.upstream_latency.observe(sent.elapsed());
-        match result {
+        let elapsed = sent.elapsed();
+        self.metrics.upstream_latency.observe(elapsed);
+        let (response, outcome) = match result {
             Ok(resp) => {
                 self.metrics.record_upstream_status(resp.status());
                 (resp, outcome)
@@ -209,7 +234,8 @@ impl Gateway {
                 ),
                 Outcome::UpstreamTimeout,
             ),
-        }
+        };
+        (response, outcome, Some(elapsed))
     }
 }
 
@@ -275,11 +301,17 @@ pub fn origin(scheme: &str, host: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
-/// `GET /.well-known/oauth-protected-resource` (RFC 9728), served without a token.
+/// `GET /.well-known/oauth-protected-resource` (RFC 9728), served without a token when
+/// `challenge.resource_metadata` is on; otherwise an ordinary request like any other.
 pub async fn resource_metadata(
-    State(gw): State<Arc<Gateway>>,
+    State(shared): State<SharedGateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
+    let gw = shared.load_full();
+    let Some(doc) = &gw.resource_metadata else {
+        return gw.handle(peer, req).await;
+    };
     // The path-inserted form names a resource with a path (RFC 9728 §3.1).
     let resource_path = req
         .uri()
@@ -287,10 +319,7 @@ pub async fn resource_metadata(
         .strip_prefix(crate::auth::challenge::RESOURCE_METADATA_PATH)
         .unwrap_or("");
     let origin = request_origin(&req).map(|o| format!("{o}{resource_path}"));
-    match &gw.resource_metadata {
-        Some(doc) => doc.render(origin.as_deref()),
-        None => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
-    }
+    doc.render(origin.as_deref())
 }
 
 impl ResourceMetadataDoc {

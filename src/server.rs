@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 /// Connection-level limits of a listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,

@@ -29,14 +29,13 @@ fn entra(lines: &str) -> Extra {
 }
 
 /// The gateway's key source named `name` (`entra-v1` or `entra-v2`).
-fn source<'a>(h: &'a Harness, name: &str) -> &'a Arc<KeySource> {
-    &h.gw
-        .keys
+fn source(h: &Harness, name: &str) -> Arc<KeySource> {
+    h.gw.keys()
         .issuers
         .iter()
         .find(|i| i.source.name == name)
+        .map(|i| Arc::clone(&i.source))
         .unwrap_or_else(|| panic!("no key source {name}"))
-        .source
 }
 
 /// Fetches (successful or not) the gateway has made of one source so far.

@@ -2131,7 +2131,7 @@ async fn example_status_answers_while_keys_load_and_tokens_wait_for_them() {
         Duration::from_secs(15),
         "keys load after the outage",
         || {
-            let ready = h.gw.keys.is_ready();
+            let ready = h.gw.keys().is_ready();
             async move { ready }
         },
     )

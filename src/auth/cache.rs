@@ -10,7 +10,6 @@
 //! - Route rules run on every request whatever the cache says: only authentication is cached.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::Expiry;
@@ -98,11 +97,11 @@ impl TokenCache {
         });
         match hit {
             Some(e) => {
-                self.metrics.token_cache_hits.fetch_add(1, Relaxed);
+                self.metrics.record_token_cache(true);
                 Some(Arc::clone(&e.principal))
             }
             None => {
-                self.metrics.token_cache_misses.fetch_add(1, Relaxed);
+                self.metrics.record_token_cache(false);
                 None
             }
         }

@@ -8,7 +8,7 @@
 use http::Method;
 
 use super::path::is_under;
-use super::{Principal, Reason};
+use super::{Claims, Principal, Reason};
 use crate::config::Route;
 
 /// The configured rules, in order.
@@ -63,61 +63,70 @@ impl Policy {
 /// [`Forbidden`] naming the first unmet requirement.
 pub fn authorize(route: &Route, principal: &Principal) -> Result<(), Forbidden> {
     let claims = &principal.claims;
-    let delegated = claims.is_delegated();
-    let needed = || {
-        if delegated {
-            route.scopes.join(" ")
-        } else {
-            route.roles.join(" ")
-        }
-    };
-    let deny = |reason| {
-        Err(Forbidden {
+    match route_failures(route, claims).next() {
+        None => Ok(()),
+        Some(reason) => Err(Forbidden {
             reason,
-            scope: needed(),
-        })
-    };
-
-    if !route.clients.is_empty() {
-        let ok = claims
-            .client_id()
-            .is_some_and(|c| route.clients.iter().any(|ok| ok.eq_ignore_ascii_case(c)));
-        if !ok {
-            return deny(Reason::ClientNotAllowedOnRoute);
-        }
+            scope: needed_scope(route, claims),
+        }),
     }
+}
 
-    if !route.scopes.is_empty() || !route.roles.is_empty() {
+/// What the route accepts, for the 403's `scope=`: its scopes for a delegated token, its
+/// roles for an app-only one.
+#[must_use]
+pub fn needed_scope(route: &Route, claims: &Claims) -> String {
+    if claims.is_delegated() {
+        route.scopes.join(" ")
+    } else {
+        route.roles.join(" ")
+    }
+}
+
+/// Every requirement of `route` that `claims` do not meet, in the order [`authorize`]
+/// checks them (it stops at the first; `explain` lists all): `clients`, then
+/// `scopes`/`roles`, then each of `claims`.
+pub fn route_failures<'a>(
+    route: &'a Route,
+    claims: &'a Claims,
+) -> impl Iterator<Item = Reason> + 'a {
+    let delegated = claims.is_delegated();
+    let client = (!route.clients.is_empty()
+        && !claims
+            .client_id()
+            .is_some_and(|c| route.clients.iter().any(|ok| ok.eq_ignore_ascii_case(c))))
+    .then_some(Reason::ClientNotAllowedOnRoute);
+
+    let permission = if route.scopes.is_empty() && route.roles.is_empty() {
+        None
+    } else {
         let has_role = claims.roles().any(|r| route.roles.iter().any(|ok| ok == r));
         // A user's app roles count as roles; scopes only exist on delegated tokens.
         let has_scope = delegated
             && claims
                 .scopes()
                 .any(|s| route.scopes.iter().any(|ok| ok == s));
-        if !(has_scope || has_role) {
-            let reason = if delegated && !route.scopes.is_empty() {
-                Reason::ScopeMissing
-            } else {
-                Reason::RoleMissing
-            };
-            return deny(reason);
+        match (has_scope || has_role, delegated && !route.scopes.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(Reason::ScopeMissing),
+            (false, false) => Some(Reason::RoleMissing),
         }
-    }
+    };
 
-    for (name, allowed) in &route.claims {
-        match claims.values(name) {
-            Some(values) if values.iter().any(|v| allowed.iter().any(|a| a == v)) => {}
-            None if claims.is_overage(name) => return deny(Reason::GroupsOverage),
-            _ => return deny(Reason::ClaimMissing),
-        }
-    }
-    Ok(())
+    let required = route
+        .claims
+        .iter()
+        .filter_map(|(name, allowed)| match claims.values(name) {
+            Some(values) if values.iter().any(|v| allowed.iter().any(|a| a == v)) => None,
+            None if claims.is_overage(name) => Some(Reason::GroupsOverage),
+            _ => Some(Reason::ClaimMissing),
+        });
+    client.into_iter().chain(permission).chain(required)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Claims;
 
     fn route(scopes: &[&str], roles: &[&str]) -> Route {
         Route {

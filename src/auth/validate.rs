@@ -12,10 +12,10 @@ use jsonwebtoken::Algorithm;
 
 use super::Reason;
 use super::cache::{Entry as CacheEntry, TokenCache};
-use super::token::{self, Claims};
+use super::token::{self, Claims, Decoded, Header};
 use crate::config::Entra;
 use crate::keys::{
-    IssuerMatch, IssuerPolicy, KeySource, KeyStore, Lookup, TokenVersion, trim_slash,
+    Issuer, IssuerMatch, IssuerPolicy, KeySource, KeyStore, Lookup, TokenVersion, trim_slash,
 };
 
 /// A verified token's identity.
@@ -134,68 +134,31 @@ impl Validator {
         };
 
         // Header: algorithm allow-list (no `none`, no HMAC), and no extension we cannot honour.
-        let alg = decoded
-            .header
-            .alg
-            .parse::<Algorithm>()
-            .ok()
-            .filter(|a| self.algorithms.contains(a))
-            .ok_or_else(|| context(Reason::AlgNotAllowed))?;
-        if decoded.header.crit.is_some() {
-            return Err(context(Reason::UnsupportedCrit));
+        if let Some(reason) = self.header_failures(&decoded.header).next() {
+            return Err(context(reason));
         }
+        let alg = self
+            .allowed_alg(&decoded.header)
+            .ok_or_else(|| context(Reason::AlgNotAllowed))?;
 
         // Issuer: selects the key set (v1 or v2) and, for multi-tenant, fills `{tenantid}`.
-        let iss = claims
-            .iss
-            .as_deref()
-            .ok_or_else(|| context(Reason::MissingClaim))?;
-        let tid = claims.tid.as_deref();
-        let (issuer, set) = match self.keys.issuer_for(iss, tid) {
-            IssuerMatch::Found(issuer, set) => (issuer, set),
-            IssuerMatch::Mismatch => return Err(context(Reason::IssuerMismatch)),
-            IssuerMatch::Unavailable => return Err(context(Reason::KeysUnavailable)),
-        };
-        if set.issuer.is_template() && !tenant_allowed(&issuer.policy, tid) {
-            return Err(context(Reason::TenantNotAllowed));
-        }
-        if let (Some(version), Some(ver)) = (issuer.version, claims.ver.as_deref())
-            && ver != version.claim()
-        {
-            return Err(context(Reason::IssuerMismatch));
-        }
+        let issuer = self.issuer(claims).map_err(context)?;
 
-        // Key: by `kid` only; keys named by the token itself (jku, x5u, jwk, x5c) are ignored.
-        let kid = match decoded.header.kid.as_deref() {
-            Some(k) if !k.is_empty() => k,
-            _ => return Err(context(Reason::UnknownKid)),
-        };
-        let key = match issuer.source.lookup(kid).await {
-            Lookup::Found(key) => key,
-            Lookup::Unknown => return Err(context(Reason::UnknownKid)),
-            Lookup::Unavailable => return Err(context(Reason::KeysUnavailable)),
-        };
-        if key.issuer.as_ref().is_some_and(|ki| !ki.matches(iss, tid)) {
-            return Err(context(Reason::IssuerMismatch));
-        }
-        if key.alg.is_some_and(|ka| ka != alg) {
-            return Err(context(Reason::BadSignature));
-        }
-        let verified = jsonwebtoken::crypto::verify(
-            decoded.signature,
-            decoded.signing_input.as_bytes(),
-            &key.decoding,
-            alg,
-        )
-        .unwrap_or(false);
-        if !verified {
-            return Err(context(Reason::BadSignature));
-        }
+        // Key and signature: by `kid` only; keys named by the token itself are ignored.
+        let kid = self
+            .verify_signature(&decoded, issuer, alg)
+            .await
+            .map_err(context)?
+            .to_owned();
 
         // Claims, now that they are known to come from the issuer.
-        self.check_claims(claims, &issuer.policy).map_err(context)?;
+        if let Some(reason) = self
+            .claim_failures(claims, &issuer.policy, unix_now())
+            .next()
+        {
+            return Err(context(reason));
+        }
 
-        let kid = kid.to_owned();
         let payload = self.keep_payload.then(|| {
             let start = decoded.signing_input.find('.').map_or(0, |i| i + 1);
             decoded.signing_input[start..].to_owned()
@@ -213,40 +176,197 @@ impl Validator {
         ))
     }
 
-    fn check_claims(&self, claims: &Claims, policy: &IssuerPolicy) -> Result<(), Reason> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let exp = claims.exp.ok_or(Reason::MissingClaim)?;
-        if now > exp + self.clock_skew {
-            return Err(Reason::Expired);
-        }
-        if claims.nbf.is_some_and(|nbf| now + self.clock_skew < nbf) {
-            return Err(Reason::NotYetValid);
-        }
-        let aud = claims.aud.as_ref().ok_or(Reason::MissingClaim)?;
-        if !aud
-            .iter()
-            .any(|a| policy.audiences.iter().any(|ok| ok == trim_slash(a)))
+    /// The header's `alg`, when it is one of `entra.algorithms`.
+    pub(crate) fn allowed_alg(&self, header: &Header) -> Option<Algorithm> {
+        header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| self.algorithms.contains(a))
+    }
+
+    /// Every way the header fails, in the order [`Validator::validate`] checks them.
+    pub(crate) fn header_failures<'a>(
+        &'a self,
+        header: &'a Header,
+    ) -> impl Iterator<Item = Reason> + 'a {
+        let alg = self.allowed_alg(header).is_none();
+        let crit = header.crit.is_some();
+        [
+            alg.then_some(Reason::AlgNotAllowed),
+            crit.then_some(Reason::UnsupportedCrit),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The trusted issuer whose (filled) issuer value is the token's `iss`, with its tenant
+    /// and `ver` agreeing.
+    ///
+    /// # Errors
+    /// `missing_claim`, `issuer_mismatch`, `tenant_not_allowed` or `keys_unavailable`.
+    pub(crate) fn issuer(&self, claims: &Claims) -> Result<&Issuer, Reason> {
+        let iss = claims.iss.as_deref().ok_or(Reason::MissingClaim)?;
+        let tid = claims.tid.as_deref();
+        let (issuer, set) = match self.keys.issuer_for(iss, tid) {
+            IssuerMatch::Found(issuer, set) => (issuer, set),
+            IssuerMatch::Mismatch => return Err(Reason::IssuerMismatch),
+            IssuerMatch::Unavailable => return Err(Reason::KeysUnavailable),
+        };
+        check_issuer_agrees(issuer, set.issuer.is_template(), claims)?;
+        Ok(issuer)
+    }
+
+    /// Looks up the token's `kid` in `issuer`'s keys (refetching once when unknown) and
+    /// verifies the signature. Returns the `kid`.
+    ///
+    /// # Errors
+    /// `unknown_kid`, `keys_unavailable`, `issuer_mismatch` (the key names another issuer)
+    /// or `bad_signature`.
+    pub(crate) async fn verify_signature<'t>(
+        &self,
+        decoded: &'t Decoded<'_>,
+        issuer: &Issuer,
+        alg: Algorithm,
+    ) -> Result<&'t str, Reason> {
+        let kid = match decoded.header.kid.as_deref() {
+            Some(k) if !k.is_empty() => k,
+            _ => return Err(Reason::UnknownKid),
+        };
+        let key = match issuer.source.lookup(kid).await {
+            Lookup::Found(key) => key,
+            Lookup::Unknown => return Err(Reason::UnknownKid),
+            Lookup::Unavailable => return Err(Reason::KeysUnavailable),
+        };
+        let iss = decoded.claims.iss.as_deref().unwrap_or_default();
+        if key
+            .issuer
+            .as_ref()
+            .is_some_and(|ki| !ki.matches(iss, decoded.claims.tid.as_deref()))
         {
-            return Err(Reason::AudienceMismatch);
+            return Err(Reason::IssuerMismatch);
         }
-        if !policy.allowed_tenants.is_empty() && !tenant_allowed(policy, claims.tid.as_deref()) {
-            return Err(Reason::TenantNotAllowed);
+        if key.alg.is_some_and(|ka| ka != alg) {
+            return Err(Reason::BadSignature);
         }
-        if !policy.allowed_client_ids.is_empty() {
-            let allowed = claims.client_id().is_some_and(|c| {
-                policy
-                    .allowed_client_ids
+        let verified = jsonwebtoken::crypto::verify(
+            decoded.signature,
+            decoded.signing_input.as_bytes(),
+            &key.decoding,
+            alg,
+        )
+        .unwrap_or(false);
+        if verified {
+            Ok(kid)
+        } else {
+            Err(Reason::BadSignature)
+        }
+    }
+
+    /// Every claim check `claims` fail against `policy` at Unix time `now`, in the order
+    /// [`Validator::validate`] checks them (it stops at the first; `explain` lists all).
+    pub fn claim_failures<'a>(
+        &'a self,
+        claims: &'a Claims,
+        policy: &'a IssuerPolicy,
+        now: f64,
+    ) -> impl Iterator<Item = Reason> + 'a {
+        ClaimCheck::ALL
+            .into_iter()
+            .filter_map(move |check| check.failure(claims, policy, self.clock_skew, now))
+    }
+
+    /// The configured clock skew, in seconds.
+    #[must_use]
+    pub fn clock_skew(&self) -> f64 {
+        self.clock_skew
+    }
+}
+
+/// The checks of a token's claims, each independent of the others.
+#[derive(Debug, Clone, Copy)]
+enum ClaimCheck {
+    Expiry,
+    NotBefore,
+    Audience,
+    Tenant,
+    Client,
+}
+
+impl ClaimCheck {
+    const ALL: [Self; 5] = [
+        Self::Expiry,
+        Self::NotBefore,
+        Self::Audience,
+        Self::Tenant,
+        Self::Client,
+    ];
+
+    fn failure(
+        self,
+        claims: &Claims,
+        policy: &IssuerPolicy,
+        clock_skew: f64,
+        now: f64,
+    ) -> Option<Reason> {
+        match self {
+            Self::Expiry => match claims.exp {
+                None => Some(Reason::MissingClaim),
+                Some(exp) if now > exp + clock_skew => Some(Reason::Expired),
+                Some(_) => None,
+            },
+            Self::NotBefore => claims
+                .nbf
+                .is_some_and(|nbf| now + clock_skew < nbf)
+                .then_some(Reason::NotYetValid),
+            Self::Audience => match &claims.aud {
+                None => Some(Reason::MissingClaim),
+                Some(aud) => (!aud
                     .iter()
-                    .any(|ok| ok.eq_ignore_ascii_case(c))
-            });
-            if !allowed {
-                return Err(Reason::ClientNotAllowed);
+                    .any(|a| policy.audiences.iter().any(|ok| ok == trim_slash(a))))
+                .then_some(Reason::AudienceMismatch),
+            },
+            Self::Tenant => (!policy.allowed_tenants.is_empty()
+                && !tenant_allowed(policy, claims.tid.as_deref()))
+            .then_some(Reason::TenantNotAllowed),
+            Self::Client => {
+                let allowed = policy.allowed_client_ids.is_empty()
+                    || claims.client_id().is_some_and(|c| {
+                        policy
+                            .allowed_client_ids
+                            .iter()
+                            .any(|ok| ok.eq_ignore_ascii_case(c))
+                    });
+                (!allowed).then_some(Reason::ClientNotAllowed)
             }
         }
-        Ok(())
     }
+}
+
+/// A template issuer (multi-tenant) needs an allowed `tid`; Entra's `ver` must match the
+/// metadata the issuer came from.
+pub(crate) fn check_issuer_agrees(
+    issuer: &Issuer,
+    is_template: bool,
+    claims: &Claims,
+) -> Result<(), Reason> {
+    if is_template && !tenant_allowed(&issuer.policy, claims.tid.as_deref()) {
+        return Err(Reason::TenantNotAllowed);
+    }
+    if let (Some(version), Some(ver)) = (issuer.version, claims.ver.as_deref())
+        && ver != version.claim()
+    {
+        return Err(Reason::IssuerMismatch);
+    }
+    Ok(())
+}
+
+/// Now, in (fractional) Unix seconds.
+#[must_use]
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn tenant_allowed(policy: &IssuerPolicy, tid: Option<&str>) -> bool {

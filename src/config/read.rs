@@ -10,7 +10,7 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Profile, Provider as _};
 use serde::de::DeserializeOwned;
 
-use super::{CONFIG_ENV, ENV_PREFIX};
+use super::{CONFIG_ENV, ENV_PREFIX, LOG_FORMAT_ENV};
 
 /// One bad key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Reader {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if name == CONFIG_ENV {
+            if name == CONFIG_ENV || name == LOG_FORMAT_ENV {
                 continue;
             }
             let Some((table, key)) = rest.split_once("__") else {

@@ -77,10 +77,11 @@ impl FetchError {
     }
 }
 
-#[derive(Deserialize)]
-struct Metadata {
-    issuer: String,
-    jwks_uri: String,
+/// The members of an OpenID metadata document the gateway uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub jwks_uri: String,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +116,19 @@ pub async fn fetch(
     metadata_url: &str,
     expected_issuer: Option<&str>,
 ) -> Result<Fetched, FetchError> {
+    let metadata = fetch_metadata(client, metadata_url, expected_issuer).await?;
+    fetch_keys(client, &metadata).await
+}
+
+/// Fetches and checks an OpenID metadata document.
+///
+/// # Errors
+/// Any transport, status, size or parse failure, or another issuer than `expected_issuer`.
+pub async fn fetch_metadata(
+    client: &reqwest::Client,
+    metadata_url: &str,
+    expected_issuer: Option<&str>,
+) -> Result<Metadata, FetchError> {
     let metadata: Metadata = get_json(client, metadata_url, "metadata").await?;
     // OpenID Connect Discovery 1.0 §4.3: the document's issuer must be the one configured.
     if let Some(expected) = expected_issuer
@@ -125,6 +139,17 @@ pub async fn fetch(
             found: metadata.issuer,
         });
     }
+    Ok(metadata)
+}
+
+/// Fetches the JWKS that `metadata` names and keeps its usable keys.
+///
+/// # Errors
+/// Any transport, status, size or parse failure, or a key set with no usable key.
+pub async fn fetch_keys(
+    client: &reqwest::Client,
+    metadata: &Metadata,
+) -> Result<Fetched, FetchError> {
     let jwks: Jwks = get_json(client, &metadata.jwks_uri, "jwks").await?;
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();

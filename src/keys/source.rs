@@ -19,7 +19,7 @@ use super::fetch::{self, FetchError, Key};
 use crate::metrics::KeySourceMetrics;
 
 /// Timing rules of a key source.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Background refresh interval.
     pub refresh: Duration,
@@ -82,6 +82,7 @@ impl KeySource {
         expected_issuer: Option<String>,
         timing: Timing,
         client: reqwest::Client,
+        metrics: Arc<KeySourceMetrics>,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -92,8 +93,28 @@ impl KeySource {
             current: ArcSwapOption::empty(),
             last_fetch: Mutex::new(None),
             inflight: Mutex::new(None),
-            metrics: Arc::new(KeySourceMetrics::new(name)),
+            metrics,
         }
+    }
+
+    /// True when this source fetches the same documents on the same schedule as one built
+    /// from these settings would, so a config reload can keep it (and its keys).
+    #[must_use]
+    pub fn is_same(
+        &self,
+        metadata_url: &str,
+        expected_issuer: Option<&str>,
+        timing: Timing,
+    ) -> bool {
+        self.metadata_url == metadata_url
+            && self.expected_issuer.as_deref() == expected_issuer
+            && self.timing == timing
+    }
+
+    /// The issuer `[[oidc]]` metadata must name (`None` for Entra's sources).
+    #[must_use]
+    pub fn expected_issuer(&self) -> Option<&str> {
+        self.expected_issuer.as_deref()
     }
 
     /// The current set, unless there is none or it is older than `max_stale`.
@@ -138,9 +159,7 @@ impl KeySource {
 
     fn note_if_stale(&self, set: &KeySet) {
         if set.fetched_at.elapsed() > self.timing.refresh + self.timing.min_refetch {
-            self.metrics
-                .stale_served
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.record_stale_served();
         }
     }
 
@@ -235,19 +254,30 @@ impl KeySource {
 
     /// Keeps the set fresh: fetch now, then every `refresh`; after a failure retry with
     /// exponential backoff (1 s doubling, capped at 60 s and at `refresh`) plus jitter.
+    ///
+    /// The loop holds the source only while fetching, so it ends by itself once a config
+    /// reload has replaced the source and the last request using it is done.
     pub async fn run(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
         let mut backoff = Duration::from_secs(1);
         loop {
-            let wait = match self.refresh().await {
+            let Some(this) = weak.upgrade() else {
+                return;
+            };
+            let fetch = this.refresh();
+            let timing = this.timing;
+            drop(this);
+            let wait = match fetch.await {
                 Ok(()) => {
                     backoff = Duration::from_secs(1);
-                    self.timing.refresh
+                    timing.refresh
                 }
                 Err(_) => {
                     let wait = backoff + jitter(backoff / 4);
                     backoff = (backoff * 2)
                         .min(Duration::from_secs(60))
-                        .min(self.timing.refresh);
+                        .min(timing.refresh);
                     wait
                 }
             };

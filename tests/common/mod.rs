@@ -122,7 +122,7 @@ impl Harness {
         let gw = app::start(&config).await.expect("gateway starts");
         for _ in 0..400 {
             if gw
-                .keys
+                .keys()
                 .issuers
                 .iter()
                 .all(|i| i.source.metrics.fetches() > 0)
@@ -131,7 +131,7 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert!(!gw.keys.is_ready());
+        assert!(!gw.keys().is_ready());
         let h = Self {
             issuer,
             echo,
@@ -143,7 +143,7 @@ impl Harness {
 
     pub async fn wait_ready(&self) {
         for _ in 0..400 {
-            if self.gw.keys.is_ready() {
+            if self.gw.keys().is_ready() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -1,0 +1,270 @@
+//! `entragate check`: is this config, and the identity provider behind it, ready for Power BI?
+//!
+//! Three parts: the config itself (every problem at once, by key: [`Config::load_file`]), the
+//! identity provider (each issuer's metadata and keys fetched now, with timing, by the
+//! gateway's own fetch code), and the Entra app-registration checklist for this config
+//! ([`checklist`]). Items the gateway cannot see from outside (what the app registration
+//! exposes and pre-authorizes) are listed as steps to confirm by hand.
+
+mod checklist;
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::ms;
+use crate::config::{Config, ConfigError};
+use crate::keys::{KeyStore, fetch_keys, fetch_metadata};
+use crate::metrics::Metrics;
+
+/// How an item came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Works for now, but something named will break or is left out.
+    Warn,
+    /// Will refuse tokens or fail sign-in.
+    Fail,
+    /// Cannot be seen from here: confirm it in the Entra admin center.
+    Todo,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// Stable identifier for scripts (e.g. `app_id_uri`, `keys.entra-v1`).
+    pub id: String,
+    pub status: Status,
+    pub message: String,
+    /// What to do, in Entra terms; empty when nothing is to be done.
+    pub fix: String,
+}
+
+impl Item {
+    fn new(id: impl Into<String>, status: Status, message: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            status,
+            message: message.into(),
+            fix: String::new(),
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = fix.into();
+        self
+    }
+}
+
+/// A key source's fetch, with timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetch {
+    pub source: String,
+    pub metadata_url: String,
+    pub metadata_ms: Option<u64>,
+    pub jwks_uri: Option<String>,
+    pub jwks_ms: Option<u64>,
+    /// The issuer the metadata names.
+    pub issuer: Option<String>,
+    /// Usable signing keys.
+    pub keys: usize,
+    pub error: Option<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when nothing failed (warnings and manual steps do not count).
+    pub ok: bool,
+    pub config_path: String,
+    /// Config problems; when there are any, nothing else was checked.
+    pub config: Vec<Item>,
+    pub fetches: Vec<Fetch>,
+    pub checklist: Vec<Item>,
+}
+
+impl Report {
+    /// The report of a config that does not load.
+    #[must_use]
+    pub fn bad_config(path: &str, e: &ConfigError) -> Self {
+        let config = e
+            .problems
+            .iter()
+            .map(|p| {
+                let item = Item::new(p.key.clone(), Status::Fail, p.to_string());
+                match checklist::config_fix(&p.key) {
+                    Some(fix) => item.fix(fix),
+                    None => item,
+                }
+            })
+            .collect();
+        Self {
+            ok: false,
+            config_path: path.to_owned(),
+            config,
+            fetches: Vec::new(),
+            checklist: Vec::new(),
+        }
+    }
+
+    /// Items that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Item> {
+        self.config
+            .iter()
+            .chain(&self.checklist)
+            .filter(|i| i.status == Status::Fail)
+    }
+}
+
+/// Checks a loaded config: fetches every issuer's metadata and keys (saying so on
+/// `progress`), then runs the checklist.
+///
+/// # Errors
+/// When the HTTP client cannot be built.
+pub async fn run(
+    config: &Config,
+    path: &str,
+    progress: &mut dyn std::io::Write,
+) -> Result<Report, String> {
+    let client =
+        crate::app::idp_client(config.entra.metadata_timeout).map_err(|e| e.to_string())?;
+    // The same sources, names and URLs as `serve` uses.
+    let store = KeyStore::new(&config.entra, &config.oidc, &client, &Metrics::new());
+    let mut fetches = Vec::new();
+    for issuer in &store.issuers {
+        let s = &issuer.source;
+        let mut f = Fetch {
+            source: s.name.clone(),
+            metadata_url: s.metadata_url.clone(),
+            metadata_ms: None,
+            jwks_uri: None,
+            jwks_ms: None,
+            issuer: None,
+            keys: 0,
+            error: None,
+        };
+        let _ = write!(
+            progress,
+            "fetching {} metadata {} ... ",
+            s.name, s.metadata_url
+        );
+        let _ = progress.flush();
+        let started = Instant::now();
+        let metadata = fetch_metadata(&client, &s.metadata_url, s.expected_issuer()).await;
+        f.metadata_ms = Some(ms(started.elapsed()));
+        match metadata {
+            Err(e) => {
+                let _ = writeln!(progress, "failed ({} ms)", ms(started.elapsed()));
+                f.error = Some(e.to_string());
+            }
+            Ok(metadata) => {
+                let _ = writeln!(progress, "ok ({} ms)", ms(started.elapsed()));
+                let _ = write!(
+                    progress,
+                    "fetching {} keys {} ... ",
+                    s.name, metadata.jwks_uri
+                );
+                let _ = progress.flush();
+                f.issuer = Some(metadata.issuer.clone());
+                f.jwks_uri = Some(metadata.jwks_uri.clone());
+                let started = Instant::now();
+                let keys = fetch_keys(&client, &metadata).await;
+                f.jwks_ms = Some(ms(started.elapsed()));
+                match keys {
+                    Ok(fetched) => {
+                        let _ = writeln!(
+                            progress,
+                            "ok ({} ms, {} keys)",
+                            ms(started.elapsed()),
+                            fetched.keys.len()
+                        );
+                        f.keys = fetched.keys.len();
+                    }
+                    Err(e) => {
+                        let _ = writeln!(progress, "failed ({} ms)", ms(started.elapsed()));
+                        f.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        fetches.push(f);
+    }
+    let mut items: Vec<Item> = fetches.iter().map(checklist::fetch_item).collect();
+    items.extend(checklist::items(config, &fetches));
+    Ok(Report {
+        ok: !items.iter().any(|i| i.status == Status::Fail),
+        config_path: path.to_owned(),
+        config: Vec::new(),
+        fetches,
+        checklist: items,
+    })
+}
+
+impl Report {
+    /// The report for people.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "entragate check: {}\n", self.config_path);
+        if !self.config.is_empty() {
+            let _ = writeln!(
+                o,
+                "Configuration: {} problem(s); nothing else was checked",
+                self.config.len()
+            );
+            for i in &self.config {
+                write_item(&mut o, i);
+            }
+        } else {
+            let _ = writeln!(o, "Configuration\n  ok    every key is valid\n");
+            let _ = writeln!(o, "Identity provider and checklist");
+            for i in &self.checklist {
+                write_item(&mut o, i);
+            }
+        }
+        let fails = self.failures().count();
+        let warns = self
+            .checklist
+            .iter()
+            .filter(|i| i.status == Status::Warn)
+            .count();
+        let todo = self
+            .checklist
+            .iter()
+            .filter(|i| i.status == Status::Todo)
+            .count();
+        let _ = writeln!(o);
+        if fails == 0 {
+            let _ = writeln!(
+                o,
+                "All is well: {warns} warning(s); confirm the {todo} [ ] step(s) in the Entra admin center."
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "{fails} problem(s) to fix (FAIL above), {warns} warning(s). Fix them, then run `entragate check` again."
+            );
+        }
+        o
+    }
+}
+
+fn write_item(o: &mut String, i: &Item) {
+    let mark = match i.status {
+        Status::Ok => "ok  ",
+        Status::Warn => "warn",
+        Status::Fail => "FAIL",
+        Status::Todo => "[ ] ",
+    };
+    let _ = writeln!(o, "  {mark}  {}", i.message);
+    if !i.fix.is_empty() {
+        let label = if i.status == Status::Ok {
+            "note"
+        } else {
+            "fix"
+        };
+        let _ = writeln!(o, "        {label}: {}", i.fix);
+    }
+}

@@ -1,0 +1,457 @@
+//! `entragate explain TOKEN`: what a token is, and whether this config accepts it, with every
+//! reason why not and the fix in Entra terms.
+//!
+//! The token is decoded by the gateway's own decoder and judged by the validator's own checks
+//! ([`Validator::diagnose`]); the route rules come from the config's `[[routes]]`. The keys
+//! are fetched as `serve` fetches them, so the signature is verified too; with `--offline`, or
+//! when the identity provider cannot be reached, only the claims are judged. The signature is
+//! never printed, and the token never goes to a log.
+
+mod fixes;
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{client_name, ms};
+use crate::auth::diagnose::{IssuerFinding, SignatureFinding, expected_issuers, version_of};
+use crate::auth::validate::unix_now;
+use crate::auth::{Challenges, Policy, Reason, Refusal, Validator, path, token};
+use crate::config::{Config, Mode};
+use crate::keys::{KeyStore, TokenVersion};
+use crate::metrics::Metrics;
+
+/// What to evaluate the token for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Do not fetch keys.
+    pub offline: bool,
+    pub method: http::Method,
+    pub path: String,
+}
+
+/// The answer.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// True when no check fails (see `signature` for whether the signature was verified).
+    pub accepted: bool,
+    /// What the gateway would answer in its `server.mode`: 200 (forwarded, or allowed in
+    /// forward-auth mode), or the refusal's status.
+    pub status: u16,
+    /// The decoded header (`null` when it does not decode).
+    pub header: Value,
+    /// The decoded claims (`null` when they do not decode).
+    pub claims: Value,
+    /// The signature's length in bytes; the signature itself is never shown.
+    pub signature_bytes: usize,
+    pub about: About,
+    pub issuer: String,
+    pub signature: String,
+    pub signature_verified: bool,
+    pub route: String,
+    /// Every reason the token is refused, in the order the gateway checks them (the first is
+    /// what its log's `auth.reason` says).
+    pub reasons: Vec<Finding>,
+    /// The key fetches made to verify the signature.
+    pub key_fetches: Vec<KeyFetch>,
+}
+
+/// What kind of token this is.
+#[derive(Debug, Default, Serialize)]
+pub struct About {
+    pub version: Option<String>,
+    pub kind: Option<String>,
+    pub client: Option<String>,
+    pub client_name: Option<String>,
+    pub tenant: Option<String>,
+    pub user: Option<String>,
+    pub expires: Option<String>,
+}
+
+/// One reason for refusal.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub reason: &'static str,
+    pub status: u16,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// One key source loaded for verification.
+#[derive(Debug, Serialize)]
+pub struct KeyFetch {
+    pub source: String,
+    pub url: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ms: u64,
+}
+
+/// Why `explain` could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("no token given: pass it as the argument, or \"-\" and pipe it in")]
+    NoToken,
+    #[error("cannot read the token from standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error(
+        "--path {0:?} is not a path the gateway would accept (it must start with '/' and decode cleanly)"
+    )]
+    BadPath(String),
+    #[error("{0}")]
+    Client(String),
+    #[error("the challenge headers cannot be built: {0}")]
+    Challenge(String),
+}
+
+/// The token from the argument or, for `-`, from `stdin`: surrounding blanks and a leading
+/// `Bearer ` (as copied from a request) are removed.
+///
+/// # Errors
+/// An empty token, or unreadable input.
+pub fn read_token(arg: &str, stdin: impl Read) -> Result<String, ExplainError> {
+    let mut text = String::new();
+    let raw = if arg == "-" {
+        let mut input = stdin;
+        input
+            .read_to_string(&mut text)
+            .map_err(ExplainError::Stdin)?;
+        text.as_str()
+    } else {
+        arg
+    };
+    let mut t = raw.trim();
+    if t.len() > 7 && t[..7].eq_ignore_ascii_case("bearer ") {
+        t = t[7..].trim_start();
+    }
+    if t.is_empty() {
+        return Err(ExplainError::NoToken);
+    }
+    Ok(t.to_owned())
+}
+
+/// Explains `token` against `config`. Progress (key fetches) goes to `progress`.
+///
+/// # Errors
+/// A `--path` the gateway could not route, or an HTTP client that cannot be built.
+pub async fn explain(
+    config: &Config,
+    token: &str,
+    opts: &Options,
+    progress: &mut dyn std::io::Write,
+) -> Result<Explanation, ExplainError> {
+    let normalized = path::normalize(&opts.path)
+        .ok()
+        .filter(|_| opts.path.starts_with('/'))
+        .ok_or_else(|| ExplainError::BadPath(opts.path.clone()))?;
+    let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
+        .map_err(|e| ExplainError::Challenge(e.to_string()))?;
+    let status = |r: Reason| status_of(r, config.server.mode, &challenges);
+    let client = crate::app::idp_client(config.entra.metadata_timeout)
+        .map_err(|e| ExplainError::Client(e.to_string()))?;
+    let keys = Arc::new(KeyStore::new(
+        &config.entra,
+        &config.oidc,
+        &client,
+        &Metrics::new(),
+    ));
+    let validator = Validator::new(&config.entra, Arc::clone(&keys));
+    let policy = Policy::new(config.routes.clone());
+    let route = policy.route(&opts.method, &normalized);
+    let route_text = match route {
+        None => format!(
+            "{} {}: no [[routes]] rule matches, a valid token suffices",
+            opts.method, opts.path
+        ),
+        Some(r) if r.anonymous => format!(
+            "{} {}: anonymous route {} (a token, if sent, must still be valid)",
+            opts.method, opts.path, r.path
+        ),
+        Some(r) => format!(
+            "{} {}: route {} (scopes [{}], roles [{}], clients [{}], claims {:?})",
+            opts.method,
+            opts.path,
+            r.path,
+            r.scopes.join(" "),
+            r.roles.join(" "),
+            r.clients.join(" "),
+            r.claims
+        ),
+    };
+
+    let Ok(decoded) = token::decode(token) else {
+        return Ok(malformed(token, route_text));
+    };
+    let key_fetches = if opts.offline {
+        Vec::new()
+    } else {
+        load_keys(&keys, progress).await
+    };
+    let now = unix_now();
+    let offline_issuers = expected_issuers(&config.entra, &keys);
+    let diagnosis = validator
+        .diagnose(&decoded, route, &offline_issuers, now)
+        .await;
+
+    let header = decode_part(token.split('.').next().unwrap_or(""));
+    let claims_json = decode_part(token.split('.').nth(1).unwrap_or(""));
+    let cx = fixes::Context {
+        config,
+        claims: &decoded.claims,
+        header: &header,
+        diagnosis: &diagnosis,
+        route,
+        now,
+    };
+    let reasons: Vec<Finding> = diagnosis
+        .reasons
+        .iter()
+        .map(|r| {
+            let (problem, fix) = fixes::describe(*r, &cx);
+            Finding {
+                reason: r.as_str(),
+                status: status(*r),
+                problem,
+                fix,
+            }
+        })
+        .collect();
+    let issuer = match &diagnosis.issuer {
+        IssuerFinding::Matched { source } => format!("trusted ({source} metadata)"),
+        IssuerFinding::Expected { source } => {
+            format!("the {source} issuer Entra writes for entra.tenant_id (metadata not loaded)")
+        }
+        IssuerFinding::Mismatch { .. } => "not trusted (see below)".into(),
+        IssuerFinding::Missing => "absent".into(),
+        IssuerFinding::Unknown => {
+            "not checked: the metadata is not loaded and entra.tenant_id is a domain name".into()
+        }
+    };
+    let (signature, verified) = match &diagnosis.signature {
+        SignatureFinding::Verified { kid, source } => {
+            (format!("verified with key {kid} of {source}"), true)
+        }
+        SignatureFinding::Failed { reason, source } => {
+            (format!("NOT verified ({reason}, keys of {source})"), false)
+        }
+        SignatureFinding::NotChecked(why) => (
+            format!(
+                "not checked: {why}{}",
+                if opts.offline { " (--offline)" } else { "" }
+            ),
+            false,
+        ),
+    };
+    Ok(Explanation {
+        accepted: reasons.is_empty(),
+        status: diagnosis.reasons.first().map_or(200, |r| status(*r)),
+        header,
+        claims: claims_json,
+        signature_bytes: signature_len(decoded.signature),
+        about: about(&decoded.claims, now),
+        issuer,
+        signature,
+        signature_verified: verified,
+        route: route_text,
+        reasons,
+        key_fetches,
+    })
+}
+
+/// Fetches every key source (as `serve` does at startup), saying so on `progress`.
+async fn load_keys(keys: &KeyStore, progress: &mut dyn std::io::Write) -> Vec<KeyFetch> {
+    let mut out = Vec::new();
+    for issuer in &keys.issuers {
+        let s = &issuer.source;
+        let _ = write!(
+            progress,
+            "fetching {} keys from {} ... ",
+            s.name, s.metadata_url
+        );
+        let _ = progress.flush();
+        let started = Instant::now();
+        let result = s.refresh().await;
+        let took = ms(started.elapsed());
+        let _ = match &result {
+            Ok(()) => writeln!(progress, "ok ({took} ms)"),
+            Err(e) => writeln!(progress, "failed ({took} ms): {e}"),
+        };
+        out.push(KeyFetch {
+            source: s.name.clone(),
+            url: s.metadata_url.clone(),
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            ms: took,
+        });
+    }
+    out
+}
+
+/// The status the gateway answers `r` with in `mode`, as [`Refusal`] (the one place that
+/// decides it) builds it.
+fn status_of(r: Reason, mode: Mode, challenges: &Challenges) -> u16 {
+    let refusal = match mode {
+        Mode::Proxy => Refusal::proxy(r, "", challenges, None),
+        Mode::ForwardAuth => Refusal::forward_auth(r, "", challenges, None),
+    };
+    refusal.status.as_u16()
+}
+
+fn about(c: &token::Claims, now: f64) -> About {
+    let version = version_of(c).map(|v| match v {
+        TokenVersion::V1 => "v1 (ver 1.0): the API's manifest has accessTokenAcceptedVersion null or 1; aud is the Application ID URI as requested, the client is in appid".to_owned(),
+        TokenVersion::V2 => "v2 (ver 2.0): the API's manifest has accessTokenAcceptedVersion 2; aud is the API's client ID, the client is in azp".to_owned(),
+    });
+    let kind = if c.is_delegated() {
+        format!(
+            "delegated: a user signed in through the client; scopes (scp): {}",
+            c.scp.as_deref().unwrap_or("")
+        )
+    } else {
+        format!(
+            "app-only (client credentials, no user); roles: [{}]",
+            c.roles().collect::<Vec<_>>().join(" ")
+        )
+    };
+    let expires = c.exp.map(|exp| {
+        let when = fixes::timestamp(exp);
+        let d = std::time::Duration::from_secs_f64((exp - now).abs());
+        if exp >= now {
+            format!("in {} ({when})", super::human(d))
+        } else {
+            format!("{} ago ({when})", super::human(d))
+        }
+    });
+    About {
+        version,
+        kind: Some(kind),
+        client: c.client_id().map(str::to_owned),
+        client_name: c.client_id().and_then(client_name).map(str::to_owned),
+        tenant: c.tid.clone(),
+        user: c.user_name().map(str::to_owned),
+        expires,
+    }
+}
+
+/// The explanation of a token that does not decode: which part is at fault.
+fn malformed(token: &str, route: String) -> Explanation {
+    let parts: Vec<&str> = token.split('.').collect();
+    let problem = if parts.len() != 3 {
+        format!(
+            "a compact JWS has three parts separated by dots; this has {}",
+            parts.len()
+        )
+    } else if decode_part(parts[0]).is_null() {
+        "the first part (header) is not base64url-encoded JSON".to_owned()
+    } else if decode_part(parts[1]).is_null() {
+        "the second part (claims) is not base64url-encoded JSON".to_owned()
+    } else {
+        "a member has the wrong type (e.g. exp not a number, aud not a string), or a name appears twice".to_owned()
+    };
+    let fix = "Pass the access token itself, as sent in `Authorization: Bearer <token>`; an encrypted token (five parts) or an opaque one cannot be used with this API.".to_owned();
+    Explanation {
+        accepted: false,
+        status: 401,
+        header: parts.first().map_or(Value::Null, |p| decode_part(p)),
+        claims: parts.get(1).map_or(Value::Null, |p| decode_part(p)),
+        signature_bytes: parts.get(2).map_or(0, |s| signature_len(s)),
+        about: About::default(),
+        issuer: "not checked".into(),
+        signature: "not checked".into(),
+        signature_verified: false,
+        route,
+        reasons: vec![Finding {
+            reason: Reason::Malformed.as_str(),
+            status: 401,
+            problem,
+            fix,
+        }],
+        key_fetches: Vec::new(),
+    }
+}
+
+fn decode_part(part: &str) -> Value {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(Value::is_object)
+        .unwrap_or(Value::Null)
+}
+
+fn signature_len(s: &str) -> usize {
+    URL_SAFE_NO_PAD.decode(s).map_or(0, |b| b.len())
+}
+
+impl Explanation {
+    /// The explanation for people.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let pretty = |v: &Value| {
+            serde_json::to_string_pretty(v)
+                .unwrap_or_default()
+                .replace('\n', "\n          ")
+        };
+        let _ = writeln!(
+            o,
+            "Token (the signature, {} bytes, is never shown)",
+            self.signature_bytes
+        );
+        let _ = writeln!(o, "  header  {}", pretty(&self.header));
+        let _ = writeln!(o, "  claims  {}\n", pretty(&self.claims));
+        let a = &self.about;
+        let client = a.client.as_ref().map(|id| match &a.client_name {
+            Some(n) => format!("{id} ({n})"),
+            None => format!("{id} (not a Power Platform client)"),
+        });
+        for (label, value) in [
+            ("version", a.version.clone()),
+            ("kind", a.kind.clone()),
+            ("client", client),
+            ("tenant", a.tenant.clone()),
+            ("user", a.user.clone()),
+            ("expires", a.expires.clone()),
+            ("issuer", Some(self.issuer.clone())),
+            ("signature", Some(self.signature.clone())),
+            ("route", Some(self.route.clone())),
+        ] {
+            if let Some(v) = value {
+                let _ = writeln!(o, "  {label:<10}{v}");
+            }
+        }
+        let _ = writeln!(o);
+        if self.accepted {
+            let _ = writeln!(
+                o,
+                "ACCEPTED: this config lets the token through{}.",
+                if self.signature_verified {
+                    ""
+                } else {
+                    " on its claims; the signature was not verified"
+                }
+            );
+            return o;
+        }
+        let first = self.reasons.first().map_or("", |f| f.reason);
+        let _ = writeln!(
+            o,
+            "REFUSED with {}: the gateway logs auth.reason={first}. Every reason:",
+            self.status
+        );
+        for (i, f) in self.reasons.iter().enumerate() {
+            let _ = writeln!(o, "  {}. {} ({})", i + 1, f.reason, f.status);
+            let _ = writeln!(o, "     {}", f.problem);
+            if !f.fix.is_empty() {
+                let _ = writeln!(o, "     fix: {}", f.fix);
+            }
+        }
+        o
+    }
+}
