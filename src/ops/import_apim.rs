@@ -95,6 +95,18 @@ pub fn convert(xml: &str, source: &str) -> Result<Converted, ImportError> {
     c.finish();
     other_policies(&doc, &mut c);
 
+    let named = named_values(&c.draft.render());
+    if !named.is_empty() {
+        c.draft.header.push(format!(
+            "APIM named values left in place, to replace with their values (API Management -> Named values): {}",
+            named.join(", ")
+        ));
+        for n in &named {
+            c.warnings.push(format!(
+                "APIM named value {n} left in the output: replace it with its value"
+            ));
+        }
+    }
     let toml = c.draft.render();
     // The output is checked by the loader `serve` uses; what it refuses is what to edit.
     if let Err(e) = Config::load(&toml, &[], &|_| Err(std::io::Error::other("not read"))) {
@@ -189,9 +201,13 @@ impl Conversion {
                 }
             }
         }
-        if !issuers.is_empty() {
+        let entra_issuers: Vec<&String> = issuers
+            .iter()
+            .filter(|i| entra_issuer_tenant(i).is_some())
+            .collect();
+        if !entra_issuers.is_empty() {
             self.audience_notes.push(format!(
-                "<issuers> {issuers:?}: entragate takes the issuers from the metadata and accepts both Entra forms (v1 https://sts.windows.net/<tenant>/ and v2 <authority>/<tenant>/v2.0)"
+                "<issuers> {entra_issuers:?}: entragate takes the issuer from the tenant's metadata and accepts both Entra forms (v1 https://sts.windows.net/<tenant>/ and v2 <authority>/<tenant>/v2.0)"
             ));
         }
     }
@@ -217,7 +233,7 @@ impl Conversion {
                 "client-application-ids" => self.client_ids.extend(values(child, "application-id")),
                 "backend-application-ids" => {
                     self.audience_notes.push(
-                        "<backend-application-ids>: the API's client IDs, the aud of v2 tokens"
+                        "<backend-application-ids>: the API's client IDs, the aud of v2 tokens;\nadd the Application ID URI too if clients request it (v1 tokens, e.g. Power BI)"
                             .into(),
                     );
                     self.audiences.extend(values(child, "application-id"));
@@ -305,12 +321,13 @@ impl Conversion {
                 e.set("tenant_id", &string(""), "REQUIRED");
             }
             None => {
-                e.note("Not an Entra policy: tokens come from the [[oidc]] issuer below. [entra] is still required; set your tenant or keep a placeholder.");
+                e.note("Not an Entra policy: its tokens come from the [[oidc]] issuer below. [entra] is always in force:\nset your Entra tenant and API here (with the placeholders, /readyz waits for keys that never load).");
                 e.set(
                     "tenant_id",
                     &string("00000000-0000-0000-0000-000000000000"),
                     "placeholder: not in the policy",
                 );
+                self.warnings.push("[entra] holds placeholders: entragate always validates Entra tokens too; set the tenant_id and audiences of your Entra app".into());
             }
         }
         if let Some((a, why)) = &self.authority
@@ -323,7 +340,7 @@ impl Conversion {
         for n in &self.audience_notes {
             e.note(n);
         }
-        if self.oidc.is_empty() || !audiences.is_empty() {
+        if self.oidc.is_empty() || self.tenant.is_some() {
             e.set("audiences", &strings(&audiences), "from <audiences>; for Power BI include the Application ID URI https://<public host>");
         } else {
             e.set(
@@ -437,6 +454,23 @@ fn other_policies(doc: &Document, c: &mut Conversion) {
             list.join(", ")
         ));
     }
+}
+
+/// The distinct `{{name}}` APIM named values in `text`, in order of appearance.
+fn named_values(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        let name = &rest[start..start + len + 2];
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out
 }
 
 /// The text of each `<child>` of `node`, trimmed.

@@ -1,0 +1,340 @@
+//! `entragate import-apim` on policies written after the structure of Microsoft's documented
+//! examples (tests/fixtures/apim/): each converts to TOML the gateway's own loader accepts,
+//! with the values in the right keys and a comment for everything without an equivalent;
+//! malformed XML is a clear error (exit 2); and a converted policy run by the gateway lets
+//! through what APIM would and refuses what it would.
+
+mod common;
+
+use common::process::Proc;
+use common::{AUDIENCE, TENANT, loopback};
+use entragate::config::Config;
+use entragate::dev::{DevIssuer, EchoUpstream};
+use entragate::keys::TokenVersion;
+use entragate::ops::import_apim::{self, Converted, ImportError};
+use serde_json::json;
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/apim/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn convert(name: &str) -> Converted {
+    import_apim::convert(&fixture(name), name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The converted TOML must load as it is.
+fn load(c: &Converted) -> Config {
+    Config::load(&c.toml, &[], &|p| std::fs::read_to_string(p))
+        .unwrap_or_else(|e| panic!("does not load: {e}\n{}", c.toml))
+}
+
+fn mentions(c: &Converted, text: &str) {
+    assert!(c.toml.contains(text), "{text:?} not in:\n{}", c.toml);
+}
+
+#[test]
+fn entra_single_tenant_validate_jwt() {
+    let c = convert("validate-jwt-entra-single-tenant.xml");
+    let config = load(&c);
+    assert_eq!(
+        config.entra.tenant_id,
+        "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10"
+    );
+    assert_eq!(config.entra.authority, "https://login.microsoftonline.com");
+    // <audiences> narrowed by the required aud claim, as APIM checks both.
+    assert_eq!(
+        config.entra.audiences,
+        ["11111111-2222-4333-8444-555555555555"]
+    );
+    assert_eq!(config.entra.clock_skew.as_secs(), 0, "APIM's default skew");
+    assert_eq!(config.upstream.origin.as_str(), "ehrbase.internal:8080");
+    assert_eq!(config.upstream.base_path, "/ehrbase");
+    mentions(&c, "failed-validation-error-message=\"Unauthorized.");
+    mentions(&c, "accepts both Entra forms");
+    mentions(&c, "<cors>");
+    assert!(
+        c.warnings.iter().all(|w| !w.starts_with("to edit")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn auth0_like_validate_jwt_becomes_an_oidc_issuer() {
+    let c = convert("validate-jwt-auth0.xml");
+    let config = load(&c);
+    assert_eq!(config.oidc.len(), 1);
+    let o = &config.oidc[0];
+    assert_eq!(o.issuer, "https://contoso-dev.eu.auth0.com/");
+    assert_eq!(
+        o.discovery_url,
+        "https://contoso-dev.eu.auth0.com/.well-known/openid-configuration"
+    );
+    assert_eq!(o.audiences, ["https://cdr.contoso.example/api"]);
+    // A space-separated claim other than scp cannot be expressed: kept, commented out.
+    mentions(
+        &c,
+        "# NOT CONVERTED, separator=\" \" (entragate splits only scp, at spaces): claims.scope = [\"read:compositions\"]",
+    );
+    assert!(config.routes.iter().all(|r| r.claims.is_empty()));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("[entra] holds placeholders")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn required_claims_match_any_all_and_separator() {
+    let c = convert("validate-jwt-required-claims.xml");
+    let config = load(&c);
+    let e = &config.entra;
+    assert_eq!(e.clock_skew.as_secs(), 30);
+    assert_eq!(
+        e.allowed_client_ids,
+        [
+            "a672d62c-fc7b-4e81-a576-e60dc46e951d",
+            "b52893c8-bc2e-47fc-918b-77022b299bbc"
+        ]
+    );
+    assert_eq!(e.allowed_tenants, ["6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10"]);
+    let route = &config.routes[0];
+    assert_eq!(route.path, "/");
+    assert_eq!(route.scopes, ["user_impersonation", "aql.read"]);
+    let claims: Vec<(&str, Vec<&str>)> = route
+        .claims
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.iter().map(String::as_str).collect()))
+        .collect();
+    assert!(claims.contains(&(
+        "groups",
+        vec![
+            "6a0b7e2c-0000-4000-8000-00000000f1a0",
+            "6a0b7e2c-0000-4000-8000-00000000f1a1"
+        ]
+    )));
+    // match="all" with one value is the same as any.
+    assert!(claims.contains(&("ctry", vec!["NL"])));
+    // Neither "all of several" nor a "," separator can be expressed: not converted, said so.
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    mentions(&c, "# NOT CONVERTED, match=\"all\" with several values");
+    mentions(&c, "claims.wids");
+    mentions(&c, "# NOT CONVERTED, separator=\",\"");
+    mentions(&c, "failed-validation-httpcode=\"403\"");
+    mentions(&c, "output-token-variable-name=\"jwt\"");
+}
+
+#[test]
+fn validate_azure_ad_token_client_and_backend_application_ids() {
+    let c = convert("validate-azure-ad-token-simple.xml");
+    let config = load(&c);
+    assert_eq!(
+        config.entra.tenant_id,
+        "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10"
+    );
+    assert_eq!(
+        config.entra.audiences,
+        ["11111111-2222-4333-8444-555555555555"]
+    );
+    assert_eq!(
+        config.entra.allowed_client_ids,
+        [
+            "a672d62c-fc7b-4e81-a576-e60dc46e951d",
+            "b52893c8-bc2e-47fc-918b-77022b299bbc"
+        ]
+    );
+    mentions(&c, "add the Application ID URI too");
+}
+
+#[test]
+fn validate_azure_ad_token_sovereign_cloud_expression_and_condition() {
+    let c = convert("validate-azure-ad-token-claims.xml");
+    let config = load(&c);
+    assert_eq!(config.entra.tenant_id, "contoso.onmicrosoft.us");
+    assert_eq!(config.entra.authority, "https://login.microsoftonline.us");
+    assert_eq!(config.entra.audiences, ["https://api.contoso.example"]);
+    assert_eq!(
+        config.routes[0].claims,
+        [("ctry".to_owned(), vec!["US".to_owned()])]
+    );
+    mentions(
+        &c,
+        "audience @(context.Request.OriginalUrl.Host): a policy expression",
+    );
+    mentions(&c, "inside <when condition=");
+    mentions(&c, "<rate-limit>");
+    mentions(&c, "failed-validation-error-message=\"Access denied\"");
+}
+
+#[test]
+fn named_values_and_signing_keys_are_left_for_the_operator() {
+    let c = convert("named-values.xml");
+    mentions(
+        &c,
+        "APIM named values left in place, to replace with their values (API Management -> Named values): {{aad-tenant-id}}, {{aad-client-application-id}}",
+    );
+    let err = Config::load(&c.toml, &[], &|p| std::fs::read_to_string(p))
+        .expect_err("placeholders do not load");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["entra.tenant_id", "entra.allowed_client_ids"]);
+    for w in ["{{aad-tenant-id}}", "to edit before use: entra.tenant_id"] {
+        assert!(
+            c.warnings.iter().any(|x| x.contains(w)),
+            "{w} not in {:?}",
+            c.warnings
+        );
+    }
+
+    let c = convert("validate-jwt-signing-keys.xml");
+    mentions(
+        &c,
+        "<issuer-signing-keys>: keys come only from the issuer's published metadata",
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("entra.tenant_id: must not be empty")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn malformed_or_unrelated_xml_is_refused() {
+    match import_apim::convert(&fixture("malformed.xml"), "m") {
+        Err(ImportError::Xml(msg)) => assert!(msg.contains("7:"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        import_apim::convert(&fixture("no-validation.xml"), "n"),
+        Err(ImportError::NoPolicy)
+    ));
+    // APIM's lenient expression quoting is named as the likely cause.
+    let lenient = r#"<policies><inbound><choose><when condition="@(context.Request.Method == "POST")"><validate-jwt /></when></choose></inbound></policies>"#;
+    match import_apim::convert(lenient, "l") {
+        Err(ImportError::Xml(msg)) => assert!(msg.contains("&quot;"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_binary_prints_toml_on_stdout_and_exits_2_on_malformed_xml() {
+    let dir = format!("{}/tests/fixtures/apim", env!("CARGO_MANIFEST_DIR"));
+    let out = Proc::run(
+        &[
+            "import-apim",
+            &format!("{dir}/validate-jwt-required-claims.xml"),
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    Config::load(&out.stdout, &[], &|p| std::fs::read_to_string(p)).expect("stdout loads");
+    assert!(
+        out.stderr.contains("no equivalent: required claim wids"),
+        "{}",
+        out.stderr
+    );
+
+    let out = Proc::run(
+        &["import-apim", "-"],
+        &[],
+        Some(&fixture("validate-azure-ad-token-simple.xml")),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("from <validate-azure-ad-token> in standard input")
+    );
+
+    for (file, what) in [
+        ("malformed.xml", "not well-formed XML"),
+        (
+            "no-validation.xml",
+            "no <validate-jwt> or <validate-azure-ad-token>",
+        ),
+        ("does-not-exist.xml", "cannot read"),
+    ] {
+        let out = Proc::run(&["import-apim", &format!("{dir}/{file}")], &[], None).await;
+        assert_eq!(out.code, Some(2), "{file}: {}", out.stderr);
+        assert!(out.stderr.contains(what), "{file}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{file}: no TOML on failure");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converted_policy_admits_and_refuses_as_apim_would() {
+    let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
+    let echo = EchoUpstream::start(loopback()).await.expect("echo");
+    let policy = format!(
+        r#"<policies><inbound>
+  <validate-azure-ad-token tenant-id="{TENANT}" authentication-endpoint="{authority}">
+    <client-application-ids><application-id>a672d62c-fc7b-4e81-a576-e60dc46e951d</application-id></client-application-ids>
+    <audiences><audience>{AUDIENCE}</audience></audiences>
+    <required-claims><claim name="scp" match="any" separator=" "><value>user_impersonation</value></claim></required-claims>
+  </validate-azure-ad-token>
+  <set-backend-service base-url="{upstream}" />
+</inbound></policies>"#,
+        authority = issuer.authority(),
+        upstream = echo.url(),
+    );
+    let c = import_apim::convert(&policy, "inline").expect("converts");
+    let env = [
+        (
+            "ENTRAGATE_SERVER__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "ENTRAGATE_SERVER__ADMIN_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+    ];
+    let config = Config::load(&c.toml, &env, &|p| std::fs::read_to_string(p))
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+    let gw = entragate::app::start(&config).await.expect("starts");
+    for _ in 0..400 {
+        if gw.keys().is_ready() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let client = common::client();
+    let send = |token: String| {
+        let client = client.clone();
+        let url = format!("http://{}/ehr", gw.addr);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    let good = issuer.claims(TokenVersion::V1, AUDIENCE);
+    assert_eq!(send(issuer.mint(&good)).await, 200);
+    let mut other_client = good.clone();
+    other_client.insert(
+        "appid".into(),
+        json!("7ab7862c-4c57-491e-8a45-d52a7e023983"),
+    );
+    assert_eq!(send(issuer.mint(&other_client)).await, 401);
+    let mut no_scope = good.clone();
+    no_scope.insert("scp".into(), json!("other.scope"));
+    assert_eq!(send(issuer.mint(&no_scope)).await, 403);
+    let mut other_aud = good;
+    other_aud.insert("aud".into(), json!("https://elsewhere.example"));
+    assert_eq!(send(issuer.mint(&other_aud)).await, 401);
+    assert_eq!(
+        echo.requests(),
+        1,
+        "only the good token reached the backend"
+    );
+}
