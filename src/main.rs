@@ -1,10 +1,10 @@
-//! `entragate`: arguments -> config -> telemetry -> app (or an operator command); nothing else.
+//! `entragate`: arguments -> config -> telemetry -> app, or an operator command; nothing else.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use entragate::cli::{Cli, Command, Format, LogFormatArg};
+use entragate::cli::{Cli, Command, LogFormatArg};
 use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
 use entragate::ops::{check, explain, import_apim};
 use entragate::{app, dev, reload, telemetry};
@@ -79,8 +79,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Check { config, format } => {
-            let path = path_of(config);
-            runtime.block_on(run_check(&path, format))
+            ExitCode::from(runtime.block_on(check::command(&path_of(config), format)))
         }
         Command::Explain {
             config,
@@ -90,132 +89,20 @@ fn main() -> ExitCode {
             format,
             token,
         } => {
-            let config_file = path_of(config);
-            runtime.block_on(run_explain(
-                &config_file,
-                &token,
+            let args = explain::Args {
+                config: path_of(config),
+                token,
                 offline,
-                &method,
+                method,
                 path,
                 format,
-            ))
+            };
+            ExitCode::from(runtime.block_on(explain::command(args)))
         }
-        Command::ImportApim { policy } => run_import(&policy),
+        Command::ImportApim { policy } => ExitCode::from(import_apim::command(&policy)),
     }
 }
 
 fn path_of(flag: Option<PathBuf>) -> PathBuf {
     config_path(flag, std::env::var(CONFIG_ENV).ok())
-}
-
-async fn run_check(path: &Path, format: Format) -> ExitCode {
-    let shown = path.display().to_string();
-    let (report, code) = match Config::load_file(path) {
-        Err(e) => (check::Report::bad_config(&shown, &e), BAD_CONFIG),
-        Ok(config) => match check::run(&config, &shown, &mut std::io::stderr()).await {
-            Ok(report) => {
-                let code = if report.ok { 0 } else { RUNTIME_FAILURE };
-                (report, code)
-            }
-            Err(e) => {
-                eprintln!("entragate check: {e}");
-                return ExitCode::from(RUNTIME_FAILURE);
-            }
-        },
-    };
-    match format {
-        Format::Text => print!("{}", report.to_text()),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-    }
-    ExitCode::from(code)
-}
-
-async fn run_explain(
-    config_file: &Path,
-    token: &str,
-    offline: bool,
-    method: &str,
-    path: String,
-    format: Format,
-) -> ExitCode {
-    let config = match Config::load_file(config_file) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("entragate explain: {}: {e}", config_file.display());
-            return ExitCode::from(BAD_CONFIG);
-        }
-    };
-    let Ok(method) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        eprintln!("entragate explain: --method {method:?} is not an HTTP method");
-        return ExitCode::from(BAD_CONFIG);
-    };
-    let token = match explain::read_token(token, std::io::stdin().lock()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("entragate explain: {e}");
-            return ExitCode::from(BAD_CONFIG);
-        }
-    };
-    let opts = explain::Options {
-        offline,
-        method,
-        path,
-    };
-    match explain::explain(&config, &token, &opts, &mut std::io::stderr()).await {
-        Ok(x) => {
-            match format {
-                Format::Text => print!("{}", x.to_text()),
-                Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&x).unwrap_or_default())
-                }
-            }
-            ExitCode::from(if x.accepted { 0 } else { RUNTIME_FAILURE })
-        }
-        Err(e @ explain::ExplainError::Client(_)) => {
-            eprintln!("entragate explain: {e}");
-            ExitCode::from(RUNTIME_FAILURE)
-        }
-        Err(e) => {
-            eprintln!("entragate explain: {e}");
-            ExitCode::from(BAD_CONFIG)
-        }
-    }
-}
-
-fn run_import(policy: &Path) -> ExitCode {
-    let (xml, source) = if policy.as_os_str() == "-" {
-        let mut text = String::new();
-        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
-            eprintln!("entragate import-apim: cannot read standard input: {e}");
-            return ExitCode::from(BAD_CONFIG);
-        }
-        (text, "standard input".to_owned())
-    } else {
-        match std::fs::read_to_string(policy) {
-            Ok(t) => (t, policy.display().to_string()),
-            Err(e) => {
-                eprintln!(
-                    "entragate import-apim: cannot read {}: {e}",
-                    policy.display()
-                );
-                return ExitCode::from(BAD_CONFIG);
-            }
-        }
-    };
-    match import_apim::convert(&xml, &source) {
-        Ok(c) => {
-            print!("{}", c.toml);
-            for w in &c.warnings {
-                eprintln!("entragate import-apim: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("entragate import-apim: {}: {e}", source);
-            ExitCode::from(BAD_CONFIG)
-        }
-    }
 }

@@ -12,6 +12,11 @@ pub mod import_apim;
 
 use std::time::Duration;
 
+/// Exit code: a check failed, or a token is refused (SPEC §2's runtime failure).
+const FAILED: u8 = 1;
+/// Exit code: bad usage or bad config.
+const BAD_CONFIG: u8 = 2;
+
 /// Client applications whose IDs people meet in Power BI / Power Platform tokens (`appid` in
 /// v1, `azp` in v2), as Microsoft documents them for pre-authorization.
 pub const POWER_PLATFORM_CLIENTS: [(&str, &str); 3] = [

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::ms;
+use super::{BAD_CONFIG, FAILED, ms};
+use crate::cli::Format;
 use crate::config::{Config, ConfigError};
 use crate::keys::{KeyStore, fetch_keys, fetch_metadata};
 use crate::metrics::Metrics;
@@ -116,6 +117,33 @@ impl Report {
             .chain(&self.checklist)
             .filter(|i| i.status == Status::Fail)
     }
+}
+
+/// `entragate check`: loads the config at `path`, checks it, prints the report; returns the
+/// exit code (0 all well, 1 a check failed, 2 bad config).
+pub async fn command(path: &std::path::Path, format: Format) -> u8 {
+    let shown = path.display().to_string();
+    let (report, code) = match Config::load_file(path) {
+        Err(e) => (Report::bad_config(&shown, &e), BAD_CONFIG),
+        Ok(config) => match run(&config, &shown, &mut std::io::stderr()).await {
+            Ok(report) => {
+                let code = if report.ok { 0 } else { FAILED };
+                (report, code)
+            }
+            Err(e) => {
+                eprintln!("entragate check: {e}");
+                return FAILED;
+            }
+        },
+    };
+    match format {
+        Format::Text => print!("{}", report.to_text()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+    }
+    code
 }
 
 /// Checks a loaded config: fetches every issuer's metadata and keys (saying so on

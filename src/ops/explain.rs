@@ -19,10 +19,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{client_name, ms};
+use super::{BAD_CONFIG, FAILED, client_name, ms};
 use crate::auth::diagnose::{IssuerFinding, SignatureFinding, expected_issuers, version_of};
 use crate::auth::validate::unix_now;
 use crate::auth::{Challenges, Policy, Reason, Refusal, Validator, path, token};
+use crate::cli::Format;
 use crate::config::{Config, Mode};
 use crate::keys::{KeyStore, TokenVersion};
 use crate::metrics::Metrics;
@@ -108,6 +109,67 @@ pub enum ExplainError {
     Client(String),
     #[error("the challenge headers cannot be built: {0}")]
     Challenge(String),
+}
+
+/// The command line of `entragate explain`.
+#[derive(Debug)]
+pub struct Args {
+    pub config: std::path::PathBuf,
+    pub token: String,
+    pub offline: bool,
+    pub method: String,
+    pub path: String,
+    pub format: Format,
+}
+
+/// `entragate explain`: prints the explanation; returns the exit code (0 accepted, 1 refused
+/// or the identity provider's client could not start, 2 bad usage or bad config).
+pub async fn command(args: Args) -> u8 {
+    let config = match Config::load_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("entragate explain: {}: {e}", args.config.display());
+            return BAD_CONFIG;
+        }
+    };
+    let Ok(method) = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!(
+            "entragate explain: --method {:?} is not an HTTP method",
+            args.method
+        );
+        return BAD_CONFIG;
+    };
+    let token = match read_token(&args.token, std::io::stdin().lock()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("entragate explain: {e}");
+            return BAD_CONFIG;
+        }
+    };
+    let opts = Options {
+        offline: args.offline,
+        method,
+        path: args.path,
+    };
+    match explain(&config, &token, &opts, &mut std::io::stderr()).await {
+        Ok(x) => {
+            match args.format {
+                Format::Text => print!("{}", x.to_text()),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&x).unwrap_or_default())
+                }
+            }
+            if x.accepted { 0 } else { FAILED }
+        }
+        Err(e @ ExplainError::Client(_)) => {
+            eprintln!("entragate explain: {e}");
+            FAILED
+        }
+        Err(e) => {
+            eprintln!("entragate explain: {e}");
+            BAD_CONFIG
+        }
+    }
 }
 
 /// The token from the argument or, for `-`, from `stdin`: surrounding blanks and a leading

@@ -14,6 +14,7 @@ mod draft;
 
 use roxmltree::{Document, Node};
 
+use super::BAD_CONFIG;
 use crate::config::Config;
 use draft::{Draft, string, strings};
 
@@ -34,6 +35,45 @@ pub enum ImportError {
         "no <validate-jwt> or <validate-azure-ad-token> element found: pass the API's or operation's policy that holds it"
     )]
     NoPolicy,
+}
+
+/// `entragate import-apim POLICY` (`-` reads standard input): the TOML on stdout, what needs
+/// attention on stderr; returns the exit code (0 converted, 2 unreadable, malformed, or no
+/// validation element).
+#[must_use]
+pub fn command(policy: &std::path::Path) -> u8 {
+    let (xml, source) = if policy.as_os_str() == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            eprintln!("entragate import-apim: cannot read standard input: {e}");
+            return BAD_CONFIG;
+        }
+        (text, "standard input".to_owned())
+    } else {
+        match std::fs::read_to_string(policy) {
+            Ok(t) => (t, policy.display().to_string()),
+            Err(e) => {
+                eprintln!(
+                    "entragate import-apim: cannot read {}: {e}",
+                    policy.display()
+                );
+                return BAD_CONFIG;
+            }
+        }
+    };
+    match convert(&xml, &source) {
+        Ok(c) => {
+            print!("{}", c.toml);
+            for w in &c.warnings {
+                eprintln!("entragate import-apim: {w}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("entragate import-apim: {source}: {e}");
+            BAD_CONFIG
+        }
+    }
 }
 
 /// Converts the policy document `xml` (named `source` in the output's header).
