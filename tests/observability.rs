@@ -103,6 +103,7 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
         ("entragate_key_fetches", "counter"),
         ("entragate_key_age_seconds", "gauge"),
         ("entragate_keys_stale_served", "counter"),
+        ("entragate_token_cache_lookups", "counter"),
     ] {
         assert_eq!(
             before.types.get(family).map(String::as_str),
@@ -155,6 +156,11 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
             .status(),
         401
     );
+    // The same token twice: the second is a verified-token cache hit.
+    let again = h.token(TokenVersion::V1);
+    for _ in 0..2 {
+        assert_eq!(h.get_with_token("/again", &again).await.status(), 200);
+    }
     let slow = {
         let client = h.client.clone();
         let url = h.url("/delay/1200");
@@ -170,7 +176,7 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
         })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while h.echo.requests() < 4 {
+    while h.echo.requests() < 6 {
         assert!(
             std::time::Instant::now() < deadline,
             "slow request not upstream"
@@ -189,8 +195,12 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
             "entragate_requests_total",
             &[("outcome", "allowed"), ("reason", "none")]
         ),
-        4.0
+        6.0
     );
+    let hits = moved("entragate_token_cache_lookups_total", &[("result", "hit")]);
+    let misses = moved("entragate_token_cache_lookups_total", &[("result", "miss")]);
+    assert_eq!(hits + misses, 7.0, "every well-formed token is looked up");
+    assert!(hits >= 1.0, "the repeated token hit the cache");
     assert_eq!(
         moved(
             "entragate_requests_total",
@@ -205,8 +215,8 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
         ),
         1.0
     );
-    assert_eq!(moved("entragate_auth_duration_seconds_count", &[]), 6.0);
-    assert_eq!(moved("entragate_upstream_duration_seconds_count", &[]), 4.0);
+    assert_eq!(moved("entragate_auth_duration_seconds_count", &[]), 8.0);
+    assert_eq!(moved("entragate_upstream_duration_seconds_count", &[]), 6.0);
     assert!(
         moved("entragate_upstream_duration_seconds_sum", &[]) >= 1.2,
         "the slow request's 1.2 s is in the sum"
@@ -220,7 +230,7 @@ async fn metrics_scrape_has_every_family_and_values_follow_the_traffic() {
     );
     assert_eq!(
         moved("entragate_upstream_responses_total", &[("class", "2xx")]),
-        4.0
+        6.0
     );
     assert_eq!(
         moved("entragate_upstream_responses_total", &[("class", "5xx")]),
