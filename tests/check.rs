@@ -128,7 +128,7 @@ async fn an_application_id_uri_with_a_path_fails_with_the_scheme_and_host_as_fix
     let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
     let file = config(
         &issuer,
-        "",
+        r#"public_url = "https://api.contoso.example""#,
         &format!(r#"audiences = ["https://api.contoso.example/ehrbase", "{API_CLIENT_ID}"]"#),
     );
     let (code, report, _) = check_json(&file).await;
@@ -145,6 +145,13 @@ async fn an_application_id_uri_with_a_path_fails_with_the_scheme_and_host_as_fix
     assert!(
         fix.contains("Application ID URI") && fix.contains("\"https://api.contoso.example\""),
         "{fix}"
+    );
+    // The same host with a path does not cover the public URL either.
+    assert!(
+        items(&report, "app_id_uri")
+            .iter()
+            .all(|i| i["status"] == "fail"),
+        "{report:#}"
     );
 }
 

@@ -189,12 +189,17 @@ fn app_id_uri(config: &Config, out: &mut Vec<Item>) {
             );
         }
     }
+    // An audience with a path (failed above) does not cover the public URL.
+    let exact = |p: &str| {
+        urls.iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(p))
+    };
     match &public {
-        Some(p) if !urls.iter().any(|a| origin_of(a).as_deref() == Some(p)) => out.push(
+        Some(p) if !exact(p) => out.push(
             Item::new(
                 "app_id_uri",
                 Status::Fail,
-                format!("server.public_url is {p}, but no audience has that scheme+host ({urls:?}): tokens Power BI gets for {p} would be refused as audience_mismatch"),
+                format!("server.public_url is {p}, but no audience is that scheme+host ({urls:?}): tokens Power BI gets for {p} would be refused as audience_mismatch"),
             )
             .fix(format!("Set the Application ID URI (Expose an API) to {p} and add \"{p}\" to entra.audiences, or correct server.public_url.")),
         ),
