@@ -108,6 +108,9 @@ pub struct Server {
     pub max_in_flight: usize,
     /// Largest request body in bytes (413 past it); `None` = no limit. Routes may override.
     pub max_body: Option<u64>,
+    /// How often `serve` looks at the config file's modification time and reloads it when it
+    /// changed; zero = only on SIGHUP.
+    pub reload_poll: Duration,
 }
 
 /// `server.mode`: what the main listener answers.
@@ -217,6 +220,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.header_read_timeout",
     "server.max_body",
     "server.max_header_bytes",
+    "server.reload_poll",
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
@@ -390,7 +394,9 @@ fn read_server(r: &mut Reader) -> Server {
     }
     let max_in_flight = positive(r, "server.max_in_flight", 10_000);
     let max_body = r.size("server.max_body");
+    let reload_poll = r.duration("server.reload_poll", "0s");
     Server {
+        reload_poll,
         max_body,
         limits,
         max_in_flight,

@@ -63,33 +63,81 @@ pub async fn reload(running: &mut Running, path: &Path) -> Result<(), ReloadErro
     result.map(|_| ())
 }
 
-/// Serves until SIGTERM or SIGINT, reloading `path` on every SIGHUP; then drains in-flight
-/// requests for the `server.shutdown_grace` in force. Returns whether they all finished.
+/// Serves until SIGTERM or SIGINT, reloading `path` on every SIGHUP and, with
+/// `server.reload_poll`, whenever the file's modification time or size changes; then drains
+/// in-flight requests for the `server.shutdown_grace` in force. Returns whether they all
+/// finished.
 pub async fn serve(mut running: Running, path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                let stop = crate::app::shutdown_signal();
-                tokio::pin!(stop);
-                loop {
-                    tokio::select! {
-                        () = &mut stop => break,
-                        Some(()) = hup.recv() => {
-                            let _ = reload(&mut running, path).await;
-                        }
-                    }
-                }
+    let mut hangup = Hangup::listen();
+    let stop = crate::app::shutdown_signal();
+    tokio::pin!(stop);
+    let mut seen = stamp(path);
+    loop {
+        let poll = running.config().server.reload_poll;
+        let tick = async {
+            if poll.is_zero() {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(poll).await;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; live reload is off");
-                crate::app::shutdown_signal().await;
+        };
+        tokio::select! {
+            () = &mut stop => break,
+            () = hangup.recv() => {
+                let _ = reload(&mut running, path).await;
+                seen = stamp(path);
+            }
+            () = tick => {
+                let now = stamp(path);
+                if now != seen {
+                    // Remembered before reloading: a half-written file is refused once, and
+                    // the next change (the write completing) is seen again.
+                    seen = now;
+                    tracing::info!(path = %path.display(), "config file changed");
+                    let _ = reload(&mut running, path).await;
+                }
             }
         }
     }
-    #[cfg(not(unix))]
-    crate::app::shutdown_signal().await;
     let grace = running.config().server.shutdown_grace;
     running.drain(grace).await
+}
+
+/// The file's modification time and size (a ConfigMap update swaps a symlink; metadata
+/// follows it).
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// SIGHUP, where there is one.
+struct Hangup(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(s) => Self(Some(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on SIGHUP is off");
+                    Self(None)
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Self()
+    }
+
+    /// The next SIGHUP (never, without one).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.0
+            && s.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
 }

@@ -251,3 +251,40 @@ async fn a_new_tenant_is_trusted_after_reload_and_a_new_listener_needs_a_restart
     assert!(allowed.ends_with(" 2"), "{allowed}");
     gw.stop(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reload_poll_a_changed_file_is_reloaded_without_a_signal() {
+    let (issuer, echo) = start_upstreams().await;
+    let mut gw = Gateway::start(&issuer, &echo.url(), r#"reload_poll = "200ms""#, &[]).await;
+    let new_aud = issuer.mint(&issuer.claims(TokenVersion::V2, NEW_AUDIENCE));
+    let mut conn = Connection::open(gw.addr).await;
+    assert_eq!(conn.get("/a", &new_aud).await.0, 401);
+
+    let text = gw.config.read().replace(
+        &audiences_line(),
+        &format!(r#"audiences = ["{AUDIENCE}", "{NEW_AUDIENCE}"]"#),
+    );
+    gw.config.write(&text);
+    let log = gw.proc.wait_for_stderr("configuration reloaded").await;
+    assert!(log.contains("config file changed"), "{log}");
+    assert_eq!(conn.get("/b", &new_aud).await.0, 200);
+
+    // An invalid edit is refused once and not retried until the file changes again.
+    gw.config
+        .write(&text.replace("[upstream]", "[upstream]\nspeed = 1"));
+    let log = gw
+        .proc
+        .wait_for_stderr("configuration reload refused")
+        .await;
+    assert!(log.contains("upstream.speed"), "{log}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        gw.proc
+            .stderr()
+            .matches("configuration reload refused")
+            .count(),
+        1
+    );
+    assert_eq!(conn.get("/c", &new_aud).await.0, 200);
+    gw.stop(Duration::from_secs(10)).await;
+}
