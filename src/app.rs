@@ -72,7 +72,8 @@ pub struct Running {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Keys whose new value takes effect only after a restart (listener addresses,
-    /// `server.mode`, log format), with the value still in force.
+    /// `server.mode`, log format, `max_in_flight`, connection limits), with the value still
+    /// in force.
     pub restart_needed: Vec<(&'static str, String)>,
     /// Key sources that are new with this config (their keys were fetched before the swap).
     pub new_key_sources: Vec<String>,
@@ -318,8 +319,9 @@ impl Running {
     /// are kept with their keys; new ones are fetched (for at most
     /// `entra.metadata_timeout`) before the swap, so tokens of a new tenant are not met with
     /// 503 while its keys load. Every front end (proxy, forward-auth, `ext_authz`) reads the
-    /// swapped gateway. Listener addresses, `server.mode` and the log format cannot change in
-    /// a running process: they are reported in [`Applied::restart_needed`].
+    /// swapped gateway. Listener addresses, `server.mode`, the log format, `max_in_flight`
+    /// and the connection limits cannot change in a running process: they are reported in
+    /// [`Applied::restart_needed`].
     ///
     /// # Errors
     /// When the new config's HTTP client or challenge headers cannot be built; the old
