@@ -5,16 +5,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-
+use common::ext_authz::{allowed, denied, request};
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue, SocketAddress, address,
+    HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue,
 };
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 
 const ROUTES: &str = r#"
 [[routes]]
@@ -35,78 +32,8 @@ async fn start(extra: Extra) -> Harness {
     .await
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let http = attribute_context::HttpRequest {
-        id: "envoy-request-id".into(),
-        method: method.into(),
-        path: path.into(),
-        host: "api.contoso.example".into(),
-        scheme: "https".into(),
-        protocol: "HTTP/1.1".into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<HashMap<_, _>>(),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(attribute_context::Peer {
-                address: Some(Address {
-                    address: Some(address::Address::SocketAddress(SocketAddress {
-                        address: "203.0.113.7".into(),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(attribute_context::Request {
-                http: Some(http),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
 async fn check(h: &Harness, req: CheckRequest) -> CheckResponse {
-    let addr = h.gw.ext_authz_addr.expect("ext_authz listener");
-    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
-    client.check(req).await.expect("Check").into_inner()
-}
-
-/// `(status, headers, body)` of a denied response.
-fn denied(r: &CheckResponse) -> (i32, Vec<(String, String)>, String) {
-    match &r.http_response {
-        Some(HttpResponse::DeniedResponse(d)) => (
-            d.status.as_ref().map_or(0, |s| s.code),
-            d.headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            d.body.clone(),
-        ),
-        other => panic!("not denied: {other:?}"),
-    }
-}
-
-/// `(headers set upstream, headers removed)` of an OK response.
-fn allowed(r: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
-    assert_eq!(r.status.as_ref().map(|s| s.code), Some(0), "{r:?}");
-    match &r.http_response {
-        Some(HttpResponse::OkResponse(ok)) => (
-            ok.headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            ok.headers_to_remove.clone(),
-        ),
-        other => panic!("not OK: {other:?}"),
-    }
+    common::ext_authz::check(h.gw.ext_authz_addr.expect("ext_authz listener"), req).await
 }
 
 fn www_authenticate(headers: &[(String, String)]) -> Vec<&str> {

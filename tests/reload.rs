@@ -1,7 +1,8 @@
 //! Live reload of the real binary with `kill -HUP`: a valid config replaces audiences, routes,
 //! issuers and upstream in place, over connections that stay open and with in-flight requests
 //! finishing; an invalid one is refused with a log line naming every problem while the old
-//! config keeps serving; a new listener address is logged as needing a restart.
+//! config keeps serving; a new listener address is logged as needing a restart. Forward-auth
+//! and the Envoy `ext_authz` listener read the reloaded config exactly as the proxy does.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::ext_authz;
 use common::process::{Gateway, start_upstreams};
 use common::{AUDIENCE, TENANT, loopback};
 use entragate::dev::{DevIssuer, EchoUpstream};
@@ -286,5 +288,75 @@ async fn with_reload_poll_a_changed_file_is_reloaded_without_a_signal() {
         1
     );
     assert_eq!(conn.get("/c", &new_aud).await.0, 200);
+    gw.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_and_ext_authz_see_the_reloaded_audiences_and_routes() {
+    let (issuer, echo) = start_upstreams().await;
+    let [grpc_port] = common::process::free_ports::<1>();
+    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    let server = format!(
+        "mode = \"forward-auth\"\ntrusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"{grpc}\""
+    );
+    let mut gw = Gateway::start(&issuer, &echo.url(), &server, &[]).await;
+    let token = format!(
+        "Bearer {}",
+        issuer.mint(&issuer.claims(TokenVersion::V2, AUDIENCE))
+    );
+    let new_aud = format!(
+        "Bearer {}",
+        issuer.mint(&issuer.claims(TokenVersion::V1, NEW_AUDIENCE))
+    );
+    // The ingress asks about the original request named in its headers.
+    let forward_auth = |bearer: &str, uri: &str| {
+        let req = common::client()
+            .get(gw.url("/auth"))
+            .header("authorization", bearer)
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", uri);
+        async move { req.send().await.expect("forward-auth").status().as_u16() }
+    };
+    let ext_authz = |bearer: &str, path: &str| {
+        let req = ext_authz::request("GET", path, &[("authorization", bearer)]);
+        async move { ext_authz::status(&ext_authz::check(grpc, req).await) }
+    };
+
+    assert_eq!(forward_auth(&token, "/admin/x").await, 200);
+    assert_eq!(
+        forward_auth(&new_aud, "/a").await,
+        401,
+        "not an audience yet"
+    );
+    assert_eq!(ext_authz(&token, "/admin/x").await, 200);
+    assert_eq!(ext_authz(&new_aud, "/a").await, 401);
+
+    // A new audience and a new route; the mode cannot change in place.
+    let text = gw
+        .config
+        .read()
+        .replace(
+            &audiences_line(),
+            &format!(r#"audiences = ["{AUDIENCE}", "{NEW_AUDIENCE}"]"#),
+        )
+        .replace("mode = \"forward-auth\"", "mode = \"proxy\"")
+        + "\n[[routes]]\npath = \"/admin\"\nroles = [\"Admin\"]\n";
+    let log = reload(&gw, &text, "configuration reloaded").await;
+    assert!(
+        log.contains(
+            "server.mode changed: it takes effect only after a restart; still using forward-auth"
+        ),
+        "{log}"
+    );
+
+    assert_eq!(forward_auth(&new_aud, "/a").await, 200);
+    assert_eq!(forward_auth(&token, "/admin/x").await, 403);
+    assert_eq!(ext_authz(&new_aud, "/a").await, 200);
+    assert_eq!(ext_authz(&token, "/admin/x").await, 403);
+    assert_eq!(
+        echo.requests(),
+        0,
+        "still forward-auth: nothing is forwarded"
+    );
     gw.stop(Duration::from_secs(10)).await;
 }

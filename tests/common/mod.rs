@@ -2,6 +2,7 @@
 //! upstream and the gateway, all on 127.0.0.1 port 0, talked to with a real HTTP client.
 #![allow(dead_code)]
 
+pub mod ext_authz;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -73,8 +73,8 @@ fn binary(name: &str, env: &str, install: &str) -> PathBuf {
 
 /// A free loopback port (bound, read, released: a proxy config needs a fixed number).
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    let [port] = common::process::free_ports::<1>();
+    port
 }
 
 /// A proxy process started by a test, killed (by its own handle) when dropped.
