@@ -64,7 +64,9 @@ impl Forwarder {
         }
     }
 
-    /// True when `peer` may set forwarding headers.
+    /// True when `peer` may set forwarding headers (`server.trusted_proxies`): its
+    /// `X-Forwarded-*` chain is extended here, and in forward-auth mode its original-request
+    /// headers are believed ([`crate::forward_auth`]).
     #[must_use]
     pub fn trusts(&self, peer: SocketAddr) -> bool {
         headers::is_trusted(&self.trusted_proxies, peer.ip())
