@@ -44,13 +44,31 @@ impl Facts {
     }
 }
 
+/// Values read from a refused (unverified) token are cut to this many bytes for the log, so
+/// a hostile 60 KB `kid` cannot flood it.
+const MAX_LOGGED: usize = 128;
+
+fn capped(v: Option<String>) -> Option<String> {
+    v.map(|mut s| {
+        if s.len() > MAX_LOGGED {
+            let mut end = MAX_LOGGED;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s.push('…');
+        }
+        s
+    })
+}
+
 impl From<Rejected> for Facts {
     fn from(r: Rejected) -> Self {
         Self {
-            kid: r.kid,
-            tid: r.tid,
-            ver: r.ver,
-            client: r.client,
+            kid: capped(r.kid),
+            tid: capped(r.tid),
+            ver: capped(r.ver),
+            client: capped(r.client),
         }
     }
 }
