@@ -388,3 +388,34 @@ async fn the_binary_exits_2_naming_the_key_of_a_missing_certificate() {
     assert!(stderr.contains("server.tls_cert: cannot read"), "{stderr}");
     assert!(stderr.contains("server.tls_key: cannot read"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_handshake_loses_its_connection() {
+    use tokio::io::AsyncReadExt as _;
+    let ca = Ca::new("test CA");
+    let volume = SecretVolume::new(&ca.server("gateway"));
+    let h = Harness::start_with(Extra {
+        server: format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nheader_read_timeout = \"500ms\"\n",
+            volume.cert_path(),
+            volume.key_path()
+        ),
+        ..Extra::default()
+    })
+    .await;
+    // Connects and says nothing (no ClientHello).
+    let mut idle = TcpStream::connect(h.gw.addr).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "connection still open after 5s: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Meanwhile the listener still serves others.
+    let tls = pki::connect(h.gw.addr, pki::client_config(&ca, &[b"h2"]))
+        .await
+        .expect("a prompt client still gets its handshake");
+    assert_eq!(pki::alpn(&tls).as_deref(), Some(&b"h2"[..]));
+}
