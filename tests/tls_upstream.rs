@@ -258,3 +258,46 @@ fn upstream_tls_config_errors_name_the_key() {
         assert!(e.problems[0].message.contains(message), "{upstream}: {e}");
     }
 }
+
+#[tokio::test]
+async fn insecure_skip_verify_is_announced_at_every_start() {
+    let dir = TempDir::new("upstream-insecure");
+    let config = dir.file(
+        "entragate.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"https://ehrbase.internal:8443\"\ninsecure_skip_verify = true\n[entra]\ntenant_id = \"{}\"\naudiences = [\"{}\"]\nauthority = \"http://127.0.0.1:9\"\n",
+            common::TENANT,
+            common::AUDIENCE
+        ),
+    );
+    let log = dir.path("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_entragate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("ENTRAGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("entragate listening") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("entragate listening"), "{text}");
+    assert!(text.contains("WARN"), "{text}");
+    assert!(
+        text.contains(
+            "upstream.insecure_skip_verify = true: the upstream's TLS certificate is NOT verified"
+        ),
+        "{text}"
+    );
+}
