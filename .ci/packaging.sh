@@ -17,7 +17,12 @@ MAX_IMAGE_BYTES=$((20 * 1000 * 1000))
 K8S_MIN=1.30.0 # native sidecars and the preStop sleep action
 mkdir -p "$TOOLS"
 
-section() { echo "--- packaging: $*"; }
+checks=0
+# Each section runs only when the one before it passed (any failure exits).
+section() {
+    checks=$((checks + 1))
+    echo "--- packaging: $*"
+}
 fail() {
     echo "packaging: FAILED: $*" >&2
     exit 1
@@ -88,6 +93,7 @@ expect_inspect() {
 expect_inspect '{{.Config.User}}' '65532:65532'
 expect_inspect '{{json .Config.Entrypoint}}' '["/entragate"]'
 expect_inspect '{{json .Config.Cmd}}' '["serve"]'
+# shellcheck disable=SC2016 # a Go template, not a shell expansion
 expect_inspect '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' '8080/tcp 9090/tcp '
 podman image inspect --format '{{json .Config.Env}}' "$IMAGE" | grep -q '"ENTRAGATE_CONFIG=/etc/entragate/entragate.toml"' ||
     fail "ENTRAGATE_CONFIG not set in the image"
@@ -158,8 +164,9 @@ wait "$serve_pid" || true
 cat target/image/serve.log
 [[ -n "$healthy" ]] || fail "the image did not start serving with a good config"
 [[ "$challenge" == 401 ]] || fail "the gateway in the image answered $challenge to a request without a token, expected 401"
-[[ -n "$stopped" ]] && grep -q "all requests finished" target/image/serve.log ||
+if [[ -z "$stopped" ]] || ! grep -q "all requests finished" target/image/serve.log; then
     fail "the gateway in the image did not stop cleanly on SIGTERM"
+fi
 echo "serve in the image: /healthz 200, no token 401, SIGTERM drains and exits"
 
 section "compose (docker-compose config)"
@@ -207,3 +214,4 @@ section "yamllint"
 "$PY/yamllint" --strict -c .yamllint.yaml deploy .yamllint.yaml
 
 echo "--- packaging: all checks passed"
+echo "packaging: $checks passed, 0 failed"
