@@ -391,7 +391,7 @@ async fn the_binary_exits_2_naming_the_key_of_a_missing_certificate() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_loses_its_connection() {
-    use tokio::io::AsyncReadExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let ca = Ca::new("test CA");
     let volume = SecretVolume::new(&ca.server("gateway"));
     let h = Harness::start_with(Extra {
@@ -403,16 +403,20 @@ async fn a_client_that_never_finishes_the_handshake_loses_its_connection() {
         ..Extra::default()
     })
     .await;
-    // Connects and says nothing (no ClientHello).
-    let mut idle = TcpStream::connect(h.gw.addr).await.expect("connect");
-    let started = Instant::now();
-    let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0) | Err(_))),
-        "connection still open after 5s: {closed:?}"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    // One client says nothing; the other starts a ClientHello (a TLS record header) and stalls.
+    let silent = TcpStream::connect(h.gw.addr).await.expect("connect");
+    let mut stalled = TcpStream::connect(h.gw.addr).await.expect("connect");
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+    for (what, mut conn) in [("silent", silent), ("stalled", stalled)] {
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "{what}: connection still open after 5s: {closed:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}");
+    }
     // Meanwhile the listener still serves others.
     let tls = pki::connect(h.gw.addr, pki::client_config(&ca, &[b"h2"]))
         .await

@@ -387,3 +387,13 @@ fn the_documented_example_config_loads() {
     assert!(c.server.tls.is_none());
     assert!(!c.upstream.tls.insecure_skip_verify);
 }
+
+#[test]
+fn sizes_may_be_plain_toml_integers() {
+    let c = load(&format!("{MINIMAL}\n[server]\nmax_body = 1048576\n"), &[]).expect("valid");
+    assert_eq!(c.server.max_body, Some(1_048_576));
+    let c = load(&format!("{MINIMAL}\n[server]\nmax_body = 0\n"), &[]).expect("valid");
+    assert_eq!(c.server.max_body, None);
+    let e = load(&format!("{MINIMAL}\n[server]\nmax_body = -1\n"), &[]).expect_err("negative");
+    assert_eq!(keys(&e), ["server.max_body"]);
+}

@@ -5,8 +5,10 @@
 //! differ from what it saw last, it parses them and, if they form a valid pair, swaps the new
 //! certificate into the resolver. rustls asks the resolver once per handshake, so connections
 //! already established keep the certificate they were opened with and every new one gets the
-//! new certificate. A pair that does not load (unreadable, not PEM, key not matching, a
-//! rotation caught half-way) is logged and counted, and the current certificate stays.
+//! new certificate. A pair that does not load (unreadable, not PEM, key not matching, files
+//! copied one after the other and caught in between) is logged once and counted, and the
+//! current certificate stays. A certificate that changes while the pair is being read is
+//! simply read again at the next look.
 //!
 //! Contents are compared, not modification times: a swap within the same second, or a
 //! symlink flip that keeps the old time, is still seen.
@@ -103,7 +105,9 @@ async fn check_once(
     last_seen: &mut [u8; 32],
 ) {
     let (cert, key) = match read_pair(&watch.cert_path, &watch.key_path).await {
-        Ok(pair) => pair,
+        Ok(Some(pair)) => pair,
+        // The files changed while being read: look again at the next tick.
+        Ok(None) => return,
         Err((key_name, message)) => {
             // The same failure is reported once, not every few seconds.
             let seen = digest(key_name, &message);
@@ -148,21 +152,22 @@ async fn check_once(
     }
 }
 
+/// Both files; `None` when the certificate changed while the key was being read (a swap
+/// between the two reads would otherwise pair the old certificate with the new key).
 async fn read_pair(
     cert_path: &Path,
     key_path: &Path,
-) -> Result<(String, String), (&'static str, String)> {
-    let cert = tokio::fs::read_to_string(cert_path).await.map_err(|e| {
-        (
-            "server.tls_cert",
-            format!("cannot read {}: {e}", cert_path.display()),
-        )
-    })?;
-    let key = tokio::fs::read_to_string(key_path).await.map_err(|e| {
-        (
-            "server.tls_key",
-            format!("cannot read {}: {e}", key_path.display()),
-        )
-    })?;
-    Ok((cert, key))
+) -> Result<Option<(String, String)>, (&'static str, String)> {
+    let read = |key_name: &'static str, path: &Path| {
+        let path = path.to_owned();
+        async move {
+            tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| (key_name, format!("cannot read {}: {e}", path.display())))
+        }
+    };
+    let cert = read("server.tls_cert", cert_path).await?;
+    let key = read("server.tls_key", key_path).await?;
+    let again = read("server.tls_cert", cert_path).await?;
+    Ok((again == cert).then_some((cert, key)))
 }
