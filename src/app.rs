@@ -48,6 +48,10 @@ pub enum StartupError {
     HttpClient(String),
     #[error("challenge header: {0}")]
     Challenge(String),
+    #[error(transparent)]
+    UpstreamTls(#[from] crate::tls::upstream::UpstreamTlsError),
+    #[error("TLS listener: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A started gateway.
@@ -72,8 +76,8 @@ pub struct Running {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Keys whose new value takes effect only after a restart (listener addresses,
-    /// `server.mode`, log format, `max_in_flight`, connection limits), with the value still
-    /// in force.
+    /// `server.mode`, log format, `max_in_flight`, connection limits, the listener's TLS
+    /// files), with the value still in force.
     pub restart_needed: Vec<(&'static str, String)>,
     /// Key sources that are new with this config (their keys were fetched before the swap).
     pub new_key_sources: Vec<String>,
@@ -192,9 +196,12 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &client,
         &metrics,
     ));
-    let refreshers = keys.spawn_refresh();
+    let mut refreshers = keys.spawn_refresh();
     let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(build_gateway(
-        config, keys, &metrics,
+        config,
+        keys,
+        &metrics,
+        config.server.tls.is_some(),
     )?));
 
     let (shutdown, signal) = watch::channel(false);
@@ -220,11 +227,35 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         Arc::clone(&metrics),
     );
     let admin = crate::admin::router(Arc::clone(&gateway), Arc::clone(&metrics));
-    servers.push(serve(listener, main, config.server.limits, signal.clone()));
-    servers.push(serve(admin_listener, admin, Limits::default(), signal));
+    // HTTPS when server.tls_cert/tls_key are set; the certificate reloader stops with the
+    // key refreshers. The admin listener stays plain HTTP: probes and scrapers are local.
+    let tls = match &config.server.tls {
+        None => None,
+        Some(tls) => {
+            let (tls_config, reloader) = crate::tls::start(tls, Arc::clone(&metrics.tls_reloads))?;
+            refreshers.extend(reloader);
+            Some(tls_config)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    servers.push(serve(
+        listener,
+        main,
+        config.server.limits,
+        tls,
+        signal.clone(),
+    ));
+    servers.push(serve(
+        admin_listener,
+        admin,
+        Limits::default(),
+        None,
+        signal,
+    ));
     tracing::info!(
         %addr,
         %admin_addr,
+        scheme,
         ext_authz_addr = ext_authz_addr.map(tracing::field::display),
         mode = mode.as_str(),
         "entragate listening"
@@ -253,11 +284,13 @@ fn warn_untrusted_forward_auth(config: &Config) {
 }
 
 /// Everything a request needs for `config`, with `keys` as its key store. Built once per
-/// config (at startup and on each reload), never per request.
+/// config (at startup and on each reload), never per request. `listener_tls`: whether the
+/// main listener (bound at startup) serves HTTPS.
 fn build_gateway(
     config: &Config,
     keys: Arc<KeyStore>,
     metrics: &Arc<Metrics>,
+    listener_tls: bool,
 ) -> Result<Gateway, StartupError> {
     let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
         .map_err(|e| StartupError::Challenge(e.to_string()))?;
@@ -290,7 +323,8 @@ fn build_gateway(
         authorizer,
         challenges,
         identity,
-        forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone()),
+        forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone())?
+            .with_client_tls(listener_tls),
         upstream_authorization: config.upstream.authorization.clone(),
         metrics: Arc::clone(metrics),
         resource_metadata,
@@ -319,9 +353,9 @@ impl Running {
     /// are kept with their keys; new ones are fetched (for at most
     /// `entra.metadata_timeout`) before the swap, so tokens of a new tenant are not met with
     /// 503 while its keys load. Every front end (proxy, forward-auth, `ext_authz`) reads the
-    /// swapped gateway. Listener addresses, `server.mode`, the log format, `max_in_flight`
-    /// and the connection limits cannot change in a running process: they are reported in
-    /// [`Applied::restart_needed`].
+    /// swapped gateway. Listener addresses, `server.mode`, the log format, `max_in_flight`,
+    /// the connection limits and the listener's TLS files cannot change in a running process:
+    /// they are reported in [`Applied::restart_needed`].
     ///
     /// # Errors
     /// When the new config's HTTP client or challenge headers cannot be built; the old
@@ -338,7 +372,12 @@ impl Running {
             Some(old_keys),
         ));
         let fresh = keys.unstarted(Some(old_keys));
-        let gateway = build_gateway(config, Arc::clone(&keys), &self.metrics)?;
+        let gateway = build_gateway(
+            config,
+            Arc::clone(&keys),
+            &self.metrics,
+            self.config.server.tls.is_some(),
+        )?;
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,
@@ -375,6 +414,15 @@ impl Running {
         if config.server.max_in_flight != bound.max_in_flight {
             restart_needed.push(("server.max_in_flight", bound.max_in_flight.to_string()));
         }
+        if !same_listener_tls(config.server.tls.as_ref(), bound.tls.as_ref()) {
+            restart_needed.push((
+                "server.tls_cert, tls_key, tls_reload",
+                bound.tls.as_ref().map_or_else(
+                    || "off".to_owned(),
+                    |t| format!("{} every {:?}", t.cert_path.display(), t.reload),
+                ),
+            ));
+        }
         if config.server.limits != bound.limits {
             restart_needed.push((
                 "server.max_connections, header_read_timeout, max_header_bytes",
@@ -390,6 +438,7 @@ impl Running {
         applied.server.ext_authz_listen = bound.ext_authz_listen;
         applied.server.max_in_flight = bound.max_in_flight;
         applied.server.limits = bound.limits;
+        applied.server.tls.clone_from(&bound.tls);
         warn_untrusted_forward_auth(&applied);
         self.config = applied;
         Ok(Applied {
@@ -428,6 +477,22 @@ impl Running {
             tracing::warn!("grace period over with requests still open; closing them");
         }
         drained
+    }
+}
+
+/// Whether two `server.tls_*` settings describe the same listener: TLS on or off, the same
+/// files, the same reload interval. (New contents of the same files need no restart: the
+/// reloader picks them up.)
+fn same_listener_tls(
+    a: Option<&crate::config::ServerTls>,
+    b: Option<&crate::config::ServerTls>,
+) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.cert_path == b.cert_path && a.key_path == b.key_path && a.reload == b.reload
+        }
+        _ => false,
     }
 }
 
@@ -473,9 +538,10 @@ fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     signal: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(server::serve(listener, router, limits, signal))
+    tokio::spawn(server::serve(listener, router, limits, tls, signal))
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -8,6 +8,7 @@
 
 mod read;
 mod routes;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use jsonwebtoken::Algorithm;
 
 use read::Reader;
 pub use read::{ConfigError, Problem};
+pub use tls::{ClientIdentity, ServerTls, UpstreamTls};
 
 /// Environment variable prefix for config keys.
 pub const ENV_PREFIX: &str = "ENTRAGATE_";
@@ -111,6 +113,8 @@ pub struct Server {
     /// How often `serve` looks at the config file's modification time and reloads it when it
     /// changed; zero = only on SIGHUP.
     pub reload_poll: Duration,
+    /// HTTPS on the proxy listener; `None` = plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 /// `server.mode`: what the main listener answers.
@@ -151,6 +155,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub authorization: UpstreamAuthorization,
+    /// Used only with an `https` scheme.
+    pub tls: UpstreamTls,
 }
 
 /// What the upstream receives in `Authorization`.
@@ -221,6 +227,9 @@ const KNOWN_KEYS: &[&str] = &[
     "server.max_body",
     "server.max_header_bytes",
     "server.reload_poll",
+    "server.tls_cert",
+    "server.tls_key",
+    "server.tls_reload",
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
@@ -228,6 +237,10 @@ const KNOWN_KEYS: &[&str] = &[
     "upstream.basic_user",
     "upstream.basic_password",
     "upstream.basic_password_file",
+    "upstream.ca_file",
+    "upstream.client_cert",
+    "upstream.client_key",
+    "upstream.insecure_skip_verify",
     "entra.tenant_id",
     "entra.authority",
     "entra.audiences",
@@ -256,11 +269,7 @@ const KNOWN_KEYS: &[&str] = &[
 const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
-const NOT_YET: &[(&str, &str)] = &[
-    ("server.tls_cert", "TLS on the listener"),
-    ("server.tls_key", "TLS on the listener"),
-    ("upstream.ca_file", "extra upstream certificate authorities"),
-];
+const NOT_YET: &[(&str, &str)] = &[];
 
 impl Config {
     /// Parses `toml_text` layered with the `ENTRAGATE_*` entries of `env`.
@@ -278,7 +287,7 @@ impl Config {
         let mut r = Reader::new(toml_text, env)?;
         r.reject_unknown(KNOWN_KEYS, ARRAY_TABLES, NOT_YET);
 
-        let server = read_server(&mut r);
+        let server = read_server(&mut r, read_file);
         let upstream = read_upstream(&mut r, read_file);
         let entra = read_entra(&mut r);
         let challenge = read_challenge(&mut r, &entra);
@@ -317,7 +326,7 @@ pub fn config_path(flag: Option<PathBuf>, env_value: Option<String>) -> PathBuf 
         .unwrap_or_else(|| PathBuf::from("entragate.toml"))
 }
 
-fn read_server(r: &mut Reader) -> Server {
+fn read_server(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<String>) -> Server {
     let listen = r.parse("server.listen", "0.0.0.0:8080");
     let admin_listen = r.parse("server.admin_listen", "127.0.0.1:9090");
     let mode = match r.string("server.mode", "proxy").as_str() {
@@ -395,8 +404,10 @@ fn read_server(r: &mut Reader) -> Server {
     let max_in_flight = positive(r, "server.max_in_flight", 10_000);
     let max_body = r.size("server.max_body");
     let reload_poll = r.duration("server.reload_poll", "0s");
+    let tls = tls::read_server_tls(r, read_file);
     Server {
         reload_poll,
+        tls,
         max_body,
         limits,
         max_in_flight,
@@ -443,7 +454,9 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
             UpstreamAuthorization::Forward
         }
     };
+    let tls = tls::read_upstream_tls(r, read_file, scheme == http::uri::Scheme::HTTPS);
     Upstream {
+        tls,
         origin,
         scheme,
         base_path,
@@ -523,11 +536,8 @@ fn parse_upstream_url(
         .scheme()
         .cloned()
         .ok_or_else(|| format!("{url:?} needs a scheme, e.g. http://127.0.0.1:8080"))?;
-    if scheme == http::uri::Scheme::HTTPS {
-        return Err("https upstreams are not available in this version; use http".into());
-    }
-    if scheme != http::uri::Scheme::HTTP {
-        return Err(format!("scheme must be http, not {scheme}"));
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(format!("scheme must be http or https, not {scheme}"));
     }
     let authority = uri
         .authority()

@@ -236,6 +236,8 @@ pub struct Metrics {
     key_fetches: Family<FetchLabels, Counter>,
     stale_served: Family<SourceLabels, Counter>,
     key_sources: SourceMap,
+    /// Listener certificate reloads (stay at zero without TLS).
+    pub tls_reloads: Arc<crate::tls::reload::ReloadCounters>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -316,6 +318,15 @@ impl Metrics {
         );
         let key_sources = SourceMap::default();
         registry.register_collector(Box::new(KeyAge(Arc::clone(&key_sources))));
+        let by_result = Family::<CacheLabels, Counter>::default();
+        let [ok, error] =
+            ["ok", "error"].map(|result| by_result.get_or_create(&CacheLabels { result }).clone());
+        registry.register(
+            "entragate_tls_reloads",
+            "Listener certificate reloads after its files changed, by result (error: the previous certificate stays).",
+            by_result,
+        );
+        let tls_reloads = Arc::new(crate::tls::reload::ReloadCounters { ok, error });
         Self {
             registry,
             requests,
@@ -327,6 +338,7 @@ impl Metrics {
             key_fetches,
             stale_served,
             key_sources,
+            tls_reloads,
         }
     }
 

@@ -108,7 +108,7 @@ impl Gateway {
         let request_id = req.headers().get(access::REQUEST_ID).cloned();
         let (response, outcome, upstream) = match verdict {
             Verdict::Refused { reason, scope } => {
-                let origin = request_origin(&req);
+                let origin = request_origin(&req, self.forwarder.client_proto());
                 (
                     Refusal::proxy(reason, &scope, &self.challenges, origin.as_deref())
                         .into_response(),
@@ -272,8 +272,8 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-/// `http://host[:port]` as the request arrived (h2 `:authority` or `Host`).
-fn request_origin(req: &Request<Body>) -> Option<String> {
+/// `{scheme}://host[:port]` as the request arrived (h2 `:authority` or `Host`).
+fn request_origin(req: &Request<Body>, scheme: &str) -> Option<String> {
     let host = req
         .uri()
         .authority()
@@ -283,7 +283,7 @@ fn request_origin(req: &Request<Body>) -> Option<String> {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         })?;
-    origin("http", host)
+    origin(scheme, host)
 }
 
 /// `scheme://host[:port]`, when `scheme` is http(s) and `host` a plain host[:port]: only those
@@ -318,7 +318,8 @@ pub async fn resource_metadata(
         .path()
         .strip_prefix(crate::auth::challenge::RESOURCE_METADATA_PATH)
         .unwrap_or("");
-    let origin = request_origin(&req).map(|o| format!("{o}{resource_path}"));
+    let origin =
+        request_origin(&req, gw.forwarder.client_proto()).map(|o| format!("{o}{resource_path}"));
     doc.render(origin.as_deref())
 }
 

@@ -1,9 +1,11 @@
-//! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, with the limits
-//! that keep a hostile or overloaded client from holding the gateway's memory or slots.
+//! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, or HTTPS with
+//! both chosen by ALPN, with the limits that keep a hostile or overloaded client from holding
+//! the gateway's memory or slots.
 //!
 //! - a connection cap (`server.max_connections`): past it the listener stops accepting and the
 //!   kernel's backlog queues new connections, so memory stays bounded;
 //! - a header read timeout (`server.header_read_timeout`): a slowloris client loses its slot;
+//!   with TLS the handshake must also finish within it;
 //! - a header size cap (`server.max_header_bytes`): larger requests get hyper's 431;
 //! - graceful shutdown: on the signal, stop accepting, let in-flight requests finish, close
 //!   idle keep-alive connections.
@@ -20,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Connection-level limits of a listener.
@@ -42,14 +45,17 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` until `signal` turns true, then drains.
+/// Serves `router` on `listener` until `signal` turns true, then drains. With `tls`, every
+/// connection is HTTPS (see [`crate::tls`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut signal: watch::Receiver<bool>,
 ) {
     let builder = builder(limits);
+    let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -81,12 +87,15 @@ pub async fn serve(
                 req
             })
             .map_err(|e: Infallible| match e {});
+        let service = TowerToHyperService::new(service);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte = limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper's header timer starts with the first byte; a connection that never sends
-            // one would otherwise hold its slot for ever.
+            // one would otherwise hold its slot for ever. (With TLS the first byte is the
+            // ClientHello.)
             // (`peek`, not `readable`: a fresh socket may report readiness with no data.)
             let mut probe = [0u8; 1];
             if !matches!(
@@ -96,11 +105,34 @@ pub async fn serve(
                 drop(permit);
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let result = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                // The handshake, too, must finish within the header read timeout.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -340,8 +340,9 @@ fn describe(v: &Value) -> String {
 pub(super) fn parse_size(v: &Value) -> Result<u64, String> {
     let text = match v {
         Value::Num(_, n) => {
+            // TOML integers are signed: `max_body = 1048576` is an i64.
             return n
-                .to_u128()
+                .to_u128_lossy()
                 .and_then(|n| u64::try_from(n).ok())
                 .ok_or_else(|| "must be a whole number of bytes".to_owned());
         }

@@ -157,17 +157,6 @@ fn unknown_env_keys_are_errors() {
 }
 
 #[test]
-fn contract_keys_of_later_versions_are_refused_not_ignored() {
-    let text = format!("{MINIMAL}\n[server]\ntls_cert = \"/x\"\n");
-    let e = load(&text, &[]).expect_err("invalid");
-    let k = keys(&e);
-    assert!(
-        k.contains(&"server.tls_cert"),
-        "server.tls_cert missing from {k:?}"
-    );
-}
-
-#[test]
 fn forward_auth_mode_and_ext_authz_listener() {
     let c = load(MINIMAL, &[]).expect("valid");
     assert_eq!(c.server.mode, Mode::Proxy);
@@ -389,4 +378,22 @@ fn identity_header_names() {
         keys(&e),
         ["identity.roles_header", "identity.subject_header"]
     );
+}
+
+#[test]
+fn the_documented_example_config_loads() {
+    let text = include_str!("../../config/entragate.example.toml");
+    let c = load(text, &[]).expect("config/entragate.example.toml loads as shipped");
+    assert!(c.server.tls.is_none());
+    assert!(!c.upstream.tls.insecure_skip_verify);
+}
+
+#[test]
+fn sizes_may_be_plain_toml_integers() {
+    let c = load(&format!("{MINIMAL}\n[server]\nmax_body = 1048576\n"), &[]).expect("valid");
+    assert_eq!(c.server.max_body, Some(1_048_576));
+    let c = load(&format!("{MINIMAL}\n[server]\nmax_body = 0\n"), &[]).expect("valid");
+    assert_eq!(c.server.max_body, None);
+    let e = load(&format!("{MINIMAL}\n[server]\nmax_body = -1\n"), &[]).expect_err("negative");
+    assert_eq!(keys(&e), ["server.max_body"]);
 }

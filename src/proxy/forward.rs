@@ -2,7 +2,8 @@
 //!
 //! A pooled hyper-util client; bodies pass through as streams in both directions, so an
 //! upload or download of any size uses constant memory. Failures map to 502 (unreachable,
-//! reset) and 504 (connect or response-header timeout).
+//! reset, TLS refused) and 504 (connect or response-header timeout). An `https` upstream is
+//! reached through [`crate::tls::upstream`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,12 +12,12 @@ use axum::body::Body;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 
 use super::headers;
 use crate::config::Upstream;
+use crate::tls::upstream::{Connector, UpstreamTlsError};
 
 /// Why the upstream gave no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,28 +33,28 @@ pub enum UpstreamError {
 /// The upstream and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
     base_path: String,
     timeout: Duration,
     trusted_proxies: Vec<IpNet>,
+    /// `X-Forwarded-Proto` for a client of this listener: `https` when it terminates TLS.
+    client_proto: &'static str,
 }
 
 impl Forwarder {
-    #[must_use]
-    pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+    /// # Errors
+    /// An `https` upstream whose TLS client cannot be built (e.g. no trusted roots).
+    pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>) -> Result<Self, UpstreamTlsError> {
+        let connector = crate::tls::upstream::connector(upstream)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         let host = HeaderValue::from_str(upstream.origin.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        Self {
+        Ok(Self {
             client,
             scheme: upstream.scheme.clone(),
             authority: upstream.origin.clone(),
@@ -61,7 +62,21 @@ impl Forwarder {
             base_path: upstream.base_path.clone(),
             timeout: upstream.timeout,
             trusted_proxies,
-        }
+            client_proto: "http",
+        })
+    }
+
+    /// Marks the listener as HTTPS: `X-Forwarded-Proto: https`, and `https://` origins.
+    #[must_use]
+    pub fn with_client_tls(mut self, tls: bool) -> Self {
+        self.client_proto = if tls { "https" } else { "http" };
+        self
+    }
+
+    /// The scheme clients use to reach this listener.
+    #[must_use]
+    pub fn client_proto(&self) -> &'static str {
+        self.client_proto
     }
 
     /// True when `peer` may set forwarding headers (`server.trusted_proxies`): its
@@ -93,7 +108,7 @@ impl Forwarder {
             &mut parts.headers,
             peer.ip(),
             self.trusts(peer),
-            "http",
+            self.client_proto,
             original_host,
         );
         parts.headers.insert(header::HOST, self.host.clone());
