@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
@@ -135,7 +135,9 @@ pub fn main_router(
                 header::PROXY_AUTHORIZATION,
                 header::COOKIE,
             ]))
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(SetRequestIdLayer::x_request_id(
+                proxy::request_id::MakeRequestIds,
+            ))
             .layer(TraceLayer::new_for_http().make_span_with(
                 |req: &http::Request<axum::body::Body>| {
                     let id = req

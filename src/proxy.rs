@@ -3,6 +3,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod request_id;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,8 +102,9 @@ impl Gateway {
         headers::remove_hop_by_hop(req.headers_mut());
         self.metrics.auth_latency.observe(started.elapsed());
         let method = req.method().clone();
-        // The path only: queries (AQL, search terms) may carry personal data.
-        let path = req.uri().path().to_owned();
+        // For the log, which records the path only: queries (AQL, search terms) may carry
+        // personal data. A `Uri` shares its bytes, so keeping it copies nothing.
+        let uri = req.uri().clone();
         // Set (or kept from the client) by the request-id layer in front of this handler; read
         // from the request, since the response gets it only after this handler returns.
         let request_id = req.headers().get(access::REQUEST_ID).cloned();
@@ -153,7 +155,7 @@ impl Gateway {
         access::log(&access::Entry {
             via: Via::Proxy,
             method: method.as_str(),
-            path: &path,
+            path: uri.path(),
             status: response.status().as_u16(),
             outcome,
             facts: &facts,

@@ -82,13 +82,26 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+///
+/// A token is a kilobyte or two and checked on every request, so each byte is one table
+/// lookup rather than a chain of comparisons.
 fn is_b64token(t: &[u8]) -> bool {
     let body_end = t.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
-    body_end > 0
-        && t[..body_end].iter().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    body_end > 0 && t[..body_end].iter().all(|b| B64TOKEN[usize::from(*b)])
 }
+
+/// Bytes a `b64token` may hold before its trailing `=`.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -25,21 +25,63 @@ pub enum Verdict {
 }
 
 /// What the decision log records about the token; never the token itself.
+///
+/// Built without copying: an accepted token's facts are its (shared) principal, and only a
+/// refusal, which has no principal, carries its own (capped) strings.
 #[derive(Debug, Default, Clone)]
-pub struct Facts {
-    pub kid: Option<String>,
-    pub tid: Option<String>,
-    pub ver: Option<String>,
-    pub client: Option<String>,
+pub struct Facts(FactsOf);
+
+#[derive(Debug, Default, Clone)]
+enum FactsOf {
+    /// No token was read.
+    #[default]
+    None,
+    Accepted(Arc<Principal>),
+    Rejected(Box<Rejected>),
 }
 
 impl Facts {
-    fn of(p: &Principal) -> Self {
-        Self {
-            kid: Some(p.kid.clone()),
-            tid: p.claims.tid.clone(),
-            ver: p.claims.ver.clone(),
-            client: p.claims.client_id().map(str::to_owned),
+    fn of(p: &Arc<Principal>) -> Self {
+        Self(FactsOf::Accepted(Arc::clone(p)))
+    }
+
+    /// The token header's `kid`.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::None => None,
+            FactsOf::Accepted(p) => Some(&p.kid),
+            FactsOf::Rejected(r) => r.kid.as_deref(),
+        }
+    }
+
+    /// The token's `tid`.
+    #[must_use]
+    pub fn tid(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::None => None,
+            FactsOf::Accepted(p) => p.claims.tid.as_deref(),
+            FactsOf::Rejected(r) => r.tid.as_deref(),
+        }
+    }
+
+    /// The token's `ver`.
+    #[must_use]
+    pub fn ver(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::None => None,
+            FactsOf::Accepted(p) => p.claims.ver.as_deref(),
+            FactsOf::Rejected(r) => r.ver.as_deref(),
+        }
+    }
+
+    /// The token's client application (`azp`, else `appid`).
+    #[must_use]
+    pub fn client(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::None => None,
+            FactsOf::Accepted(p) => p.claims.client_id(),
+            FactsOf::Rejected(r) => r.client.as_deref(),
         }
     }
 }
@@ -64,12 +106,13 @@ fn capped(v: Option<String>) -> Option<String> {
 
 impl From<Rejected> for Facts {
     fn from(r: Rejected) -> Self {
-        Self {
+        Self(FactsOf::Rejected(Box::new(Rejected {
+            reason: r.reason,
             kid: capped(r.kid),
             tid: capped(r.tid),
             ver: capped(r.ver),
             client: capped(r.client),
-        }
+        })))
     }
 }
 
@@ -94,6 +137,8 @@ impl Authorizer {
             reason,
             scope: String::new(),
         };
+        // Validated on every request (a bad path is a 400 whatever the rules); borrowed, not
+        // copied, when it is already normal.
         let Ok(normalized) = path::normalize(raw_path) else {
             return (refused(Reason::BadPath), Facts::default());
         };

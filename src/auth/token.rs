@@ -3,27 +3,31 @@
 //! Nothing here is trusted yet: the result only tells the validator which issuer and key to
 //! check the signature with. Parsing is strict: exactly three parts, unpadded base64url,
 //! JSON objects without duplicate members, and claim types as RFC 7519 and Entra define them.
+//!
+//! Header and claims are each read in one pass that also notices a repeated member, so a
+//! token's JSON is parsed once; member names are borrowed from the decoded bytes.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::Reason;
 
 /// The JOSE header members the gateway looks at. Everything else is ignored, in particular
 /// `jku`, `x5u`, `jwk` and `x5c`: keys only ever come from the issuer's published JWKS.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Header {
     pub alg: String,
-    #[serde(default)]
     pub kid: Option<String>,
-    #[serde(default)]
     pub crit: Option<serde_json::Value>,
 }
 
 /// `aud` is a string for Entra, but RFC 7519 allows an array.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
@@ -42,7 +46,7 @@ impl Audience {
 
 /// The claims of an Entra access token (v1 or v2) that the gateway uses.
 /// <https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference>
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Claims {
     pub iss: Option<String>,
     pub aud: Option<Audience>,
@@ -60,8 +64,8 @@ pub struct Claims {
     pub azp: Option<String>,
     /// Space-separated delegated scopes (user tokens only); some OpenID Connect providers
     /// (Okta) send an array, which is joined with spaces.
-    /// RFC 9068 access tokens (Keycloak, Auth0) name it `scope`.
-    #[serde(default, alias = "scope", deserialize_with = "scopes")]
+    /// RFC 9068 access tokens (Keycloak, Auth0) name it `scope`; a token with both is
+    /// malformed.
     pub scp: Option<String>,
     /// App roles (app-only tokens' application permissions, or a user's roles).
     pub roles: Option<Vec<String>>,
@@ -71,22 +75,7 @@ pub struct Claims {
     pub unique_name: Option<String>,
     pub preferred_username: Option<String>,
     /// Every other claim, for route `claims` rules (`groups`, `wids`, custom claims).
-    #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
-}
-
-/// `scp` as a space-separated string, or an array of scope names.
-fn scopes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scp {
-        Text(String),
-        List(Vec<String>),
-    }
-    Ok(Option::<Scp>::deserialize(d)?.map(|s| match s {
-        Scp::Text(t) => t,
-        Scp::List(v) => v.join(" "),
-    }))
 }
 
 impl Claims {
@@ -214,49 +203,213 @@ fn from_b64_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, Reason
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| Reason::Malformed)?;
-    if has_duplicate_members(&bytes) {
-        return Err(Reason::Malformed);
-    }
     serde_json::from_slice(&bytes).map_err(|_| Reason::Malformed)
 }
 
-/// True when the top-level JSON object repeats a member name. serde keeps the last of two
-/// `ignored` duplicates silently, and two parsers disagreeing on which one wins is how
-/// validation gets bypassed, so the whole token is refused instead.
-fn has_duplicate_members(json: &[u8]) -> bool {
-    let Ok(map) = serde_json::from_slice::<DuplicateCheck>(json) else {
-        // Not an object at all: the typed parse reports it.
-        return false;
-    };
-    map.0
+// ---- One-pass readers. A repeated member is an error: serde would otherwise keep one of
+// two silently, and two parsers disagreeing on which one wins is how validation gets
+// bypassed, so the whole token is refused instead.
+
+/// A member name, borrowed from the JSON when it holds no escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
-/// Deserializes an object's keys only, remembering whether one repeated.
-struct DuplicateCheck(bool);
+/// Marks member `bit` as read; an error when it was read before.
+fn first<E: de::Error>(seen: &mut u32, bit: u32, name: &'static str) -> Result<(), E> {
+    if *seen & (1 << bit) != 0 {
+        return Err(E::duplicate_field(name));
+    }
+    *seen |= 1 << bit;
+    Ok(())
+}
 
-impl<'de> Deserialize<'de> for DuplicateCheck {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = DuplicateCheck;
+        impl<'de> Visitor<'de> for V {
+            type Value = Header;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a JOSE header object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut seen = std::collections::HashSet::new();
-                let mut dup = false;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                    dup |= !seen.insert(key.into_owned());
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                let (mut alg, mut kid, mut crit) = (None, None, None);
+                let mut seen = 0;
+                // Members the gateway ignores (typ, x5t, ...), only to notice a repeat.
+                let mut others: BTreeSet<Cow<'de, str>> = BTreeSet::new();
+                while let Some(Name(name)) = map.next_key()? {
+                    match name.as_ref() {
+                        "alg" => {
+                            first(&mut seen, 0, "alg")?;
+                            alg = Some(map.next_value::<String>()?);
+                        }
+                        "kid" => {
+                            first(&mut seen, 1, "kid")?;
+                            kid = map.next_value()?;
+                        }
+                        "crit" => {
+                            first(&mut seen, 2, "crit")?;
+                            crit = map.next_value()?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            if !others.insert(name) {
+                                return Err(de::Error::custom("duplicate member"));
+                            }
+                        }
+                    }
                 }
-                Ok(DuplicateCheck(dup))
+                let alg = alg.ok_or_else(|| de::Error::missing_field("alg"))?;
+                Ok(Header { alg, kid, crit })
             }
         }
         d.deserialize_map(V)
     }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Claims;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JWT claims object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                let mut c = Claims::default();
+                let mut seen = 0;
+                while let Some(Name(name)) = map.next_key()? {
+                    let field: (&mut Option<String>, u32, &'static str) = match name.as_ref() {
+                        "iss" => (&mut c.iss, 0, "iss"),
+                        "ver" => (&mut c.ver, 1, "ver"),
+                        "tid" => (&mut c.tid, 2, "tid"),
+                        "oid" => (&mut c.oid, 3, "oid"),
+                        "sub" => (&mut c.sub, 4, "sub"),
+                        "appid" => (&mut c.appid, 5, "appid"),
+                        "azp" => (&mut c.azp, 6, "azp"),
+                        "idtyp" => (&mut c.idtyp, 7, "idtyp"),
+                        "upn" => (&mut c.upn, 8, "upn"),
+                        "unique_name" => (&mut c.unique_name, 9, "unique_name"),
+                        "preferred_username" => {
+                            (&mut c.preferred_username, 10, "preferred_username")
+                        }
+                        "aud" => {
+                            first(&mut seen, 11, "aud")?;
+                            c.aud = map.next_value()?;
+                            continue;
+                        }
+                        "exp" => {
+                            first(&mut seen, 12, "exp")?;
+                            c.exp = map.next_value()?;
+                            continue;
+                        }
+                        "nbf" => {
+                            first(&mut seen, 13, "nbf")?;
+                            c.nbf = map.next_value()?;
+                            continue;
+                        }
+                        "scp" | "scope" => {
+                            first(&mut seen, 14, "scp")?;
+                            c.scp = map.next_value::<Option<Scopes>>()?.map(|s| s.0);
+                            continue;
+                        }
+                        "roles" => {
+                            first(&mut seen, 15, "roles")?;
+                            c.roles = map.next_value()?;
+                            continue;
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            if c.other.insert(name.into_owned(), value).is_some() {
+                                return Err(de::Error::custom("duplicate member"));
+                            }
+                            continue;
+                        }
+                    };
+                    let (slot, bit, name) = field;
+                    first(&mut seen, bit, name)?;
+                    *slot = map.next_value()?;
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Audience, E> {
+                Ok(Audience::One(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Audience, A::Error> {
+                strings(seq).map(Audience::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `scp` as a space-separated string, or an array of scope names (joined with spaces).
+struct Scopes(String);
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scopes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scopes, E> {
+                Ok(Scopes(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scopes, E> {
+                Ok(Scopes(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scopes, A::Error> {
+                strings(seq).map(|v| Scopes(v.join(" ")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn strings<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<String>, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+    while let Some(s) = seq.next_element::<String>()? {
+        out.push(s);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -303,6 +456,50 @@ mod tests {
         ] {
             assert_eq!(decode(&bad).err(), Some(Reason::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn repeated_members_are_malformed_however_spelled() {
+        let ok_h = r#"{"alg":"RS256","kid":"k"}"#;
+        for (h, p) in [
+            (r#"{"alg":"RS256","typ":"JWT","typ":"JWT"}"#, r#"{"exp":1}"#),
+            (
+                r#"{"alg":"RS256","kid":"a","k\u0069d":"b"}"#,
+                r#"{"exp":1}"#,
+            ),
+            (ok_h, r#"{"scp":"a","scope":"b"}"#),
+            (ok_h, r#"{"groups":["g1"],"groups":["g2"]}"#),
+            (ok_h, r#"{"iss":"a","i\u0073s":"b"}"#),
+            (ok_h, r#"{"roles":["a"],"roles":["b"]}"#),
+        ] {
+            assert_eq!(
+                decode(&token(h, p)).err(),
+                Some(Reason::Malformed),
+                "{h} {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_in_every_shape_entra_and_oidc_send() {
+        let t = token(
+            r#"{"alg":"PS256","kid":"k","crit":["b64"]}"#,
+            r#"{"aud":["a","b"],"scope":["x","y"],"roles":["R"],"exp":1700000000.5,"nbf":null,"groups":["g"],"_claim_names":{"groups":"src1"}}"#,
+        );
+        let d = decode(&t).expect("decodes");
+        assert_eq!(d.header.alg, "PS256");
+        assert!(d.header.crit.is_some());
+        assert_eq!(
+            d.claims.aud.as_ref().map(|a| a.iter().collect::<Vec<_>>()),
+            Some(vec!["a", "b"])
+        );
+        assert_eq!(d.claims.scp.as_deref(), Some("x y"));
+        assert_eq!(d.claims.roles().collect::<Vec<_>>(), ["R"]);
+        assert_eq!(d.claims.exp, Some(1_700_000_000.5));
+        assert_eq!(d.claims.nbf, None);
+        assert_eq!(d.claims.values("groups"), Some(vec!["g"]));
+        assert!(d.claims.is_overage("groups"));
+        assert!(!d.claims.other.contains_key("scope"));
     }
 
     #[test]

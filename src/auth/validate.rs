@@ -249,14 +249,7 @@ impl Validator {
         if key.alg.is_some_and(|ka| ka != alg) {
             return Err(Reason::BadSignature);
         }
-        let verified = jsonwebtoken::crypto::verify(
-            decoded.signature,
-            decoded.signing_input.as_bytes(),
-            &key.decoding,
-            alg,
-        )
-        .unwrap_or(false);
-        if verified {
+        if key.verify(alg, decoded.signing_input.as_bytes(), decoded.signature) {
             Ok(kid)
         } else {
             Err(Reason::BadSignature)

@@ -92,7 +92,7 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
     };
     let normalized = if raw_path.starts_with('/') {
         match path::normalize(&raw_path) {
-            Ok(p) => Some(p),
+            Ok(p) => Some(p.into_owned()),
             Err(_) => {
                 r.problem(
                     &format!("{name}.path"),

@@ -69,7 +69,9 @@ impl SigningKey {
         }
     }
 
-    fn jwk(&self, issuer: Option<&str>) -> Value {
+    /// The key as a JWKS member, naming `issuer` when given (Entra's v2 keys do).
+    #[must_use]
+    pub fn jwk(&self, issuer: Option<&str>) -> Value {
         let mut jwk = json!({
             "kty": "RSA",
             "use": "sig",

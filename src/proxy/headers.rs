@@ -26,6 +26,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one look at each name instead of ten removals.
+    if !headers
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) || n == header::UPGRADE)
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -66,7 +73,6 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let peer_text = peer.to_string();
     let xff = if trusted {
         let previous: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -74,17 +80,17 @@ pub fn set_forwarded(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if previous.is_empty() {
-            peer_text
+            Some(peer_value(peer))
         } else {
-            format!("{}, {peer_text}", previous.join(", "))
+            HeaderValue::try_from(format!("{}, {peer}", previous.join(", "))).ok()
         }
     } else {
         headers.remove(FORWARDED);
         headers.remove(&X_FORWARDED_PROTO);
         headers.remove(&X_FORWARDED_HOST);
-        peer_text
+        Some(peer_value(peer))
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -95,6 +101,25 @@ pub fn set_forwarded(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// `peer` as header text. A connection's requests, and a deployment's few load balancers,
+/// repeat the same address, so each thread keeps the last one made: a repeat is a reference
+/// count, not formatting and an allocation.
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((ip, value)) if *ip == peer => value.clone(),
+        _ => {
+            let value = HeaderValue::try_from(peer.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            *last = Some((peer, value.clone()));
+            value
+        }
+    })
 }
 
 /// The identity headers (`[identity]`), built once from the config.
