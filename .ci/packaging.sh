@@ -122,6 +122,44 @@ set -e
 echo "$out"
 [[ $rc == 2 ]] || fail "serve without tenant/audiences exited $rc, expected 2"
 grep -q "entra.tenant_id" <<<"$out" || fail "the config error does not name entra.tenant_id"
+set +e
+out=$(run_in_image "$container" -- /entragate check 2>&1)
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "check without tenant/audiences exited $rc, expected 2"
+grep -q "entra.tenant_id" <<<"$out" || fail "check's config error does not name entra.tenant_id"
+echo "check with the image defaults: exit 2, names entra.tenant_id"
+# The whole flow inside the image: embedded issuer, echo upstream and gateway (`dev --once`).
+run_in_image "$container" -- /entragate dev --once >target/image/dev-once.log 2>&1 ||
+    { cat target/image/dev-once.log; fail "dev --once failed in the image"; }
+echo "dev --once in the image: every demo answer as expected"
+# `check` in the image against the embedded issuer of a `dev` running in the image: config,
+# metadata and keys fetched over the network, checklist printed, exit 0.
+setsid buildah run --isolation=chroot --user 65532:65532 "$container" -- \
+    /entragate dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >target/image/dev.log 2>&1 &
+dev_pid=$!
+authority="" tenant=""
+for _ in $(seq 1 100); do
+    authority=$(grep -m1 -o 'authority = "[^"]*"' target/image/dev.log | cut -d'"' -f2 || true)
+    tenant=$(grep -m1 -o 'tenant_id = "[^"]*"' target/image/dev.log | cut -d'"' -f2 || true)
+    [[ -n "$authority" && -n "$tenant" ]] && break
+    sleep 0.1
+done
+set +e
+out=$(run_in_image \
+    --env "ENTRAGATE_ENTRA__TENANT_ID=$tenant" \
+    --env "ENTRAGATE_ENTRA__AUTHORITY=$authority" \
+    --env 'ENTRAGATE_ENTRA__AUDIENCES=["https://api.contoso.example", "11111111-2222-4333-8444-555555555555"]' \
+    "$container" -- /entragate check 2>&1)
+rc=$?
+set -e
+dev_gateway=$(pgrep -g "$dev_pid" -x entragate || true)
+[[ -n "$dev_gateway" ]] && kill -TERM "$dev_gateway"
+wait "$dev_pid" || true
+echo "$out"
+[[ -n "$authority" ]] || { cat target/image/dev.log; fail "dev in the image printed no issuer"; }
+[[ $rc == 0 ]] || fail "check in the image against the embedded issuer exited $rc, expected 0"
+grep -q "All is well" <<<"$out" || fail "check in the image did not say all is well"
 # With the site's values in the environment it starts and serves: the admin listener answers
 # from inside the container (the chroot shares this machine's loopback).
 ports=$("$PY/python" -c 'import socket
