@@ -270,28 +270,12 @@ async fn insecure_skip_verify_is_announced_at_every_start() {
             common::AUDIENCE
         ),
     );
-    let log = dir.path("stderr.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_entragate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("ENTRAGATE_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut text = String::new();
-    while std::time::Instant::now() < deadline {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("entragate listening") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    // Nothing inherited from the environment (CI sets ENTRAGATE_TEST_* for other tests).
+    let proc = common::process::Proc::spawn(
+        &["serve", "--config", config.to_str().expect("utf-8 path")],
+        &[],
+    );
+    let text = proc.wait_for_stderr("entragate listening").await;
     assert!(text.contains("entragate listening"), "{text}");
     assert!(text.contains("WARN"), "{text}");
     assert!(
