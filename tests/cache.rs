@@ -101,26 +101,11 @@ async fn refusals_are_not_cached() {
 
 #[tokio::test]
 async fn route_rules_run_on_cache_hits() {
-    let issuer = entragate::dev::DevIssuer::start(common::loopback(), common::TENANT)
-        .await
-        .expect("issuer");
-    let echo = entragate::dev::EchoUpstream::start(common::loopback())
-        .await
-        .expect("echo");
-    let toml = format!(
-        "{}\n[[routes]]\npath = \"/admin\"\nscopes = [\"admin\"]\n",
-        common::config_toml(&issuer, &echo.url(), &Extra::default())
-    );
-    let config = entragate::config::Config::load(&toml, &[], &|p| std::fs::read_to_string(p))
-        .expect("config");
-    let gw = entragate::app::start(&config).await.expect("gateway");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
-    h.wait_ready().await;
+    let h = Harness::start_with(Extra {
+        tail: "[[routes]]\npath = \"/admin\"\nscopes = [\"admin\"]\n".into(),
+        ..Default::default()
+    })
+    .await;
     let token = h.token(TokenVersion::V2);
     assert_eq!(h.get_with_token("/data", &token).await.status(), 200);
     for _ in 0..2 {

@@ -29,27 +29,11 @@ fn status_of(response: &str) -> u16 {
 }
 
 async fn with_routes(extra: Extra, routes: &str) -> Harness {
-    let issuer = entragate::dev::DevIssuer::start(common::loopback(), common::TENANT)
-        .await
-        .expect("issuer");
-    let echo = entragate::dev::EchoUpstream::start(common::loopback())
-        .await
-        .expect("echo");
-    let toml = format!(
-        "{}\n{routes}",
-        common::config_toml(&issuer, &echo.url(), &extra)
-    );
-    let config = entragate::config::Config::load(&toml, &[], &|p| std::fs::read_to_string(p))
-        .expect("config");
-    let gw = entragate::app::start(&config).await.expect("gateway");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
-    h.wait_ready().await;
-    h
+    Harness::start_with(Extra {
+        tail: routes.to_owned(),
+        ..extra
+    })
+    .await
 }
 
 #[tokio::test]
