@@ -2,7 +2,7 @@
 //! every reason a config refuses it with the fix in Entra terms, the signature verified when
 //! keys can be fetched and never printed, and the same verdict as the running gateway.
 
-mod common;
+use crate::common;
 
 use common::process::{Proc, TempFile};
 use common::{API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, loopback, now};

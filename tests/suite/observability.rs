@@ -3,7 +3,7 @@
 //! with the documented fields), with `X-Request-Id` kept or generated, returned to the client
 //! and sent to the upstream.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! never a silently truncated "complete" body), the upstream sees an aborted request rather
 //! than a complete one, the in-flight gauge returns to 0, and the next request succeeds.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};

@@ -5,7 +5,7 @@
 //! reqwest is built here without its `http2` and `stream` features, so HTTP/2 with prior
 //! knowledge and streamed uploads go through hyper-util's client (a dependency of the crate).
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

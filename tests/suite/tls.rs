@@ -3,7 +3,7 @@
 //! one, an established connection keeps working), a bad file at reload keeping the old
 //! certificate, and bad files at startup refused naming their key.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

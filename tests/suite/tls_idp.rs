@@ -3,7 +3,7 @@
 //! tenant's metadata from an HTTPS front of the embedded issuer; with the right bundle it
 //! becomes ready, with a bundle that lacks the issuer's CA it does not.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

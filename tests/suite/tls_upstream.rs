@@ -2,7 +2,7 @@
 //! trusted, reached anyway with `upstream.insecure_skip_verify`, and given the gateway's client
 //! certificate when it requires mTLS.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 //! Every token is minted at run time; refusals are checked on the wire (status, challenge,
 //! body), at the upstream (reached or not) and in the admin `/metrics` reason counters.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 // ---------------------------------------------------------------------------------------------
 
 /// The shipped example, exactly as an operator copies it.
-const EXAMPLE: &str = include_str!("../config/ehrbase.example.toml");
+const EXAMPLE: &str = include_str!("../../config/ehrbase.example.toml");
 /// The example's Application ID URI (v1 tokens' `aud`).
 const CDR_URI: &str = "https://cdr.contoso.com";
 /// The example's API client ID (v2 tokens' `aud`).

@@ -2,7 +2,7 @@
 //! messages for bad configs, logs free of token text, draining on SIGTERM, and constant memory
 //! while streaming large bodies. The issuer and the echo upstream run in the test process.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::path::Path;

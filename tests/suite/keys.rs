@@ -2,7 +2,7 @@
 //! unknown-`kid` floods and the refetch cooldown, identity-provider outages at and after
 //! startup, hanging key fetches, the key-fetch metrics, and v2 keys that name their issuer.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

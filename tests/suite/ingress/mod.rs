@@ -13,8 +13,7 @@
 //! through. A proxy that is not installed fails its test with how to install it: these tests
 //! never skip.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod envoy;
 mod nginx;
 mod traefik;

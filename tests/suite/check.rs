@@ -4,7 +4,7 @@
 //! clients, multi-tenant without an allow-list, an unreachable authority) are each named with
 //! their fix, and the exit code says which kind of trouble it is.
 
-mod common;
+use crate::common;
 
 use common::process::{Proc, TempFile};
 use common::{API_CLIENT_ID, TENANT, loopback};

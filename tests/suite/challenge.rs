@@ -1,6 +1,6 @@
 //! Power Query's probe and the other challenges (SPEC §4), through real sockets.
 
-mod common;
+use crate::common;
 
 use common::{Harness, TENANT};
 use entragate::keys::TokenVersion;

@@ -1,7 +1,7 @@
 //! The verified-token cache: hits skip verification, never outlive `exp` or the key, refusals
 //! are not cached, and route rules still run on every request.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

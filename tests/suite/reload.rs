@@ -4,7 +4,7 @@
 //! config keeps serving; a new listener address is logged as needing a restart. Forward-auth
 //! and the Envoy `ext_authz` listener read the reloaded config exactly as the proxy does.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! malformed XML is a clear error (exit 2); and a converted policy run by the gateway lets
 //! through what APIM would and refuses what it would.
 
-mod common;
+use crate::common;
 
 use common::process::Proc;
 use common::{AUDIENCE, TENANT, loopback};

@@ -8,7 +8,7 @@
 //! reached) and in `/metrics` (exactly the expected reasons counted, nothing else). Tokens
 //! are never printed: assertion messages name the case, not the token.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Hostile HTTP: body and header limits, slow clients, overload, smuggling shapes and odd
 //! request targets. Raw TCP where a client library would tidy the request up.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! Envoy `ext_authz` gRPC in process, with a tonic client sending `CheckRequest`s the way
 //! Envoy does: allowed requests get identity headers to set and client identity headers to
 //! remove; refusals carry the proxy mode's status, challenge and body. Real Envoy is in
-//! `tests/ingress/`.
+//! `tests/suite/ingress/`.
 
-mod common;
+use crate::common;
 
 use common::ext_authz::{allowed, denied, request};
 use common::{Extra, Harness};

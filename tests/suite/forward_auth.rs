@@ -1,9 +1,9 @@
 //! Forward-auth mode in process (SPEC §4, forward-auth row): only 200, 401 and 403; the
 //! original method and URI from the ingress's headers, believed from trusted peers only and
 //! refused when they disagree; identity headers on 200. The real ingresses are in
-//! `tests/ingress/`.
+//! `tests/suite/ingress/`.
 
-mod common;
+use crate::common;
 
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
@@ -370,7 +370,7 @@ async fn resource_metadata_is_served_when_asked_directly() {
 
 #[test]
 fn the_ingress_manifest_config_loads() {
-    let manifest = include_str!("../deploy/ingress/entragate.yaml");
+    let manifest = include_str!("../../deploy/ingress/entragate.yaml");
     let marker = "entragate.toml: |\n";
     let start = manifest
         .find(marker)

@@ -5,7 +5,7 @@
 //!
 //! Every token is minted at run time by the embedded issuer or built here from its parts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! gateway keeps its last good keys (valid tokens still pass), counts exactly that failure in
 //! `entragate_key_fetches_total{source,result}`, stays ready, and answers promptly.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! The manifests' schemas are checked by `.ci/packaging.sh` (kubernetes-validate, yamllint,
 //! docker-compose); this file checks what only the gateway knows.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,30 @@
+//! The integration suite: one test binary (one link, one set of debug info) holding every
+//! area's tests as a module. Each module starts its own gateway, issuer and upstream on
+//! loopback, so they run in parallel like separate binaries would. Run one area with
+//! `cargo test --test suite <module>::`, e.g. `cargo test --test suite hostile_tokens::`.
+
+mod cache;
+mod challenge;
+mod check;
+mod common;
+mod deploy;
+mod dev;
+mod explain;
+mod ext_authz;
+mod forward_auth;
+mod hardening;
+mod hostile_tokens;
+mod idp_faults;
+mod import_apim;
+mod ingress;
+mod keys;
+mod observability;
+mod process;
+mod proxy;
+mod reload;
+mod routes;
+mod tls;
+mod tls_idp;
+mod tls_upstream;
+mod upstream_faults;
+mod validation;
