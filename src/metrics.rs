@@ -42,6 +42,9 @@ pub enum Outcome {
     BodyTooLarge,
     /// Shed under load (503): `server.max_in_flight` requests were already in progress.
     Shed,
+    /// The client went away (closed the connection, reset the HTTP/2 stream) before its
+    /// answer was ready; logged with nginx's status 499.
+    ClientClosed,
 }
 
 impl Outcome {
@@ -54,6 +57,7 @@ impl Outcome {
             Self::Anonymous => ("anonymous", "none"),
             Self::BodyTooLarge => ("refused", "body_too_large"),
             Self::Shed => ("shed", "overloaded"),
+            Self::ClientClosed => ("client_closed", "none"),
             Self::UpstreamUnreachable => ("upstream_error", "unreachable"),
             Self::UpstreamTimeout => ("upstream_error", "timeout"),
             Self::Denied(r) => ("denied", r.as_str()),
@@ -70,7 +74,8 @@ impl Outcome {
             Self::UpstreamTimeout => 4,
             Self::BodyTooLarge => 5,
             Self::Shed => 6,
-            Self::Denied(r) => 7 + r.index(),
+            Self::ClientClosed => 7,
+            Self::Denied(r) => 8 + r.index(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Outcome {
             Self::UpstreamTimeout,
             Self::BodyTooLarge,
             Self::Shed,
+            Self::ClientClosed,
         ]
         .into_iter()
         .chain(Reason::ALL.into_iter().map(Self::Denied))

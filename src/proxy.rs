@@ -80,6 +80,20 @@ impl Gateway {
             );
         }
         let in_flight = self.metrics.in_flight();
+        // For the log, which records the path only: queries (AQL, search terms) may carry
+        // personal data. A `Uri` shares its bytes, so keeping it copies nothing. The request
+        // id was set (or kept from the client) by the request-id layer in front of this
+        // handler; read from the request, since the response gets it only after this returns.
+        let mut pending = Pending {
+            metrics: &self.metrics,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: req.headers().get(access::REQUEST_ID).cloned(),
+            peer,
+            started,
+            facts: Facts::default(),
+            done: false,
+        };
         let (verdict, facts) = if req.headers().contains_key(header::AUTHORIZATION)
             && crate::auth::bearer::token_in_query(req.uri().query())
         {
@@ -101,13 +115,7 @@ impl Gateway {
         // they cannot name the verified identity or the upstream credentials away.
         headers::remove_hop_by_hop(req.headers_mut());
         self.metrics.auth_latency.observe(started.elapsed());
-        let method = req.method().clone();
-        // For the log, which records the path only: queries (AQL, search terms) may carry
-        // personal data. A `Uri` shares its bytes, so keeping it copies nothing.
-        let uri = req.uri().clone();
-        // Set (or kept from the client) by the request-id layer in front of this handler; read
-        // from the request, since the response gets it only after this handler returns.
-        let request_id = req.headers().get(access::REQUEST_ID).cloned();
+        pending.facts = facts;
         let (response, outcome, upstream) = match verdict {
             Verdict::Refused { reason, scope } => {
                 let origin = request_origin(&req, self.forwarder.client_proto());
@@ -151,20 +159,61 @@ impl Gateway {
             }
         };
         drop(in_flight);
+        // A request whose body broke off is logged as the client's doing (499), whatever a
+        // client still listening is told.
+        let status = if outcome == Outcome::ClientClosed {
+            CLIENT_CLOSED
+        } else {
+            response.status().as_u16()
+        };
+        pending.finish(status, outcome, upstream);
+        response
+    }
+}
+
+/// A request being answered, for its one log line and count. Normally [`Pending::finish`]
+/// writes them; when the client goes away first (hyper drops the handler's future when the
+/// connection closes or the HTTP/2 stream is reset, which also aborts the upstream request),
+/// dropping it writes them with outcome `client_closed` and nginx's status 499, so abandoned
+/// requests (slow upstreams, impatient clients) show in the log and `/metrics` too.
+struct Pending<'a> {
+    metrics: &'a Metrics,
+    method: http::Method,
+    uri: http::Uri,
+    request_id: Option<HeaderValue>,
+    peer: SocketAddr,
+    started: Instant,
+    facts: Facts,
+    done: bool,
+}
+
+/// The status logged for a request whose client went away before its answer (nginx's 499).
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Pending<'_> {
+    fn finish(&mut self, status: u16, outcome: Outcome, upstream: Option<Duration>) {
+        self.done = true;
         self.metrics.record_request(outcome);
         access::log(&access::Entry {
             via: Via::Proxy,
-            method: method.as_str(),
-            path: uri.path(),
-            status: response.status().as_u16(),
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            status,
             outcome,
-            facts: &facts,
-            client_ip: Some(peer.ip()),
-            request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
-            started,
+            facts: &self.facts,
+            client_ip: Some(self.peer.ip()),
+            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            started: self.started,
             upstream,
         });
-        response
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(CLIENT_CLOSED, Outcome::ClientClosed, None);
+        }
     }
 }
 
@@ -228,6 +277,13 @@ impl Gateway {
                     r#"{"error":"payload_too_large"}"#,
                 ),
                 Outcome::BodyTooLarge,
+            ),
+            Err(UpstreamError::ClientBody) => (
+                json(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"invalid_request","error_description":"request body"}"#,
+                ),
+                Outcome::ClientClosed,
             ),
             Err(UpstreamError::Timeout) => (
                 json(

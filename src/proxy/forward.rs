@@ -28,6 +28,10 @@ pub enum UpstreamError {
     Timeout,
     /// The client's body went past its limit while streaming: 413.
     BodyTooLarge,
+    /// The client's body broke off while streaming (the client went away, or sent a body
+    /// its framing cannot carry): the upstream request is abandoned. Logged as
+    /// `client_closed`, 499; a client still listening gets 400.
+    ClientBody,
 }
 
 /// The upstream and how to reach it.
@@ -149,12 +153,14 @@ impl Forwarder {
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return UpstreamError::BodyTooLarge;
-        }
-        source = s.source();
+    let chain = || std::iter::successors(std::error::Error::source(e), |s| s.source());
+    if chain().any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>) {
+        return UpstreamError::BodyTooLarge;
+    }
+    // The request body is the only `axum::Body` on the way to the upstream, so its error in
+    // the chain means the client's side failed, not the upstream's.
+    if chain().any(<dyn std::error::Error>::is::<axum::Error>) {
+        return UpstreamError::ClientBody;
     }
     if e.is_connect() {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);

@@ -517,6 +517,24 @@ async fn a_client_gone_mid_upload_aborts_the_upstream_request_and_leaks_no_slot(
     let ended = endings(&state, 5, "whole upload").await;
     assert_eq!(ended[4], Ending::Complete(300 * KIB as u64));
     in_flight_returns_to_zero(&h, BOUND, "after a whole upload").await;
+    // The four abandoned uploads are the clients' doing (logged 499), not upstream errors.
+    let text = metrics_text(&h).await;
+    for (series_name, n) in [
+        (
+            "entragate_requests_total{outcome=\"client_closed\",reason=\"none\"}",
+            4,
+        ),
+        (
+            "entragate_requests_total{outcome=\"upstream_error\",reason=\"unreachable\"}",
+            0,
+        ),
+        (
+            "entragate_requests_total{outcome=\"allowed\",reason=\"none\"}",
+            1,
+        ),
+    ] {
+        assert_eq!(series(&text, series_name), n, "{series_name}");
+    }
     task.abort();
 }
 
@@ -584,6 +602,24 @@ async fn client_gone_while_waiting(abrupt: bool) {
          with max_in_flight = 1)"
     );
     in_flight_returns_to_zero(&h, Duration::from_secs(3), &what).await;
+    // The abandoned request is counted (and logged, status 499) once, as `client_closed`;
+    // the one served after it as allowed.
+    let text = metrics_text(&h).await;
+    assert_eq!(
+        series(
+            &text,
+            "entragate_requests_total{outcome=\"client_closed\",reason=\"none\"}"
+        ),
+        1,
+        "{what}"
+    );
+    assert!(
+        series(
+            &text,
+            "entragate_requests_total{outcome=\"allowed\",reason=\"none\"}"
+        ) >= 1,
+        "{what}"
+    );
 }
 
 #[tokio::test]
