@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 Some(LogFormatArg::Text) => LogFormat::Text,
                 None => config.server.log_format,
             };
-            telemetry::init(format);
+            let _log = telemetry::init(format);
             runtime.block_on(async {
                 let mut config = config;
                 // What is in force; a reload compares against it, so --log-format is no change.

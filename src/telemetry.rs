@@ -1,20 +1,46 @@
 //! Logging: human-readable text or one JSON object per line, filtered by `RUST_LOG`
 //! (default `info`). Logs go to stderr; stdout is left to commands' own output.
+//!
+//! Lines are formatted on the thread that logs them and written by a thread of their own
+//! (`entragate-log`), in batches: whatever queued up while it was writing goes out in one
+//! `write(2)`. A request never waits for stderr unless 128k lines are already queued (then
+//! it waits rather than the line being lost). [`LogGuard`] writes out the queue when dropped,
+//! at the end of `main`.
 
 use std::io::IsTerminal as _;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
-pub fn init(format: LogFormat) {
+/// Bytes gathered before one `write(2)` to stderr (a batch is written out when the queue is
+/// empty, whatever its size).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Keeps the log writer thread running; dropping it writes out every queued line.
+#[must_use = "dropping the guard stops the log writer"]
+#[derive(Debug)]
+pub struct LogGuard {
+    _worker: Option<WorkerGuard>,
+}
+
+/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored
+/// and its guard holds nothing).
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, worker) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("entragate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            BATCH_BYTES,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -22,4 +48,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+    LogGuard {
+        _worker: installed.is_ok().then_some(worker),
+    }
 }

@@ -297,6 +297,20 @@ async fn sigterm_drains_in_flight_requests_refuses_new_connections_and_exits_0()
         .unwrap_or_else(|| panic!("still running {grace:?} after SIGTERM"));
     assert!(exit.success(), "exit {exit}\nstderr:\n{}", gw.proc.stderr());
     assert_eq!(echo.requests(), 1);
+    // Log lines are written by a thread of their own; what was queued when the gateway
+    // exited is written out first: the drained request's line and the last words.
+    let stderr = gw.proc.stderr();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("all requests finished; bye"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("entragate::access") && l.contains("path=/delay/1500 status=200")),
+        "no log line for the drained request:\n{stderr}"
+    );
 }
 
 /// Peak resident set size of `pid`, in bytes.
