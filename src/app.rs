@@ -13,7 +13,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::{MethodRouter, get};
 use http::header;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -177,12 +177,13 @@ pub fn idp_client(timeout: Duration) -> Result<reqwest::Client, StartupError> {
 /// # Errors
 /// A listener that cannot bind, or a client that cannot be built.
 pub async fn start(config: &Config) -> Result<Running, StartupError> {
-    let listener = bind("server.listen", config.server.listen).await?;
-    let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
+    let backlog = config.server.limits.listen_backlog;
+    let listener = bind("server.listen", config.server.listen, backlog)?;
+    let admin_listener = bind("server.admin_listen", config.server.admin_listen, backlog)?;
     let addr = local_addr("server.listen", &listener)?;
     let admin_addr = local_addr("server.admin_listen", &admin_listener)?;
     let ext_authz_listener = match config.server.ext_authz_listen {
-        Some(a) => Some(bind("server.ext_authz_listen", a).await?),
+        Some(a) => Some(bind("server.ext_authz_listen", a, backlog)?),
         None => None,
     };
     let ext_authz_addr = ext_authz_listener
@@ -427,7 +428,7 @@ impl Running {
         }
         if config.server.limits != bound.limits {
             restart_needed.push((
-                "server.max_connections, header_read_timeout, max_header_bytes",
+                "server.max_connections, header_read_timeout, max_header_bytes, listen_backlog",
                 format!("{:?}", bound.limits),
             ));
         }
@@ -521,9 +522,20 @@ fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
         .collect()
 }
 
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
+/// Binds `addr` with `SO_REUSEADDR` (as `TcpListener::bind` does) and a `listen(2)` backlog
+/// of `backlog` (`TcpListener::bind` uses 128, which a burst of new connections overflows).
+fn bind(key: &'static str, addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartupError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(backlog)
+        })
         .map_err(|source| StartupError::Bind { key, addr, source })
 }
 

@@ -154,6 +154,12 @@ pub struct Upstream {
     pub base_path: String,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Idle keep-alive connections kept open to the upstream, at most; more are opened for
+    /// a burst of concurrent requests and closed when it is over.
+    pub max_idle_connections: usize,
+    /// How long an idle keep-alive connection to the upstream is kept; shorter than the
+    /// upstream's own keep-alive timeout, so the gateway closes first.
+    pub idle_timeout: Duration,
     pub authorization: UpstreamAuthorization,
     /// Used only with an `https` scheme.
     pub tls: UpstreamTls,
@@ -222,6 +228,7 @@ const KNOWN_KEYS: &[&str] = &[
     "server.cors_preflight",
     "server.token_cache_entries",
     "server.max_connections",
+    "server.listen_backlog",
     "server.max_in_flight",
     "server.header_read_timeout",
     "server.max_body",
@@ -233,6 +240,8 @@ const KNOWN_KEYS: &[&str] = &[
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
+    "upstream.max_idle_connections",
+    "upstream.idle_timeout",
     "upstream.authorization",
     "upstream.basic_user",
     "upstream.basic_password",
@@ -390,6 +399,8 @@ fn read_server(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Strin
     let cors_preflight = r.bool("server.cors_preflight", true);
     let token_cache_entries = r.u64("server.token_cache_entries", 10_000);
     let limits = crate::server::Limits {
+        listen_backlog: u32::try_from(positive(r, "server.listen_backlog", 1024))
+            .unwrap_or(u32::MAX),
         max_connections: positive(r, "server.max_connections", 10_000),
         header_read_timeout: r.duration("server.header_read_timeout", "10s"),
         max_header_bytes: positive(r, "server.max_header_bytes", 64 * 1024),
@@ -439,6 +450,15 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
     };
     let connect_timeout = r.duration("upstream.connect_timeout", "5s");
     let timeout = r.duration("upstream.timeout", "60s");
+    let max_idle_connections =
+        usize::try_from(r.u64("upstream.max_idle_connections", 128)).unwrap_or(usize::MAX);
+    let idle_timeout = r.duration("upstream.idle_timeout", "15s");
+    if idle_timeout.is_zero() {
+        r.problem(
+            "upstream.idle_timeout",
+            "must be longer than 0s (max_idle_connections = 0 turns keep-alive off)",
+        );
+    }
     let user = r.opt_string("upstream.basic_user");
     let password = r.opt_string("upstream.basic_password");
     let password_file = r.opt_string("upstream.basic_password_file");
@@ -462,6 +482,8 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
         base_path,
         connect_timeout,
         timeout,
+        max_idle_connections,
+        idle_timeout,
         authorization,
     }
 }

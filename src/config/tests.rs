@@ -39,6 +39,9 @@ fn defaults_are_written_out() {
     assert_eq!(c.upstream.origin.as_str(), "127.0.0.1:8081");
     assert_eq!(c.upstream.timeout, Duration::from_secs(60));
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.upstream.max_idle_connections, 128);
+    assert_eq!(c.upstream.idle_timeout, Duration::from_secs(15));
+    assert_eq!(c.server.limits.listen_backlog, 1024);
     assert_eq!(c.upstream.authorization, UpstreamAuthorization::Forward);
     assert_eq!(c.entra.authority, DEFAULT_AUTHORITY);
     assert_eq!(c.entra.clock_skew, Duration::from_secs(60));
@@ -75,6 +78,23 @@ fn env_overrides_file() {
     assert_eq!(c.entra.audiences, ["api://x", "https://api.x.com"]);
     assert!(c.challenge.resource_metadata);
     assert_eq!(c.server.token_cache_entries, 500);
+}
+
+#[test]
+fn zero_listen_backlog_and_idle_timeout_are_refused_by_key() {
+    let e = load(
+        MINIMAL,
+        &[
+            ("ENTRAGATE_SERVER__LISTEN_BACKLOG", "0"),
+            ("ENTRAGATE_UPSTREAM__IDLE_TIMEOUT", "0s"),
+        ],
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        keys(&e),
+        ["server.listen_backlog", "upstream.idle_timeout"],
+        "{e}"
+    );
 }
 
 #[test]

@@ -4,13 +4,21 @@
 //! upload or download of any size uses constant memory. Failures map to 502 (unreachable,
 //! reset, TLS refused) and 504 (connect or response-header timeout). An `https` upstream is
 //! reached through [`crate::tls::upstream`].
+//!
+//! Idle pooled connections are closed after `upstream.idle_timeout`, which should be shorter
+//! than the upstream's own keep-alive timeout. When a pooled connection fails anyway (the
+//! upstream closed it as the request went out), a replayable request — `GET`, `HEAD`,
+//! `OPTIONS` or `TRACE` with no body, as Go's and nginx's clients also retry — is sent once
+//! more on another connection; anything else gets 502. Every failure's cause is logged at
+//! `warn` under the target `entragate::upstream` (no headers, no token).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http_body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
@@ -54,7 +62,11 @@ impl Forwarder {
     pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>) -> Result<Self, UpstreamTlsError> {
         let connector = crate::tls::upstream::connector(upstream)?;
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(upstream.idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            // Unbounded, a burst of concurrent requests would leave as many idle connections
+            // (each with its buffers and task) open for the idle timeout.
+            .pool_max_idle_per_host(upstream.max_idle_connections)
             .build(connector);
         let host = HeaderValue::from_str(upstream.origin.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
@@ -120,11 +132,41 @@ impl Forwarder {
         // Whatever the client spoke (HTTP/1.0, 1.1 or 2), the upstream connection is HTTP/1.1.
         parts.version = Version::HTTP_11;
 
+        let replay = Replay::of(&parts, &body);
         let request = Request::from_parts(parts, body);
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) => return Err(classify(&e)),
+        let send = async {
+            match (self.client.request(request).await, replay) {
+                (Err(e), Some(replay)) if may_retry(&e) => {
+                    tracing::debug!(
+                        target: "entragate::upstream",
+                        error = %Chain(&e),
+                        "upstream connection failed before a response; sending the request again"
+                    );
+                    self.client.request(replay.request()).await
+                }
+                (result, _) => result,
+            }
+        };
+        let response = match tokio::time::timeout(self.timeout, send).await {
+            Err(_) => {
+                tracing::warn!(
+                    target: "entragate::upstream",
+                    timeout = ?self.timeout,
+                    "no upstream response headers within upstream.timeout"
+                );
+                return Err(UpstreamError::Timeout);
+            }
+            Ok(Err(e)) => {
+                let kind = classify(&e);
+                if kind != UpstreamError::ClientBody {
+                    tracing::warn!(
+                        target: "entragate::upstream",
+                        error = %Chain(&e),
+                        "upstream request failed"
+                    );
+                }
+                return Err(kind);
+            }
             Ok(Ok(r)) => r,
         };
         let (mut parts, body) = response.into_parts();
@@ -149,6 +191,59 @@ impl Forwarder {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
+    }
+}
+
+/// What is needed to send a replayable request again: its method, target and headers (its
+/// body is empty).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &http::request::Parts, body: &Body) -> Option<Self> {
+        let replayable = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        ) && body.is_end_stream();
+        replayable.then(|| Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+
+    fn request(self) -> Request<Body> {
+        let mut r = Request::new(Body::empty());
+        *r.method_mut() = self.method;
+        *r.uri_mut() = self.uri;
+        *r.headers_mut() = self.headers;
+        *r.version_mut() = Version::HTTP_11;
+        r
+    }
+}
+
+/// A failure after the connection was made and before any response: on a pooled connection
+/// that the upstream closed as the request went out, a second try succeeds. Connect errors
+/// (nothing listening, connect timeout) would only fail again.
+fn may_retry(e: &hyper_util::client::legacy::Error) -> bool {
+    !e.is_connect() && classify(e) == UpstreamError::Unreachable
+}
+
+/// An error and its sources, `: `-separated, for the log.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 

@@ -369,3 +369,26 @@ async fn shed_requests_are_counted() {
         "{metrics}"
     );
 }
+
+/// The listener's `listen(2)` backlog is `server.listen_backlog`, not the 128 of
+/// `TcpListener::bind`, so a burst of new connections waits in the kernel instead of being
+/// dropped. Read back from the kernel with `ss` (iproute2): the Send-Q of a listening socket.
+#[tokio::test]
+async fn the_listen_backlog_is_the_configured_one() {
+    let h = Harness::start_with(Extra {
+        server: "listen_backlog = 777".to_owned(),
+        ..Extra::default()
+    })
+    .await;
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", h.gw.addr.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let out = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local Peer
+    let backlog: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlog, ["777"], "ss said {out:?}");
+}

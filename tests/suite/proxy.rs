@@ -9,6 +9,7 @@ use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -636,4 +637,175 @@ async fn a_64_mib_download_arrives_complete() {
     }
     assert_eq!(received, n);
     assert_eq!(wrong, 0);
+}
+
+/// A keep-alive upstream that answers every request after `delay` and counts the connections
+/// open to it.
+async fn counting_upstream(delay: Duration) -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let open = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&open);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = std::sync::Arc::clone(&counter);
+            counter.fetch_add(1, SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                'conn: loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break 'conn,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    tokio::time::sleep(delay).await;
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                counter.fetch_sub(1, SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// A burst of concurrent requests opens as many upstream connections as it needs; once it is
+/// over, at most `upstream.max_idle_connections` stay open (the rest would otherwise idle for
+/// 90 s each, holding their buffers: thousands after a burst of thousands).
+#[tokio::test]
+async fn idle_upstream_connections_are_capped_after_a_burst() {
+    const BURST: usize = 12;
+    for (max_idle, expected) in [(3usize, 3usize), (BURST, BURST)] {
+        let (addr, open) = counting_upstream(Duration::from_millis(300)).await;
+        let h = Harness::start_with(Extra {
+            upstream_url: Some(format!("http://{addr}")),
+            upstream: format!("max_idle_connections = {max_idle}"),
+            ..Extra::default()
+        })
+        .await;
+        let token = h.token(TokenVersion::V2);
+        let paths: Vec<String> = (0..BURST).map(|i| format!("/burst/{i}")).collect();
+        let burst = paths.iter().map(|p| h.get_with_token(p, &token));
+        for r in futures_util::future::join_all(burst).await {
+            assert_eq!(r.status(), 200);
+        }
+        // The burst needed a connection per request; the pool keeps `max_idle` of them.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open.load(SeqCst) != expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            open.load(SeqCst),
+            expected,
+            "upstream connections left open after a burst of {BURST}, max_idle_connections = {max_idle}"
+        );
+        // And they are used again.
+        let r = h.get_with_token("/again", &token).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(open.load(SeqCst), expected);
+    }
+}
+
+/// An upstream that answers the first request on each connection and closes the connection
+/// when the second one arrives, without answering: what a pooled connection looks like when
+/// the upstream's keep-alive timeout ends just as the gateway sends on it. Counts requests.
+async fn closes_on_second_request() -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = std::sync::Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                for answered in [true, false] {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, SeqCst);
+                    if answered {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Dropped: closed with the second request unanswered.
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A bodiless GET that meets a pooled connection the upstream has just closed is sent once
+/// more on a new connection and succeeds; a POST with a body is never sent twice: 502.
+#[tokio::test]
+async fn a_get_on_a_connection_the_upstream_closed_is_retried_once_a_post_is_not() {
+    let (addr, seen) = closes_on_second_request().await;
+    let h = Harness::start_with(Extra {
+        upstream_url: Some(format!("http://{addr}")),
+        ..Extra::default()
+    })
+    .await;
+    let token = h.token(TokenVersion::V2);
+    let r = h.get_with_token("/first", &token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen.load(SeqCst), 1);
+    // Sent on the pooled connection (closed unanswered), then on a new one (answered).
+    let r = h.get_with_token("/second", &token).await;
+    assert_eq!(r.status(), 200, "GET on a stale pooled connection");
+    assert_eq!(seen.load(SeqCst), 3);
+    // The new connection is pooled; a POST on it is closed unanswered and not repeated.
+    let r = h
+        .client
+        .post(h.url("/write"))
+        .header("authorization", format!("Bearer {token}"))
+        .body("x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 502, "POST on a stale pooled connection");
+    assert_eq!(seen.load(SeqCst), 4, "the POST reached the upstream once");
+}
+
+/// A pooled upstream connection is closed by the gateway once it has idled for
+/// `upstream.idle_timeout`, before an upstream with a longer keep-alive timeout would.
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_idle_timeout() {
+    let (addr, open) = counting_upstream(Duration::ZERO).await;
+    let h = Harness::start_with(Extra {
+        upstream_url: Some(format!("http://{addr}")),
+        upstream: "idle_timeout = \"1s\"".to_owned(),
+        ..Extra::default()
+    })
+    .await;
+    let token = h.token(TokenVersion::V2);
+    let r = h.get_with_token("/once", &token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(open.load(SeqCst), 1, "kept alive after the response");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.load(SeqCst) != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.load(SeqCst),
+        0,
+        "idle connection still open after 10 s"
+    );
 }
