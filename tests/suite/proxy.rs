@@ -639,23 +639,37 @@ async fn a_64_mib_download_arrives_complete() {
     assert_eq!(wrong, 0);
 }
 
-/// A keep-alive upstream that answers every request after `delay` and counts the connections
-/// open to it.
-async fn counting_upstream(delay: Duration) -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
+/// A raw keep-alive upstream: answers each request after `delay`; with `answers_per_conn`,
+/// closes a connection unanswered when the request past that number arrives (what a pooled
+/// connection looks like when the upstream's keep-alive timeout ends just as the gateway sends
+/// on it). Counts the connections open to it and the requests it read.
+struct RawUpstream {
+    addr: SocketAddr,
+    open: std::sync::Arc<AtomicUsize>,
+    seen: std::sync::Arc<AtomicUsize>,
+}
+
+async fn raw_upstream(delay: Duration, answers_per_conn: Option<usize>) -> RawUpstream {
     let listener = tokio::net::TcpListener::bind(loopback())
         .await
         .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let open = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&open);
+    let up = RawUpstream {
+        addr: listener.local_addr().expect("addr"),
+        open: std::sync::Arc::default(),
+        seen: std::sync::Arc::default(),
+    };
+    let (open, seen) = (
+        std::sync::Arc::clone(&up.open),
+        std::sync::Arc::clone(&up.seen),
+    );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let counter = std::sync::Arc::clone(&counter);
-            counter.fetch_add(1, SeqCst);
+            let (open, seen) = (std::sync::Arc::clone(&open), std::sync::Arc::clone(&seen));
+            open.fetch_add(1, SeqCst);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                'conn: loop {
+                'conn: for answered in 0.. {
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                         match s.read(&mut buf).await {
                             Ok(0) | Err(_) => break 'conn,
@@ -663,19 +677,21 @@ async fn counting_upstream(delay: Duration) -> (SocketAddr, std::sync::Arc<Atomi
                         }
                     }
                     head.clear();
+                    seen.fetch_add(1, SeqCst);
+                    if answers_per_conn.is_some_and(|n| answered >= n) {
+                        break; // dropped: closed with this request unanswered
+                    }
                     tokio::time::sleep(delay).await;
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
                         break;
                     }
                 }
-                counter.fetch_sub(1, SeqCst);
+                open.fetch_sub(1, SeqCst);
             });
         }
     });
-    (addr, open)
+    up
 }
 
 /// A burst of concurrent requests opens as many upstream connections as it needs; once it is
@@ -685,7 +701,7 @@ async fn counting_upstream(delay: Duration) -> (SocketAddr, std::sync::Arc<Atomi
 async fn idle_upstream_connections_are_capped_after_a_burst() {
     const BURST: usize = 12;
     for (max_idle, expected) in [(3usize, 3usize), (BURST, BURST)] {
-        let (addr, open) = counting_upstream(Duration::from_millis(300)).await;
+        let RawUpstream { addr, open, .. } = raw_upstream(Duration::from_millis(300), None).await;
         let h = Harness::start_with(Extra {
             upstream_url: Some(format!("http://{addr}")),
             upstream: format!("max_idle_connections = {max_idle}"),
@@ -715,49 +731,11 @@ async fn idle_upstream_connections_are_capped_after_a_burst() {
     }
 }
 
-/// An upstream that answers the first request on each connection and closes the connection
-/// when the second one arrives, without answering: what a pooled connection looks like when
-/// the upstream's keep-alive timeout ends just as the gateway sends on it. Counts requests.
-async fn closes_on_second_request() -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind(loopback())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let counter = std::sync::Arc::clone(&counter);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                for answered in [true, false] {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    counter.fetch_add(1, SeqCst);
-                    if answered {
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                // Dropped: closed with the second request unanswered.
-            });
-        }
-    });
-    (addr, seen)
-}
-
 /// A bodiless GET that meets a pooled connection the upstream has just closed is sent once
 /// more on a new connection and succeeds; a POST with a body is never sent twice: 502.
 #[tokio::test]
 async fn a_get_on_a_connection_the_upstream_closed_is_retried_once_a_post_is_not() {
-    let (addr, seen) = closes_on_second_request().await;
+    let RawUpstream { addr, seen, .. } = raw_upstream(Duration::ZERO, Some(1)).await;
     let h = Harness::start_with(Extra {
         upstream_url: Some(format!("http://{addr}")),
         ..Extra::default()
@@ -788,7 +766,7 @@ async fn a_get_on_a_connection_the_upstream_closed_is_retried_once_a_post_is_not
 /// `upstream.idle_timeout`, before an upstream with a longer keep-alive timeout would.
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_after_idle_timeout() {
-    let (addr, open) = counting_upstream(Duration::ZERO).await;
+    let RawUpstream { addr, open, .. } = raw_upstream(Duration::ZERO, None).await;
     let h = Harness::start_with(Extra {
         upstream_url: Some(format!("http://{addr}")),
         upstream: "idle_timeout = \"1s\"".to_owned(),
