@@ -160,6 +160,9 @@ pub struct Upstream {
     /// How long an idle keep-alive connection to the upstream is kept; shorter than the
     /// upstream's own keep-alive timeout, so the gateway closes first.
     pub idle_timeout: Duration,
+    /// Requests (so HTTP/1.1 connections) to the upstream in progress at once; more wait for
+    /// one to finish, within `timeout`.
+    pub max_connections: usize,
     pub authorization: UpstreamAuthorization,
     /// Used only with an `https` scheme.
     pub tls: UpstreamTls,
@@ -241,6 +244,7 @@ const KNOWN_KEYS: &[&str] = &[
     "upstream.connect_timeout",
     "upstream.timeout",
     "upstream.max_idle_connections",
+    "upstream.max_connections",
     "upstream.idle_timeout",
     "upstream.authorization",
     "upstream.basic_user",
@@ -453,6 +457,7 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
     let max_idle_connections =
         usize::try_from(r.u64("upstream.max_idle_connections", 128)).unwrap_or(usize::MAX);
     let idle_timeout = r.duration("upstream.idle_timeout", "15s");
+    let max_connections = positive(r, "upstream.max_connections", 1024);
     if idle_timeout.is_zero() {
         r.problem(
             "upstream.idle_timeout",
@@ -484,6 +489,7 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
         timeout,
         max_idle_connections,
         idle_timeout,
+        max_connections,
         authorization,
     }
 }

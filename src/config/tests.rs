@@ -41,6 +41,7 @@ fn defaults_are_written_out() {
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.upstream.max_idle_connections, 128);
     assert_eq!(c.upstream.idle_timeout, Duration::from_secs(15));
+    assert_eq!(c.upstream.max_connections, 1024);
     assert_eq!(c.server.limits.listen_backlog, 1024);
     assert_eq!(c.upstream.authorization, UpstreamAuthorization::Forward);
     assert_eq!(c.entra.authority, DEFAULT_AUTHORITY);
@@ -81,18 +82,23 @@ fn env_overrides_file() {
 }
 
 #[test]
-fn zero_listen_backlog_and_idle_timeout_are_refused_by_key() {
+fn zero_listen_backlog_idle_timeout_and_upstream_connections_are_refused_by_key() {
     let e = load(
         MINIMAL,
         &[
             ("ENTRAGATE_SERVER__LISTEN_BACKLOG", "0"),
             ("ENTRAGATE_UPSTREAM__IDLE_TIMEOUT", "0s"),
+            ("ENTRAGATE_UPSTREAM__MAX_CONNECTIONS", "0"),
         ],
     )
     .expect_err("invalid");
     assert_eq!(
         keys(&e),
-        ["server.listen_backlog", "upstream.idle_timeout"],
+        [
+            "server.listen_backlog",
+            "upstream.max_connections",
+            "upstream.idle_timeout",
+        ],
         "{e}"
     );
 }

@@ -9,10 +9,16 @@
 //! than the upstream's own keep-alive timeout. When a pooled connection fails anyway (the
 //! upstream closed it as the request went out), a replayable request — `GET`, `HEAD`,
 //! `OPTIONS` or `TRACE` with no body, as Go's and nginx's clients also retry — is sent once
-//! more on another connection; anything else gets 502. Every failure's cause is logged at
+//! more on another connection; anything else gets 502. At most `upstream.max_connections`
+//! requests are with the upstream at once (each holds an HTTP/1.1 connection until its response
+//! body ends); more wait for a slot within `upstream.timeout`, so a wave of slow requests cannot
+//! open connections until the process runs out of file descriptors. Every failure's cause is logged at
 //! `warn` under the target `entragate::upstream` (no headers, no token).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,6 +28,7 @@ use http_body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::headers;
 use crate::config::Upstream;
@@ -46,6 +53,9 @@ pub enum UpstreamError {
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: Client<Connector, Body>,
+    /// `upstream.max_connections` permits; one is held from sending until the response body
+    /// ends (or is dropped).
+    slots: Arc<Semaphore>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -72,6 +82,7 @@ impl Forwarder {
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Ok(Self {
             client,
+            slots: Arc::new(Semaphore::new(upstream.max_connections)),
             scheme: upstream.scheme.clone(),
             authority: upstream.origin.clone(),
             host,
@@ -135,7 +146,9 @@ impl Forwarder {
         let replay = Replay::of(&parts, &body);
         let request = Request::from_parts(parts, body);
         let send = async {
-            match (self.client.request(request).await, replay) {
+            // Never closed, so never `None`.
+            let slot = Arc::clone(&self.slots).acquire_owned().await.ok();
+            let result = match (self.client.request(request).await, replay) {
                 (Err(e), Some(replay)) if may_retry(&e) => {
                     tracing::debug!(
                         target: "entragate::upstream",
@@ -145,7 +158,8 @@ impl Forwarder {
                     self.client.request(replay.request()).await
                 }
                 (result, _) => result,
-            }
+            };
+            result.map(|r| (r, slot))
         };
         let response = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => {
@@ -169,8 +183,10 @@ impl Forwarder {
             }
             Ok(Ok(r)) => r,
         };
+        let (response, slot) = response;
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        let body = Slotted { inner: body, slot };
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 
@@ -191,6 +207,38 @@ impl Forwarder {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
+    }
+}
+
+/// An upstream response body holding its request's slot until it ends or is dropped.
+struct Slotted {
+    inner: hyper::body::Incoming,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for Slotted {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = frame {
+            // The connection is back in the pool (or gone): free the slot now, not when the
+            // client's side drops the body.
+            self.slot = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

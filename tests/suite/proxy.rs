@@ -646,6 +646,8 @@ async fn a_64_mib_download_arrives_complete() {
 struct RawUpstream {
     addr: SocketAddr,
     open: std::sync::Arc<AtomicUsize>,
+    /// The most connections open at once.
+    most: std::sync::Arc<AtomicUsize>,
     seen: std::sync::Arc<AtomicUsize>,
 }
 
@@ -656,16 +658,18 @@ async fn raw_upstream(delay: Duration, answers_per_conn: Option<usize>) -> RawUp
     let up = RawUpstream {
         addr: listener.local_addr().expect("addr"),
         open: std::sync::Arc::default(),
+        most: std::sync::Arc::default(),
         seen: std::sync::Arc::default(),
     };
-    let (open, seen) = (
+    let (open, most, seen) = (
         std::sync::Arc::clone(&up.open),
+        std::sync::Arc::clone(&up.most),
         std::sync::Arc::clone(&up.seen),
     );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let (open, seen) = (std::sync::Arc::clone(&open), std::sync::Arc::clone(&seen));
-            open.fetch_add(1, SeqCst);
+            most.fetch_max(open.fetch_add(1, SeqCst) + 1, SeqCst);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -786,4 +790,28 @@ async fn idle_upstream_connections_are_closed_after_idle_timeout() {
         0,
         "idle connection still open after 10 s"
     );
+}
+
+/// At most `upstream.max_connections` requests are with the upstream at once: a wave of
+/// concurrent requests waits for slots instead of opening a connection each.
+#[tokio::test]
+async fn concurrent_upstream_requests_are_capped_by_max_connections() {
+    const WAVE: usize = 8;
+    let RawUpstream {
+        addr, most, seen, ..
+    } = raw_upstream(Duration::from_millis(200), None).await;
+    let h = Harness::start_with(Extra {
+        upstream_url: Some(format!("http://{addr}")),
+        upstream: "max_connections = 2".to_owned(),
+        ..Extra::default()
+    })
+    .await;
+    let token = h.token(TokenVersion::V2);
+    let paths: Vec<String> = (0..WAVE).map(|i| format!("/wave/{i}")).collect();
+    let wave = paths.iter().map(|p| h.get_with_token(p, &token));
+    for r in futures_util::future::join_all(wave).await {
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(seen.load(SeqCst), WAVE);
+    assert_eq!(most.load(SeqCst), 2, "upstream connections open at once");
 }
