@@ -30,6 +30,10 @@ pub const CONFIG_ENV: &str = "ENTRAGATE_CONFIG";
 pub const LOG_FORMAT_ENV: &str = "ENTRAGATE_LOG_FORMAT";
 /// Public Microsoft Entra ID authority.
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// The longest duration any key accepts (100 years of 365.25 days): a longer one is never
+/// meant, and every deadline, timer and key age computed from the config stays far from the
+/// limits of the clock and of `Duration` arithmetic.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 31_557_600);
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Reading keys one at a time from the layered sources, collecting every problem.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,7 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Profile, Provider as _};
 use serde::de::DeserializeOwned;
 
-use super::{CONFIG_ENV, ENV_PREFIX, LOG_FORMAT_ENV};
+use super::{CONFIG_ENV, ENV_PREFIX, LOG_FORMAT_ENV, MAX_DURATION};
 
 /// One bad key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +95,13 @@ impl Reader {
             }
             let Some((table, key)) = rest.split_once("__") else {
                 problems.push(Problem {
-                    key: rest.to_ascii_lowercase(),
+                    // `ENTRAGATE_` alone names nothing after the prefix: the problem is then
+                    // named by the variable, never by an empty key.
+                    key: if rest.is_empty() {
+                        name.clone()
+                    } else {
+                        rest.to_ascii_lowercase()
+                    },
                     env_var: Some(name.clone()),
                     message: "not a config key; use ENTRAGATE_<TABLE>__<KEY>".into(),
                 });
@@ -161,6 +168,7 @@ impl Reader {
             }
             if let Some((_, what)) = not_yet.iter().find(|(k, _)| k == table) {
                 found.push((
+                    key_name(table).into_owned(),
                     table.clone(),
                     format!("{what} are not available in this version"),
                 ));
@@ -171,8 +179,13 @@ impl Reader {
                 Value::Dict(_, dict) if is_table => {
                     collect_unknown(table, dict, known, not_yet, &mut found);
                 }
-                Value::Dict(..) => found.push((table.clone(), "unknown table".to_owned())),
+                Value::Dict(..) => found.push((
+                    key_name(table).into_owned(),
+                    table.clone(),
+                    "unknown table".to_owned(),
+                )),
                 _ => found.push((
+                    key_name(table).into_owned(),
                     table.clone(),
                     if is_table {
                         format!("[{table}] must be a table")
@@ -182,8 +195,13 @@ impl Reader {
                 )),
             }
         }
-        for (key, message) in found {
-            self.problem(&key, message);
+        // A value from the environment is traced to its variable by the key's plain path.
+        for (shown, path, message) in found {
+            self.problems.push(Problem {
+                env_var: self.from_env.get(&path).cloned(),
+                key: shown,
+                message,
+            });
         }
     }
 
@@ -288,20 +306,55 @@ impl Reader {
         }
     }
 
-    /// A duration written like `"30s"`, `"5m"`, `"1h"`.
+    /// A duration written like `"30s"`, `"5m"`, `"1h"`, at most [`MAX_DURATION`].
     pub(super) fn duration(&mut self, key: &str, default: &'static str) -> Duration {
         let text = self.string(key, default);
-        match humantime::parse_duration(&text) {
+        match parse_duration(&text) {
             Ok(d) => d,
-            Err(e) => {
-                self.problem(
-                    key,
-                    format!("{text:?} is not a duration like \"30s\" or \"5m\": {e}"),
-                );
-                humantime::parse_duration(default).unwrap_or_default()
+            Err(msg) => {
+                self.problem(key, msg);
+                parse_duration(default).unwrap_or_default()
             }
         }
     }
+}
+
+/// `"30s"`, `"1h 30m"`, `"250ms"`, ... (humantime's syntax), at most [`MAX_DURATION`].
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let too_long = || format!("{text:?} is longer than the 100 years a duration may be");
+    // humantime adds up the parts in u64 seconds and panics when they reach exactly
+    // u64::MAX with a carry from the sub-second part ("18446744073709551615s 1000ms").
+    // Bounding every number by the longest unit (a year of 365.25 days) keeps any text that
+    // could get there away from it.
+    if !below_u64_seconds(text) {
+        return Err(too_long());
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\" or \"5m\": {e}"))?;
+    if d > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(d)
+}
+
+/// True when every run of digits in `text`, each read as a number of years, adds up to less
+/// than `u64::MAX` seconds: then no reading of `text` as a duration comes near it.
+fn below_u64_seconds(text: &str) -> bool {
+    const YEAR_SECS: u128 = 31_557_600;
+    let mut total: u128 = 0;
+    for run in text.split(|c: char| !c.is_ascii_digit()) {
+        if run.is_empty() {
+            continue;
+        }
+        let digits = run.trim_start_matches('0');
+        // 20 digits and more: at least 10^19, past u64::MAX seconds as years or not.
+        if digits.len() >= 20 {
+            return false;
+        }
+        let n: u128 = digits.parse().unwrap_or(0);
+        total = total.saturating_add((n + 1) * YEAR_SECS);
+    }
+    total < u128::from(u64::MAX)
 }
 
 fn collect_unknown(
@@ -309,18 +362,38 @@ fn collect_unknown(
     dict: &Dict,
     known: &[&str],
     not_yet: &[(&str, &str)],
-    found: &mut Vec<(String, String)>,
+    found: &mut Vec<(String, String, String)>,
 ) {
     for key in dict.keys() {
         let path = format!("{table}.{key}");
         if known.contains(&path.as_str()) {
             continue;
         }
+        // Named as TOML would write the key (quoted when not bare).
+        let shown = format!("{table}.{}", key_name(key));
         if let Some((_, what)) = not_yet.iter().find(|(k, _)| *k == path) {
-            found.push((path, format!("not available in this version ({what})")));
+            found.push((
+                shown,
+                path,
+                format!("not available in this version ({what})"),
+            ));
         } else {
-            found.push((path, "unknown key".to_owned()));
+            found.push((shown, path, "unknown key".to_owned()));
         }
+    }
+}
+
+/// A key of the config as a problem names it: bare when TOML would write it bare
+/// (`A-Za-z0-9_-`), else quoted (`""`, `"a.b"`), so an empty or dotted key is still seen.
+pub(super) fn key_name(key: &str) -> Cow<'_, str> {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("{key:?}"))
     }
 }
 

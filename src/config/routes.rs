@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use figment::value::{Dict, Value};
 use serde::de::DeserializeOwned;
 
-use super::read::Reader;
+use super::read::{Reader, key_name};
 use super::{Oidc, Route, is_guid};
 use crate::auth::path;
 
@@ -56,7 +56,7 @@ fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
         };
         for key in dict.keys() {
             if !known.contains(&key.as_str()) {
-                r.problem(&format!("{name}.{key}"), "unknown key");
+                r.problem(&format!("{name}.{}", key_name(key)), "unknown key");
             }
         }
         out.push((name, dict));
@@ -156,7 +156,7 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
     for (claim, values) in &claims {
         if values.is_empty() {
             r.problem(
-                &format!("{name}.claims.{claim}"),
+                &format!("{name}.claims.{}", key_name(claim)),
                 "needs at least one value (the claim must hold one of them)",
             );
         }

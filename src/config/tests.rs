@@ -182,6 +182,20 @@ fn unknown_env_keys_are_errors() {
     assert!(k.contains(&"log"), "{k:?}");
 }
 
+/// Regression (fuzzing, `config_load`): a variable named just `ENTRAGATE_` was reported with an
+/// empty key (" (from ENTRAGATE_): not a config key"); it is named by the variable now.
+#[test]
+fn the_bare_prefix_is_a_problem_with_a_name() {
+    let e = load(MINIMAL, &[("ENTRAGATE_", "z")]).expect_err("not a key");
+    assert_eq!(keys(&e), ["ENTRAGATE_"]);
+    assert_eq!(e.problems[0].env_var.as_deref(), Some("ENTRAGATE_"));
+    assert!(
+        e.to_string()
+            .contains("ENTRAGATE_ (from ENTRAGATE_): not a config key"),
+        "{e}"
+    );
+}
+
 #[test]
 fn forward_auth_mode_and_ext_authz_listener() {
     let c = load(MINIMAL, &[]).expect("valid");
@@ -422,4 +436,83 @@ fn sizes_may_be_plain_toml_integers() {
     assert_eq!(c.server.max_body, None);
     let e = load(&format!("{MINIMAL}\n[server]\nmax_body = -1\n"), &[]).expect_err("negative");
     assert_eq!(keys(&e), ["server.max_body"]);
+}
+
+/// Regression (found while writing the `config_load` fuzz target): humantime panics ("overflow in
+/// Duration::new") when a duration's parts add up to exactly u64::MAX seconds with a carry
+/// from the sub-second part, and durations near that limit loaded fine and overflowed later
+/// (`jwks_refresh + jwks_min_refetch` when keys are refetched). Both are now problems of
+/// their key, and no duration is longer than `MAX_DURATION`.
+#[test]
+fn durations_beyond_the_limit_are_problems_of_their_key() {
+    let huge = "18446744073709551615s 1000ms";
+    for (table, key) in [
+        ("server", "shutdown_grace"),
+        ("server", "header_read_timeout"),
+        ("server", "reload_poll"),
+        ("upstream", "timeout"),
+        ("upstream", "connect_timeout"),
+        ("entra", "clock_skew"),
+        ("entra", "jwks_min_refetch"),
+        ("entra", "metadata_timeout"),
+    ] {
+        let text = if table == "entra" {
+            format!("{MINIMAL}{key} = {huge:?}\n")
+        } else {
+            format!("{MINIMAL}\n[{table}]\n{key} = {huge:?}\n")
+        };
+        let e = load(&text, &[]).expect_err(key);
+        assert_eq!(keys(&e), [format!("{table}.{key}")], "{e}");
+        assert!(e.problems[0].message.contains("100 years"), "{e}");
+    }
+    // From the environment too, blamed on the variable.
+    let e = load(MINIMAL, &[("ENTRAGATE_ENTRA__JWKS_REFRESH", huge)]).expect_err("env");
+    assert_eq!(e.problems[0].key, "entra.jwks_refresh");
+    assert_eq!(
+        e.problems[0].env_var.as_deref(),
+        Some("ENTRAGATE_ENTRA__JWKS_REFRESH")
+    );
+    // Loaded before, overflowing when keys were refetched.
+    let text = format!(
+        "{MINIMAL}jwks_refresh = \"18446744073709551000s\"\njwks_max_stale = \"18446744073709551615s\"\n"
+    );
+    let e = load(&text, &[]).expect_err("refresh + min_refetch overflowed");
+    assert!(keys(&e).contains(&"entra.jwks_refresh"), "{e}");
+    // The limit itself is fine; a second more is not.
+    let c = load(&format!("{MINIMAL}jwks_max_stale = \"100y\"\n"), &[]).expect("100y");
+    assert_eq!(c.entra.jwks_max_stale, MAX_DURATION);
+    let e = load(&format!("{MINIMAL}jwks_max_stale = \"100y 1s\"\n"), &[]).expect_err(">100y");
+    assert_eq!(keys(&e), ["entra.jwks_max_stale"]);
+    for (text, ok) in [
+        ("99999999999y", false),
+        ("1.5s", true),
+        ("0s", true),
+        ("1000ms 1000ms", true),
+        ("584942417355y", false),
+        ("00000000000000000000000000001s", true),
+        ("100000000000000000000s", false),
+    ] {
+        assert_eq!(read::parse_duration(text).is_ok(), ok, "{text}");
+    }
+}
+
+/// Regression (fuzzing, `config_load`): TOML allows an empty quoted key (`'' = 1`), which was
+/// reported as ": unknown key"; keys TOML would not write bare are shown quoted now.
+#[test]
+fn keys_that_are_not_bare_are_quoted_in_problems() {
+    let e = load(&format!("'' = \"a\"\n{MINIMAL}"), &[]).expect_err("empty key");
+    assert_eq!(keys(&e), ["\"\""]);
+    let e = load(&format!("\"a.b\" = 1\n{MINIMAL}"), &[]).expect_err("dotted key");
+    assert_eq!(keys(&e), ["\"a.b\""]);
+    let e = load(&format!("{MINIMAL}\"\" = 1\n"), &[]).expect_err("empty key in a table");
+    assert_eq!(keys(&e), ["entra.\"\""]);
+    let e = load(
+        &format!("{MINIMAL}\n[[routes]]\npath = \"/q\"\n'' = 1\nclaims = {{ '' = [] }}\n"),
+        &[],
+    )
+    .expect_err("empty keys in a route");
+    assert_eq!(keys(&e), ["routes[0].\"\"", "routes[0].claims.\"\""], "{e}");
+    for p in &e.problems {
+        assert!(!p.to_string().starts_with(':'), "{p}");
+    }
 }
