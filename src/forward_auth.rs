@@ -156,8 +156,11 @@ fn url_path(url: &str) -> Option<&str> {
 
 /// The origin (`scheme://host`) of the original request, for an RFC 9728 metadata URL that
 /// follows the request: from `X-Original-URL`, else `X-Forwarded-Proto` + `X-Forwarded-Host`,
-/// when trusted; else the request's own `Host` as `http`.
-fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
+/// when trusted; else the request's own `Host` as `http`. Public for the fuzz targets and
+/// property tests (`fuzz/`, `tests/suite/properties.rs`); the handler is its only caller.
+#[doc(hidden)]
+#[must_use]
+pub fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     if trusted {
         if let Some((scheme, rest)) = text(&X_ORIGINAL_URL).and_then(|u| u.split_once("://")) {
