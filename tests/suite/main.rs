@@ -20,6 +20,7 @@ mod ingress;
 mod keys;
 mod observability;
 mod process;
+mod properties;
 mod proxy;
 mod reload;
 mod routes;
