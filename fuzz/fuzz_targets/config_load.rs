@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
         server.reload_poll,
         config.upstream.connect_timeout,
         config.upstream.timeout,
+        config.upstream.idle_timeout,
         entra.clock_skew,
         entra.jwks_refresh,
         entra.jwks_min_refetch,

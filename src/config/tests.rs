@@ -452,6 +452,7 @@ fn durations_beyond_the_limit_are_problems_of_their_key() {
         ("server", "reload_poll"),
         ("upstream", "timeout"),
         ("upstream", "connect_timeout"),
+        ("upstream", "idle_timeout"),
         ("entra", "clock_skew"),
         ("entra", "jwks_min_refetch"),
         ("entra", "metadata_timeout"),
