@@ -369,6 +369,7 @@ const KEYS: &[&str] = &[
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.timeout",
+    "upstream.max_connections",
     "upstream.max_idle_connections",
     "upstream.idle_timeout",
     "upstream.authorization",
