@@ -31,6 +31,9 @@
 # UPSTREAM_KEEPALIVE_TIMEOUT (60 s, as Tomcat and nginx are commonly set) and after
 # UPSTREAM_KEEPALIVE_REQUESTS (1,000, nginx's default) requests.
 #
+# CONNS_ROUNDS (1) repeats the conns load on the same gateway, with the RSS CONNS_PAUSE (20)
+# seconds after each round, to tell memory kept for reuse from memory that grows.
+#
 # Other knobs (environment): CONNS_THREADS=2 SOAK_THREADS=1 (wrk threads) AFTER_CONNECTIONS=200
 # GATEWAY_EXTRA (more [server] lines for the gateway's config) SKIP_BUILD=1
 set -euo pipefail
@@ -51,6 +54,8 @@ CONNS=${CONNS:-10000}
 CONNS_DURATION=${CONNS_DURATION:-60}
 CONNS_DELAY_MS=${CONNS_DELAY_MS:-2000}
 CONNS_THREADS=${CONNS_THREADS:-2}
+CONNS_ROUNDS=${CONNS_ROUNDS:-1}
+CONNS_PAUSE=${CONNS_PAUSE:-20}
 AFTER_CONNECTIONS=${AFTER_CONNECTIONS:-200}
 SOAK_DURATION=${SOAK_DURATION:-600}
 SOAK_CONNECTIONS=${SOAK_CONNECTIONS:-20}
@@ -239,29 +244,37 @@ phase_conns() {
   start_gateway conns
   acc0=$(upstream_accepts)
   start_sampler "$d/samples.csv"
-  log "conns: $CONNS connections for ${CONNS_DURATION}s, a request every ${CONNS_DELAY_MS} ms each"
-  out=$d/wrk.txt
-  wrk_tokens "$out" "$CONNS_THREADS" "$CONNS" "$CONNS_DURATION" "$CONNS_DELAY_MS" &
-  local wrk_pid=$! t
-  # What the gateway holds, at mid-run: established less those not yet accepted.
-  for ((t = 0; t < CONNS_DURATION / 2; t++)); do
-    sleep 1
-    if [ $((t % 5)) = 4 ]; then
-      log "conns: $((t + 1))s: established $(client_conns), accept queue $(accept_queue), upstream $(upstream_conns)"
-    fi
+  req=0; non2xx=0; errs=0; held=$CONNS
+  local r rounds_rss=() wrk_pid t v
+  for ((r = 1; r <= CONNS_ROUNDS; r++)); do
+    log "conns: round $r of $CONNS_ROUNDS: $CONNS connections for ${CONNS_DURATION}s, a request every ${CONNS_DELAY_MS} ms each"
+    out=$d/wrk-$r.txt
+    wrk_tokens "$out" "$CONNS_THREADS" "$CONNS" "$CONNS_DURATION" "$CONNS_DELAY_MS" &
+    wrk_pid=$!
+    # What the gateway holds, at mid-run: established less those not yet accepted.
+    for ((t = 0; t < CONNS_DURATION / 2; t++)); do
+      sleep 1
+      if [ $((t % 5)) = 4 ]; then
+        log "conns: $((t + 1))s: established $(client_conns), accept queue $(accept_queue), upstream $(upstream_conns)"
+      fi
+    done
+    est=$(client_conns)
+    queue=$(accept_queue)
+    if [ $((est - queue)) -lt "$held" ]; then held=$((est - queue)); fi
+    wait "$wrk_pid" || true
+    # No RESULT line (wrk failed) counts as an error.
+    v=$(field requests "$out"); req=$((req + ${v:-0}))
+    v=$(field non2xx "$out"); non2xx=$((non2xx + ${v:-1}))
+    v=$(field errors "$out"); errs=$((errs + ${v:-1}))
+    rps=$(rate "$out")
+    log "conns: $(grep -E 'Socket errors|Non-2xx|Requests/sec' "$out" | tr -s ' ' | paste -sd';' || true)"
+    # RSS once the round's connections are closed.
+    sleep "$CONNS_PAUSE"
+    rounds_rss+=("$(kib_mib "$(rss_kib "$GW")")")
   done
-  est=$(client_conns)
-  queue=$(accept_queue)
-  held=$((est - queue))
-  wait "$wrk_pid" || true
   acc1=$(upstream_accepts)
-  req=$(field requests "$out")
-  rps=$(rate "$out")
-  non2xx=$(field non2xx "$out")
-  errs=$(field errors "$out")
   gwerr=$(gateway_errors)
   gateway_metric_lines > "$d/metrics-burst.txt" || true
-  log "conns: $(grep -E 'Socket errors|Non-2xx|Requests/sec' "$out" | tr -s ' ' | paste -sd';' || true)"
 
   # After the burst: idle past the upstream's keep-alive timeout, then a short run.
   local idle=$((UPSTREAM_KEEPALIVE_TIMEOUT + 10))
@@ -285,18 +298,18 @@ phase_conns() {
   stop_gateway
 
   report "## conns ($(date -u +%FT%TZ))"
-  report "connections requested: $CONNS (wrk -t$CONNS_THREADS, a request every ${CONNS_DELAY_MS} ms each, ${CONNS_DURATION}s)"
-  report "connections held at $((CONNS_DURATION / 2))s: $held (established $est, of which $queue still in the accept queue)"
+  report "connections requested: $CONNS (wrk -t$CONNS_THREADS, a request every ${CONNS_DELAY_MS} ms each, ${CONNS_DURATION}s, $CONNS_ROUNDS round(s))"
+  report "connections held at $((CONNS_DURATION / 2))s: $held (fewest of the rounds; last: established $est, of which $queue still in the accept queue)"
   report "most established in a sample: $(csv_stat "$d/samples.csv" 6 max); gateway fds at most $(csv_stat "$d/samples.csv" 5 max)"
-  report "requests: ${req:-0} ($rps req/s); non-2xx: ${non2xx:-?}; socket errors: ${errs:-?}; gateway error outcomes: $gwerr"
-  report "RSS: start $(kib_mib "$idle_rss") MiB, peak $(kib_mib "$peak") MiB, after the idle period $(kib_mib "$end_rss") MiB"
-  report "upstream connections: opened $((acc1 - acc0)) during the burst, most open at once $(csv_stat "$d/samples.csv" 8 max), open after ${idle}s idle: $idle_upstream"
+  report "requests: $req ($rps req/s in the last round); non-2xx: $non2xx; socket errors: $errs; gateway error outcomes: $gwerr"
+  report "RSS: start $(kib_mib "$idle_rss") MiB, peak $(kib_mib "$peak") MiB, after each round ${rounds_rss[*]} MiB, after the idle period $(kib_mib "$end_rss") MiB"
+  report "upstream connections: opened $((acc1 - acc0)) during the rounds, most open at once $(csv_stat "$d/samples.csv" 8 max), open after ${idle}s idle: $idle_upstream"
   report "after the idle period: ${after_req:-0} requests on $AFTER_CONNECTIONS connections; non-2xx: ${after_non2xx:-?}; socket errors: ${after_errs:-?}; gateway error outcomes: $after_gw"
   report "in flight when wrk stopped (client_closed, both runs): $closed"
   report "$(log_problems "$d/gateway.log")"
   report "samples: $d/samples.csv"
   report ""
-  if [ "${non2xx:-1}" != 0 ] || [ "${errs:-1}" != 0 ] || [ "$gwerr" != 0 ] ||
+  if [ "$non2xx" != 0 ] || [ "$errs" != 0 ] || [ "$gwerr" != 0 ] ||
     [ "${after_non2xx:-1}" != 0 ] || [ "${after_errs:-1}" != 0 ] || [ "$after_gw" != 0 ]; then
     report "conns: FAILED (errors)"
     FAILED=1
