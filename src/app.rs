@@ -522,6 +522,28 @@ fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
         .collect()
 }
 
+/// Raises the soft limit of open files to the hard limit (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do): a shell or unit default of 1,024 would otherwise refuse
+/// connections long before `server.max_connections`. Warns when even the hard limit is below
+/// what the configured connection caps may use.
+pub fn raise_open_files_limit(config: &Config) {
+    let needed = config.server.limits.max_connections
+        + config.upstream.max_connections
+        + config.upstream.max_idle_connections
+        + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed as u64 => tracing::warn!(
+            limit,
+            needed,
+            "the open files limit is below what server.max_connections and \
+             upstream.max_connections may use; raise the hard limit (ulimit -Hn, systemd \
+             LimitNOFILE=, the container runtime's --ulimit nofile=) or lower them"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open files limit"),
+    }
+}
+
 /// Binds `addr` with `SO_REUSEADDR` (as `TcpListener::bind` does) and a `listen(2)` backlog
 /// of `backlog` (`TcpListener::bind` uses 128, which a burst of new connections overflows).
 fn bind(key: &'static str, addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartupError> {

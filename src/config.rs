@@ -459,7 +459,7 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
     let connect_timeout = r.duration("upstream.connect_timeout", "5s");
     let timeout = r.duration("upstream.timeout", "60s");
     let max_idle_connections =
-        usize::try_from(r.u64("upstream.max_idle_connections", 128)).unwrap_or(usize::MAX);
+        usize::try_from(r.u64("upstream.max_idle_connections", 1024)).unwrap_or(usize::MAX);
     let idle_timeout = r.duration("upstream.idle_timeout", "15s");
     let max_connections = positive(r, "upstream.max_connections", 1024);
     if idle_timeout.is_zero() {

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 None => config.server.log_format,
             };
             let _log = telemetry::init(format);
+            app::raise_open_files_limit(&config);
             runtime.block_on(async {
                 let mut config = config;
                 // What is in force; a reload compares against it, so --log-format is no change.

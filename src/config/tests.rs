@@ -39,7 +39,7 @@ fn defaults_are_written_out() {
     assert_eq!(c.upstream.origin.as_str(), "127.0.0.1:8081");
     assert_eq!(c.upstream.timeout, Duration::from_secs(60));
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
-    assert_eq!(c.upstream.max_idle_connections, 128);
+    assert_eq!(c.upstream.max_idle_connections, 1024);
     assert_eq!(c.upstream.idle_timeout, Duration::from_secs(15));
     assert_eq!(c.upstream.max_connections, 1024);
     assert_eq!(c.server.limits.listen_backlog, 1024);

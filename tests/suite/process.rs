@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::process::{Gateway, Proc, TempFile, start_upstreams};
+use common::process::{Gateway, Proc, TempFile, config_text, free_ports, start_upstreams};
 use common::{AUDIENCE, TENANT, now};
 use entragate::dev::{SigningKey, sign_jwt};
 use entragate::keys::TokenVersion;
@@ -408,4 +408,60 @@ async fn streaming_64_mib_up_and_256_mib_down_keeps_the_gateways_peak_memory_fla
     );
     let status = gw.stop(Duration::from_secs(10)).await;
     assert!(status.success(), "exit {status}");
+}
+
+/// "Max open files" of a process: (soft, hard), from /proc.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let mut v = line["Max open files".len()..].split_whitespace();
+    let soft = v.next().expect("soft").to_owned();
+    let hard = v.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
+/// Started with a soft limit of 256 open files (a shell default is 1,024), `serve` raises it to
+/// the hard limit; that is enough for the configured caps here, so it does not warn.
+#[tokio::test]
+async fn serve_raises_the_open_files_soft_limit_to_the_hard_limit() {
+    let (issuer, echo) = start_upstreams().await;
+    let [port, admin_port] = free_ports::<2>();
+    let text = config_text(
+        ([127, 0, 0, 1], port).into(),
+        ([127, 0, 0, 1], admin_port).into(),
+        &issuer,
+        &echo.url(),
+        "max_connections = 100",
+        "",
+    );
+    let config = TempFile::with("config.toml", &text);
+    let (_, hard) = open_files_limits(std::process::id());
+    let mut p = Proc::spawn_under(
+        &["prlimit", &format!("--nofile=256:{hard}"), "--"],
+        &["serve", "--config", config.as_str()],
+        &[],
+        None,
+    );
+    // Ready means past startup, where the limit is raised (before the listeners bind).
+    let client = common::client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(p.exited().is_none(), "exited early: {}", p.stderr());
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready: {}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let limits = open_files_limits(p.pid());
+    assert_eq!(limits, (hard.clone(), hard), "stderr: {}", p.stderr());
+    assert!(!p.stderr().contains("open files limit"), "{}", p.stderr());
 }

@@ -73,10 +73,28 @@ impl Proc {
 
     /// Like [`Proc::spawn`], with `stdin` as standard input.
     pub fn spawn_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Self {
+        Self::spawn_under(&[], args, env, stdin)
+    }
+
+    /// Like [`Proc::spawn_with_stdin`], started by `wrapper` (a command that runs the rest of
+    /// its arguments, e.g. `prlimit --nofile=256 --`).
+    pub fn spawn_under(
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Self {
         let stdout = TempFile::path("stdout");
         let stderr = TempFile::path("stderr");
         let input = stdin.map(|text| TempFile::with("stdin", text));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper {
+            [] => Command::new(BIN),
+            [program, rest @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+        };
         cmd.args(args)
             .current_dir(std::env::temp_dir())
             .stdin(match &input {
