@@ -58,11 +58,15 @@ mint_tokens() {
 }
 
 # nginx with one worker: the fast upstream (a static 200) and the issuer's static files.
+# More server blocks: UPSTREAM_EXTRA_SERVERS. Keep-alive limits: UPSTREAM_KEEPALIVE_TIMEOUT
+# (seconds, nginx's 75 by default) and UPSTREAM_KEEPALIVE_REQUESTS (1,000,000 by default: a
+# benchmark's upstream never closes a connection; bench/soak.sh sets a real server's).
 start_upstream() {
   local d=$WORK/upstream
   mkdir -p "$d/logs"
   cat > "$d/nginx.conf" <<EOF
 worker_processes 1;
+worker_rlimit_nofile 20000;
 pid $d/nginx.pid;
 error_log $d/logs/error.log warn;
 events { worker_connections 20000; }
@@ -70,10 +74,11 @@ http {
   access_log off;
   client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
   uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
+  keepalive_timeout ${UPSTREAM_KEEPALIVE_TIMEOUT:-75}s;
+  keepalive_requests ${UPSTREAM_KEEPALIVE_REQUESTS:-1000000};
   client_max_body_size 0;
   server {
-    listen 127.0.0.1:$P_UPSTREAM;
+    listen 127.0.0.1:$P_UPSTREAM backlog=4096;
     listen 127.0.0.1:$P_UPSTREAM_H2 http2;
     location / { return 200 "ok\n"; }
     # Uploads: the body is read and dropped.
@@ -84,6 +89,7 @@ http {
     root $WORK/issuer;
     default_type application/json;
   }
+  ${UPSTREAM_EXTRA_SERVERS:-}
 }
 EOF
   nginx -c "$d/nginx.conf" -p "$d/" || die "upstream nginx did not start"

@@ -45,6 +45,7 @@ source "$(dirname "$0")/common.sh"
 PORT_BASE=${SOAK_PORT_BASE:-19000}
 P_UPSTREAM=$PORT_BASE
 P_ISSUER=$((PORT_BASE + 1))
+P_UPSTREAM_H2=$((PORT_BASE + 2))
 P_UPSTREAM_STATUS=$((PORT_BASE + 3))
 P_GATEWAY=$((PORT_BASE + 40))
 P_GATEWAY_ADMIN=$((PORT_BASE + 41))
@@ -63,8 +64,8 @@ SOAK_DELAY_MS=${SOAK_DELAY_MS:-10}
 SOAK_THREADS=${SOAK_THREADS:-1}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 SLOPE_MAX_KIB_MIN=${SLOPE_MAX_KIB_MIN:-256}
-UPSTREAM_KEEPALIVE_TIMEOUT=${UPSTREAM_KEEPALIVE_TIMEOUT:-60}
-UPSTREAM_KEEPALIVE_REQUESTS=${UPSTREAM_KEEPALIVE_REQUESTS:-1000}
+export UPSTREAM_KEEPALIVE_TIMEOUT=${UPSTREAM_KEEPALIVE_TIMEOUT:-60}
+export UPSTREAM_KEEPALIVE_REQUESTS=${UPSTREAM_KEEPALIVE_REQUESTS:-1000}
 GATEWAY_EXTRA=${GATEWAY_EXTRA:-}
 PHASES=("$@")
 [ ${#PHASES[@]} -gt 0 ] || PHASES=(conns soak)
@@ -97,44 +98,16 @@ SAMPLER=""
 cleanup() {
   if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
   if [ -n "$GW" ]; then kill "$GW" 2>/dev/null || true; fi
-  nginx -c "$WORK/upstream/nginx.conf" -p "$WORK/upstream/" -s stop 2>/dev/null || true
+  stop_upstream
 }
 trap cleanup EXIT
 
-# nginx, one worker: the upstream, the issuer's files, and stub_status for the count of
-# connections the upstream accepted.
+# The upstream and the issuer's files (bench/common.sh, with a real server's keep-alive
+# limits), and stub_status for the count of connections the upstream accepted.
 start_soak_upstream() {
-  local d=$WORK/upstream
-  mkdir -p "$d/logs"
-  nginx -c "$d/nginx.conf" -p "$d/" -s stop 2>/dev/null || true
-  cat > "$d/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $d/nginx.pid;
-error_log $d/logs/error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_timeout ${UPSTREAM_KEEPALIVE_TIMEOUT}s;
-  keepalive_requests $UPSTREAM_KEEPALIVE_REQUESTS;
-  server {
-    listen 127.0.0.1:$P_UPSTREAM backlog=4096;
-    location / { return 200 "ok\n"; }
-  }
-  server {
-    listen 127.0.0.1:$P_ISSUER;
-    root $WORK/issuer;
-    default_type application/json;
-  }
-  server {
-    listen 127.0.0.1:$P_UPSTREAM_STATUS;
-    location / { stub_status; }
-  }
-}
-EOF
-  nginx -c "$d/nginx.conf" -p "$d/" || die "upstream nginx did not start"
+  stop_upstream
+  UPSTREAM_EXTRA_SERVERS="server { listen 127.0.0.1:$P_UPSTREAM_STATUS; location / { stub_status; } }" \
+    start_upstream
   wait_http "http://127.0.0.1:$P_UPSTREAM/" || die "upstream not up"
   wait_http "$AUTHORITY/jwks.json" || die "issuer files not served"
 }

@@ -14,6 +14,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// An error and its sources, `: `-separated (`a: b: c`), for logs and reports: the top-level
+/// message of a client library's error alone usually hides the cause.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// Bytes gathered before one `write(2)` to stderr (a batch is written out when the queue is
 /// empty, whatever its size).
 const BATCH_BYTES: usize = 64 * 1024;

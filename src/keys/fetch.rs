@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use super::IssuerTemplate;
+use crate::telemetry::ErrorChain;
 
 /// Metadata and key documents larger than this are refused (Entra's are a few KiB).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -297,7 +298,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, FetchError> {
     let http_err = |e: reqwest::Error| FetchError::Http {
         what,
-        detail: error_chain(&e),
+        detail: ErrorChain(&e).to_string(),
     };
     let mut resp = client.get(url).send().await.map_err(http_err)?;
     if !resp.status().is_success() {
@@ -323,18 +324,6 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         what,
         detail: e.to_string(),
     })
-}
-
-/// `a: b: c` from an error and its sources: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

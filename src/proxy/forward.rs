@@ -32,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::headers;
 use crate::config::Upstream;
+use crate::telemetry::ErrorChain;
 use crate::tls::upstream::{Connector, UpstreamTlsError};
 
 /// Why the upstream gave no response.
@@ -152,7 +153,7 @@ impl Forwarder {
                 (Err(e), Some(replay)) if may_retry(&e) => {
                     tracing::debug!(
                         target: "entragate::upstream",
-                        error = %Chain(&e),
+                        error = %ErrorChain(&e),
                         "upstream connection failed before a response; sending the request again"
                     );
                     self.client.request(replay.request()).await
@@ -161,7 +162,7 @@ impl Forwarder {
             };
             result.map(|r| (r, slot))
         };
-        let response = match tokio::time::timeout(self.timeout, send).await {
+        let (response, slot) = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => {
                 tracing::warn!(
                     target: "entragate::upstream",
@@ -175,15 +176,14 @@ impl Forwarder {
                 if kind != UpstreamError::ClientBody {
                     tracing::warn!(
                         target: "entragate::upstream",
-                        error = %Chain(&e),
+                        error = %ErrorChain(&e),
                         "upstream request failed"
                     );
                 }
                 return Err(kind);
             }
-            Ok(Ok(r)) => r,
+            Ok(Ok(sent)) => sent,
         };
-        let (response, slot) = response;
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         let body = Slotted { inner: body, slot };
@@ -278,21 +278,6 @@ impl Replay {
 /// (nothing listening, connect timeout) would only fail again.
 fn may_retry(e: &hyper_util::client::legacy::Error) -> bool {
     !e.is_connect() && classify(e) == UpstreamError::Unreachable
-}
-
-/// An error and its sources, `: `-separated, for the log.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {

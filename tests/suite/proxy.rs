@@ -698,6 +698,24 @@ async fn raw_upstream(delay: Duration, answers_per_conn: Option<usize>) -> RawUp
     up
 }
 
+/// `n` GETs sent at once, each answered 200.
+async fn all_200_at_once(h: &Harness, token: &str, n: usize) {
+    let paths: Vec<String> = (0..n).map(|i| format!("/at-once/{i}")).collect();
+    let requests = paths.iter().map(|p| h.get_with_token(p, token));
+    for r in futures_util::future::join_all(requests).await {
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// Waits (at most `within`) for `count` to reach `expected`; returns its value then.
+async fn settles_at(count: &AtomicUsize, expected: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    while count.load(SeqCst) != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    count.load(SeqCst)
+}
+
 /// A burst of concurrent requests opens as many upstream connections as it needs; once it is
 /// over, at most `upstream.max_idle_connections` stay open (the rest would otherwise idle for
 /// 90 s each, holding their buffers: thousands after a burst of thousands).
@@ -706,25 +724,16 @@ async fn idle_upstream_connections_are_capped_after_a_burst() {
     const BURST: usize = 12;
     for (max_idle, expected) in [(3usize, 3usize), (BURST, BURST)] {
         let RawUpstream { addr, open, .. } = raw_upstream(Duration::from_millis(300), None).await;
-        let h = Harness::start_with(Extra {
-            upstream_url: Some(format!("http://{addr}")),
-            upstream: format!("max_idle_connections = {max_idle}"),
-            ..Extra::default()
-        })
+        let h = Harness::to_upstream(
+            format!("http://{addr}"),
+            &format!("max_idle_connections = {max_idle}"),
+        )
         .await;
         let token = h.token(TokenVersion::V2);
-        let paths: Vec<String> = (0..BURST).map(|i| format!("/burst/{i}")).collect();
-        let burst = paths.iter().map(|p| h.get_with_token(p, &token));
-        for r in futures_util::future::join_all(burst).await {
-            assert_eq!(r.status(), 200);
-        }
+        all_200_at_once(&h, &token, BURST).await;
         // The burst needed a connection per request; the pool keeps `max_idle` of them.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while open.load(SeqCst) != expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         assert_eq!(
-            open.load(SeqCst),
+            settles_at(&open, expected, Duration::from_secs(5)).await,
             expected,
             "upstream connections left open after a burst of {BURST}, max_idle_connections = {max_idle}"
         );
@@ -740,11 +749,7 @@ async fn idle_upstream_connections_are_capped_after_a_burst() {
 #[tokio::test]
 async fn a_get_on_a_connection_the_upstream_closed_is_retried_once_a_post_is_not() {
     let RawUpstream { addr, seen, .. } = raw_upstream(Duration::ZERO, Some(1)).await;
-    let h = Harness::start_with(Extra {
-        upstream_url: Some(format!("http://{addr}")),
-        ..Extra::default()
-    })
-    .await;
+    let h = Harness::to_upstream(format!("http://{addr}"), "").await;
     let token = h.token(TokenVersion::V2);
     let r = h.get_with_token("/first", &token).await;
     assert_eq!(r.status(), 200);
@@ -771,22 +776,13 @@ async fn a_get_on_a_connection_the_upstream_closed_is_retried_once_a_post_is_not
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_after_idle_timeout() {
     let RawUpstream { addr, open, .. } = raw_upstream(Duration::ZERO, None).await;
-    let h = Harness::start_with(Extra {
-        upstream_url: Some(format!("http://{addr}")),
-        upstream: "idle_timeout = \"1s\"".to_owned(),
-        ..Extra::default()
-    })
-    .await;
+    let h = Harness::to_upstream(format!("http://{addr}"), "idle_timeout = \"1s\"").await;
     let token = h.token(TokenVersion::V2);
     let r = h.get_with_token("/once", &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(open.load(SeqCst), 1, "kept alive after the response");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open.load(SeqCst) != 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        open.load(SeqCst),
+        settles_at(&open, 0, Duration::from_secs(10)).await,
         0,
         "idle connection still open after 10 s"
     );
@@ -800,18 +796,9 @@ async fn concurrent_upstream_requests_are_capped_by_max_connections() {
     let RawUpstream {
         addr, most, seen, ..
     } = raw_upstream(Duration::from_millis(200), None).await;
-    let h = Harness::start_with(Extra {
-        upstream_url: Some(format!("http://{addr}")),
-        upstream: "max_connections = 2".to_owned(),
-        ..Extra::default()
-    })
-    .await;
+    let h = Harness::to_upstream(format!("http://{addr}"), "max_connections = 2").await;
     let token = h.token(TokenVersion::V2);
-    let paths: Vec<String> = (0..WAVE).map(|i| format!("/wave/{i}")).collect();
-    let wave = paths.iter().map(|p| h.get_with_token(p, &token));
-    for r in futures_util::future::join_all(wave).await {
-        assert_eq!(r.status(), 200);
-    }
+    all_200_at_once(&h, &token, WAVE).await;
     assert_eq!(seen.load(SeqCst), WAVE);
     assert_eq!(most.load(SeqCst), 2, "upstream connections open at once");
 }

@@ -162,15 +162,6 @@ fn reset(s: TcpStream) {
 // Observing the gateway
 // ---------------------------------------------------------------------------------------------
 
-async fn gateway_to(upstream_url: String, upstream_lines: &str) -> Harness {
-    Harness::start_with(Extra {
-        upstream_url: Some(upstream_url),
-        upstream: upstream_lines.to_owned(),
-        ..Extra::default()
-    })
-    .await
-}
-
 async fn metrics_text(h: &Harness) -> String {
     let r = tokio::time::timeout(BOUND, h.client.get(h.admin_url("/metrics")).send())
         .await
@@ -236,7 +227,7 @@ async fn still_healthy(h: &Harness, token: &str, what: &str) {
 #[tokio::test]
 async fn upstream_reset_or_close_before_the_response_is_502() {
     let up = RawUpstream::start().await;
-    let h = gateway_to(up.url(), "").await;
+    let h = Harness::to_upstream(up.url(), "").await;
     let token = h.token(TokenVersion::V2);
     for path in ["/reset-before-response", "/close-before-response"] {
         let r = get(&h, path, &token).await;
@@ -264,7 +255,7 @@ async fn upstream_reset_or_close_before_the_response_is_502() {
 #[tokio::test]
 async fn upstream_reset_or_close_mid_response_breaks_the_clients_stream_without_a_hang() {
     let up = RawUpstream::start().await;
-    let h = gateway_to(up.url(), "").await;
+    let h = Harness::to_upstream(up.url(), "").await;
     let token = h.token(TokenVersion::V2);
     for path in [
         "/reset-mid-body/length",
@@ -313,7 +304,7 @@ async fn upstream_reset_or_close_mid_response_breaks_the_clients_stream_without_
 #[tokio::test]
 async fn upstream_with_huge_or_too_many_response_headers_is_502() {
     let up = RawUpstream::start().await;
-    let h = gateway_to(up.url(), "").await;
+    let h = Harness::to_upstream(up.url(), "").await;
     let token = h.token(TokenVersion::V2);
 
     // A large but reasonable header passes unchanged.
@@ -425,7 +416,7 @@ async fn endings(state: &SinkState, n: usize, what: &str) -> Vec<Ending> {
 #[tokio::test]
 async fn a_client_gone_mid_upload_aborts_the_upstream_request_and_leaks_no_slot() {
     let (addr, state, task) = start_sink().await;
-    let h = gateway_to(format!("http://{addr}"), "").await;
+    let h = Harness::to_upstream(format!("http://{addr}"), "").await;
     let token = h.token(TokenVersion::V2);
     const DECLARED: u64 = 16 * 1024 * 1024;
 

@@ -94,6 +94,17 @@ impl Harness {
         h
     }
 
+    /// Everything with defaults, but forwarding to `upstream_url` with extra `[upstream]`
+    /// lines; waits until the gateway is ready.
+    pub async fn to_upstream(upstream_url: String, upstream_lines: &str) -> Self {
+        Self::start_with(Extra {
+            upstream_url: Some(upstream_url),
+            upstream: upstream_lines.to_owned(),
+            ..Extra::default()
+        })
+        .await
+    }
+
     /// Everything with `extra` settings, without waiting for keys.
     pub async fn start_unready(extra: Extra) -> Self {
         let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
