@@ -72,7 +72,8 @@ pub enum Command {
     /// Convert an Azure API Management <validate-jwt> or <validate-azure-ad-token> policy
     /// into entragate TOML on standard output.
     ImportApim {
-        /// The policy XML file ("-" reads standard input).
+        /// The policy XML file, or an ARM template (JSON) exported from API Management that
+        /// holds the API and its policy ("-" reads standard input).
         policy: PathBuf,
     },
 }

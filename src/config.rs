@@ -196,6 +196,8 @@ pub struct Entra {
     pub allowed_client_ids: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub clock_skew: Duration,
+    /// Longest `exp - iat` (and `exp` - now) accepted.
+    pub max_token_lifetime: Duration,
     pub jwks_refresh: Duration,
     pub jwks_min_refetch: Duration,
     pub jwks_max_stale: Duration,
@@ -265,6 +267,7 @@ const KNOWN_KEYS: &[&str] = &[
     "entra.allowed_client_ids",
     "entra.algorithms",
     "entra.clock_skew",
+    "entra.max_token_lifetime",
     "entra.jwks_refresh",
     "entra.jwks_min_refetch",
     "entra.jwks_max_stale",
@@ -658,6 +661,13 @@ fn read_entra(r: &mut Reader) -> Entra {
         r.problem("entra.algorithms", "must name at least one algorithm");
     }
     let clock_skew = r.duration("entra.clock_skew", "60s");
+    let max_token_lifetime = r.duration("entra.max_token_lifetime", "28h");
+    if max_token_lifetime.is_zero() {
+        r.problem(
+            "entra.max_token_lifetime",
+            "must be longer than 0s (Entra access tokens live 60-90 minutes, up to 28 hours with continuous access evaluation)",
+        );
+    }
     let jwks_refresh = r.duration("entra.jwks_refresh", "1h");
     let jwks_min_refetch = r.duration("entra.jwks_min_refetch", "5m");
     let jwks_max_stale = r.duration("entra.jwks_max_stale", "24h");
@@ -685,6 +695,7 @@ fn read_entra(r: &mut Reader) -> Entra {
         allowed_client_ids,
         algorithms,
         clock_skew,
+        max_token_lifetime,
         jwks_refresh,
         jwks_min_refetch,
         jwks_max_stale,

@@ -44,6 +44,7 @@ fn entra() -> Entra {
         allowed_client_ids: vec![CLIENT.into(), OTHER_CLIENT.into()],
         algorithms: vec![Algorithm::RS256],
         clock_skew: Duration::from_secs(60),
+        max_token_lifetime: Duration::from_secs(28 * 3600),
         jwks_refresh: Duration::from_secs(3600),
         jwks_min_refetch: Duration::from_secs(300),
         jwks_max_stale: Duration::from_secs(86_400),

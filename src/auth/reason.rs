@@ -26,6 +26,9 @@ pub enum Reason {
     Expired,
     /// `nbf` - clock skew is in the future.
     NotYetValid,
+    /// `exp - iat`, or `exp` - now (beyond the clock skew), is longer than
+    /// `entra.max_token_lifetime`.
+    LifetimeTooLong,
     /// `iss` is not an issuer of the configured tenant (or disagrees with `ver` or the key).
     IssuerMismatch,
     /// `aud` is none of `entra.audiences`.
@@ -70,6 +73,7 @@ impl Reason {
             Self::UnknownKid => "unknown_kid",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
+            Self::LifetimeTooLong => "lifetime_too_long",
             Self::IssuerMismatch => "issuer_mismatch",
             Self::AudienceMismatch => "audience_mismatch",
             Self::TenantNotAllowed => "tenant_not_allowed",
@@ -86,7 +90,7 @@ impl Reason {
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -98,6 +102,7 @@ impl Reason {
         Self::UnknownKid,
         Self::Expired,
         Self::NotYetValid,
+        Self::LifetimeTooLong,
         Self::IssuerMismatch,
         Self::AudienceMismatch,
         Self::TenantNotAllowed,

@@ -53,6 +53,8 @@ pub struct Claims {
     /// NumericDate: seconds, possibly fractional (RFC 7519 §2).
     pub exp: Option<f64>,
     pub nbf: Option<f64>,
+    /// Issued at (NumericDate), for the lifetime bound.
+    pub iat: Option<f64>,
     /// `"1.0"` or `"2.0"`.
     pub ver: Option<String>,
     pub tid: Option<String>,
@@ -188,7 +190,10 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, Reason> {
     }
     let header: Header = from_b64_json(h)?;
     let claims: Claims = from_b64_json(p)?;
-    if claims.exp.is_some_and(|v| !v.is_finite()) || claims.nbf.is_some_and(|v| !v.is_finite()) {
+    if [claims.exp, claims.nbf, claims.iat]
+        .iter()
+        .any(|v| v.is_some_and(|v| !v.is_finite()))
+    {
         return Err(Reason::Malformed);
     }
     Ok(Decoded {
@@ -326,6 +331,11 @@ impl<'de> Deserialize<'de> for Claims {
                         "nbf" => {
                             first(&mut seen, 13, "nbf")?;
                             c.nbf = map.next_value()?;
+                            continue;
+                        }
+                        "iat" => {
+                            first(&mut seen, 16, "iat")?;
+                            c.iat = map.next_value()?;
                             continue;
                         }
                         "scp" | "scope" => {

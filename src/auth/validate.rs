@@ -61,6 +61,8 @@ pub struct Validator {
     cache: Option<TokenCache>,
     algorithms: Vec<Algorithm>,
     clock_skew: f64,
+    /// `entra.max_token_lifetime`, in seconds.
+    max_lifetime: f64,
     keep_payload: bool,
 }
 
@@ -73,6 +75,7 @@ impl Validator {
             cache: None,
             algorithms: entra.algorithms.clone(),
             clock_skew: entra.clock_skew.as_secs_f64(),
+            max_lifetime: entra.max_token_lifetime.as_secs_f64(),
             keep_payload: false,
         }
     }
@@ -266,7 +269,7 @@ impl Validator {
     ) -> impl Iterator<Item = Reason> + 'a {
         ClaimCheck::ALL
             .into_iter()
-            .filter_map(move |check| check.failure(claims, policy, self.clock_skew, now))
+            .filter_map(move |check| check.failure(claims, policy, self.limits(), now))
     }
 
     /// The configured clock skew, in seconds.
@@ -274,6 +277,20 @@ impl Validator {
     pub fn clock_skew(&self) -> f64 {
         self.clock_skew
     }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            clock_skew: self.clock_skew,
+            max_lifetime: self.max_lifetime,
+        }
+    }
+}
+
+/// The time limits every token is held to, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    clock_skew: f64,
+    max_lifetime: f64,
 }
 
 /// The checks of a token's claims, each independent of the others.
@@ -281,15 +298,17 @@ impl Validator {
 enum ClaimCheck {
     Expiry,
     NotBefore,
+    Lifetime,
     Audience,
     Tenant,
     Client,
 }
 
 impl ClaimCheck {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Expiry,
         Self::NotBefore,
+        Self::Lifetime,
         Self::Audience,
         Self::Tenant,
         Self::Client,
@@ -299,9 +318,13 @@ impl ClaimCheck {
         self,
         claims: &Claims,
         policy: &IssuerPolicy,
-        clock_skew: f64,
+        limits: Limits,
         now: f64,
     ) -> Option<Reason> {
+        let Limits {
+            clock_skew,
+            max_lifetime,
+        } = limits;
         match self {
             Self::Expiry => match claims.exp {
                 None => Some(Reason::MissingClaim),
@@ -312,6 +335,17 @@ impl ClaimCheck {
                 .nbf
                 .is_some_and(|nbf| now + clock_skew < nbf)
                 .then_some(Reason::NotYetValid),
+            // A signed token that claims to live for years is no Entra token (60-90 minutes,
+            // up to 28 hours with CAE): refused rather than honoured until its far `exp`.
+            // `exp - now` allows the clock skew, as `exp` and `nbf` do; `exp - iat` is the
+            // issuer's own statement and needs none.
+            Self::Lifetime => claims
+                .exp
+                .is_some_and(|exp| {
+                    exp - now > max_lifetime + clock_skew
+                        || claims.iat.is_some_and(|iat| exp - iat > max_lifetime)
+                })
+                .then_some(Reason::LifetimeTooLong),
             Self::Audience => match &claims.aud {
                 None => Some(Reason::MissingClaim),
                 Some(aud) => (!aud

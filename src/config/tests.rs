@@ -46,6 +46,7 @@ fn defaults_are_written_out() {
     assert_eq!(c.upstream.authorization, UpstreamAuthorization::Forward);
     assert_eq!(c.entra.authority, DEFAULT_AUTHORITY);
     assert_eq!(c.entra.clock_skew, Duration::from_secs(60));
+    assert_eq!(c.entra.max_token_lifetime, Duration::from_secs(28 * 3600));
     assert_eq!(c.entra.jwks_refresh, Duration::from_secs(3600));
     assert_eq!(c.entra.jwks_min_refetch, Duration::from_secs(300));
     assert_eq!(c.entra.jwks_max_stale, Duration::from_secs(24 * 3600));
@@ -454,6 +455,7 @@ fn durations_beyond_the_limit_are_problems_of_their_key() {
         ("upstream", "connect_timeout"),
         ("upstream", "idle_timeout"),
         ("entra", "clock_skew"),
+        ("entra", "max_token_lifetime"),
         ("entra", "jwks_min_refetch"),
         ("entra", "metadata_timeout"),
     ] {
@@ -515,5 +517,15 @@ fn keys_that_are_not_bare_are_quoted_in_problems() {
     assert_eq!(keys(&e), ["routes[0].\"\"", "routes[0].claims.\"\""], "{e}");
     for p in &e.problems {
         assert!(!p.to_string().starts_with(':'), "{p}");
+    }
+}
+
+#[test]
+fn max_token_lifetime_is_a_positive_duration() {
+    let c = load(&format!("{MINIMAL}max_token_lifetime = \"90m\"\n"), &[]).expect("90m");
+    assert_eq!(c.entra.max_token_lifetime, Duration::from_secs(90 * 60));
+    for bad in ["\"0s\"", "\"soon\"", "5"] {
+        let e = load(&format!("{MINIMAL}max_token_lifetime = {bad}\n"), &[]).expect_err(bad);
+        assert_eq!(keys(&e), ["entra.max_token_lifetime"], "{bad}: {e}");
     }
 }

@@ -1,6 +1,11 @@
 //! `entragate import-apim POLICY.xml`: an Azure API Management `<validate-jwt>` or
 //! `<validate-azure-ad-token>` policy as entragate TOML.
 //!
+//! The input is a policy document, or an ARM template exported from APIM (JSON), whose API
+//! resource brings its service URL and whose policy resource brings the policy ([`export`]).
+//! The backend becomes `upstream.url`: `<set-backend-service base-url>` first (APIM applies
+//! it over the API's setting), else the API's `serviceUrl`, else a placeholder to fill in.
+//!
 //! The first such element anywhere in the document is converted: its issuer (`openid-config`,
 //! `tenant-id`, `authentication-endpoint`), `audiences`, `issuers`, client application IDs,
 //! `clock-skew` and `required-claims` become `[entra]`, `[[oidc]]` and a catch-all
@@ -12,6 +17,7 @@
 mod claims;
 mod draft;
 mod elements;
+mod export;
 
 use roxmltree::{Document, Node};
 
@@ -36,6 +42,8 @@ pub enum ImportError {
         "no <validate-jwt> or <validate-azure-ad-token> element found: pass the API's or operation's policy that holds it"
     )]
     NoPolicy,
+    #[error("not an APIM export: {0}")]
+    Export(String),
 }
 
 /// `entragate import-apim POLICY` (`-` reads standard input): the TOML on stdout, what needs
@@ -81,7 +89,14 @@ pub fn command(policy: &std::path::Path) -> u8 {
 ///
 /// # Errors
 /// Malformed XML, or no validation element in it.
-pub fn convert(xml: &str, source: &str) -> Result<Converted, ImportError> {
+pub fn convert(input: &str, source: &str) -> Result<Converted, ImportError> {
+    let (xml, service_url) = if input.trim_start().starts_with('{') {
+        let api = export::read(input)?;
+        (api.policy, api.service_url)
+    } else {
+        (input.to_owned(), None)
+    };
+    let xml = xml.as_str();
     let doc = Document::parse(xml).map_err(|e| {
         let hint = if xml.contains("@(") {
             " (APIM accepts unescaped quotes inside @(...) expressions, XML does not: write them as &quot;)"
@@ -127,7 +142,7 @@ pub fn convert(xml: &str, source: &str) -> Result<Converted, ImportError> {
         .server
         .note("Not in the policy: where entragate listens (APIM's gateway address).");
     c.draft.server.set("listen", &string("0.0.0.0:8080"), "");
-    backend(&doc, &mut c);
+    backend(&doc, service_url.as_deref(), &mut c);
     if kind == "validate-jwt" {
         c.validate_jwt(*policy);
     } else {
@@ -179,26 +194,56 @@ struct Conversion {
     route_used: bool,
 }
 
-/// `<set-backend-service base-url>` as `upstream.url`.
-fn backend(doc: &Document, c: &mut Conversion) {
-    let url = doc
+/// The API behind the gateway: the policy's `<set-backend-service base-url>` (which APIM
+/// applies over the API's settings), else the API's service URL from an export, else a
+/// placeholder with a comment naming the key to fill in.
+fn backend(doc: &Document, service_url: Option<&str>, c: &mut Conversion) {
+    let from_policy = doc
         .descendants()
         .find(|n| n.has_tag_name("set-backend-service"))
         .and_then(|n| n.attribute("base-url"));
     let u = &mut c.draft.upstream;
-    match url {
-        Some(url) if url.starts_with("http://") && !url.contains('{') && !url.contains('@') => {
-            u.set("url", &string(url), "from <set-backend-service base-url>");
+    let candidates = [
+        (from_policy, "from <set-backend-service base-url>"),
+        (service_url, "from the API's service URL (serviceUrl)"),
+    ];
+    for (url, why) in candidates {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        if is_literal_url(url) {
+            u.set("url", &string(url), why);
+            return;
         }
-        Some(url) => {
-            u.note(&format!("APIM's backend was {url}: set url to the API behind the gateway (plain http in this version)."));
-            u.set("url", &string("http://127.0.0.1:8081"), "");
-        }
-        None => {
-            u.note("Not in the policy: the API behind the gateway (APIM's backend service URL).");
-            u.set("url", &string("http://127.0.0.1:8081"), "");
-        }
+        u.note(&format!(
+            "APIM's backend is {url} ({}), which cannot be evaluated here: set upstream.url to the API behind the gateway (http:// or https://).",
+            why.trim_start_matches("from ")
+        ));
+        u.set("url", &string(PLACEHOLDER_URL), "");
+        c.warnings.push(format!(
+            "upstream.url: APIM's backend {url} is a named value or expression; replace the placeholder {PLACEHOLDER_URL}"
+        ));
+        return;
     }
+    u.note("Not in the input: the API behind the gateway (no <set-backend-service base-url>, no serviceUrl). Fill in upstream.url (http:// or https://).");
+    u.set(
+        "url",
+        &string(PLACEHOLDER_URL),
+        "placeholder: fill in upstream.url",
+    );
+    c.warnings.push(format!(
+        "upstream.url: not in the input; replace the placeholder {PLACEHOLDER_URL} with the API behind the gateway"
+    ));
+}
+
+/// What `upstream.url` is when the input does not say.
+const PLACEHOLDER_URL: &str = "http://127.0.0.1:8081";
+
+/// An http(s) URL with no APIM named value (`{{name}}`), policy expression (`@(...)`), ARM
+/// expression (`[parameters(...)]`) or credentials in it.
+fn is_literal_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains(['{', '}', '@', '[', ']', ' '])
 }
 
 /// Other policy statements in the document, listed so nothing is dropped silently.

@@ -192,6 +192,31 @@ async fn every_reason_is_listed_in_the_gateways_order_with_how_long_ago_it_expir
 }
 
 #[tokio::test]
+async fn a_token_that_claims_to_live_for_years_is_explained() {
+    let s = Setup::start().await;
+    let config = s.config(&Extra::default());
+    let mut claims = s.claims(TokenVersion::V2);
+    claims.insert("iat".into(), json!(now()));
+    claims.insert("exp".into(), json!(1e300));
+    let x = run(&config, &s.mint(&claims), false, "/").await;
+    assert_eq!(codes(&x), ["lifetime_too_long"]);
+    let f = finding(&x, Reason::LifetimeTooLong);
+    assert!(
+        f.problem
+            .contains("longer than entra.max_token_lifetime 1day 4h"),
+        "{}",
+        f.problem
+    );
+    assert!(f.fix.contains("60-90 minutes"), "{}", f.fix);
+    assert!(
+        x.to_text()
+            .contains("REFUSED with 401: the gateway logs auth.reason=lifetime_too_long"),
+        "{}",
+        x.to_text()
+    );
+}
+
+#[tokio::test]
 async fn route_rules_scope_and_group_overage_are_explained() {
     let s = Setup::start().await;
     let mut config = s.config(&Extra::default());

@@ -383,7 +383,7 @@ async fn the_listen_backlog_is_the_configured_one() {
     let out = std::process::Command::new("ss")
         .args(["-Hltn", &format!("sport = :{}", h.gw.addr.port())])
         .output()
-        .expect("ss (iproute2) runs");
+        .expect("`ss` runs: install iproute2, or run `bash scripts/test.sh`, which does");
     let out = String::from_utf8_lossy(&out.stdout);
     // State Recv-Q Send-Q Local Peer
     let backlog: Vec<&str> = out

@@ -202,6 +202,79 @@ fn named_values_and_signing_keys_are_left_for_the_operator() {
     );
 }
 
+/// `upstream.url` as `serve` reads it back.
+fn upstream_url(config: &Config) -> String {
+    let u = &config.upstream;
+    format!("{}://{}{}", u.scheme, u.origin, u.base_path)
+}
+
+#[test]
+fn an_https_backend_is_carried_into_upstream_url() {
+    let c = convert("validate-azure-ad-token-https-backend.xml");
+    let config = load(&c);
+    assert_eq!(
+        upstream_url(&config),
+        "https://ehrbase.internal:8443/ehrbase"
+    );
+    mentions(
+        &c,
+        "url = \"https://ehrbase.internal:8443/ehrbase\"   # from <set-backend-service base-url>",
+    );
+    assert!(!c.toml.contains("plain http"), "{}", c.toml);
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("upstream.url")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn an_arm_export_brings_the_apis_service_url() {
+    let c = convert("arm-export-service-url.json");
+    let config = load(&c);
+    assert_eq!(
+        upstream_url(&config),
+        "https://ehrbase.internal:8443/ehrbase"
+    );
+    mentions(&c, "# from the API's service URL (serviceUrl)");
+    assert_eq!(config.entra.audiences, ["https://cdr.contoso.example"]);
+    assert_eq!(
+        config.entra.allowed_client_ids,
+        ["a672d62c-fc7b-4e81-a576-e60dc46e951d"]
+    );
+    // The policy's own backend wins over the API's, as in APIM.
+    let export = fixture("arm-export-service-url.json").replace(
+        "</validate-azure-ad-token>",
+        "</validate-azure-ad-token>\\n<set-backend-service base-url=\\\"http://other.internal:8080\\\" />",
+    );
+    let c = import_apim::convert(&export, "export").expect("converts");
+    assert_eq!(upstream_url(&load(&c)), "http://other.internal:8080");
+}
+
+#[test]
+fn without_a_backend_the_placeholder_names_the_key() {
+    let c = convert("validate-azure-ad-token-simple.xml");
+    load(&c);
+    mentions(&c, "Fill in upstream.url (http:// or https://).");
+    mentions(
+        &c,
+        "url = \"http://127.0.0.1:8081\"   # placeholder: fill in upstream.url",
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("upstream.url: not in the input")),
+        "{:?}",
+        c.warnings
+    );
+    // A backend that is a named value cannot be used as it is: placeholder and a warning.
+    let named = fixture("validate-azure-ad-token-https-backend.xml")
+        .replace("https://ehrbase.internal:8443/ehrbase", "{{ehrbase-url}}");
+    let c = import_apim::convert(&named, "named").expect("converts");
+    mentions(&c, "APIM's backend is {{ehrbase-url}}");
+    mentions(&c, "set upstream.url to the API behind the gateway");
+}
+
 #[test]
 fn malformed_or_unrelated_xml_is_refused() {
     match import_apim::convert(&fixture("malformed.xml"), "m") {
@@ -212,6 +285,10 @@ fn malformed_or_unrelated_xml_is_refused() {
         import_apim::convert(&fixture("no-validation.xml"), "n"),
         Err(ImportError::NoPolicy)
     ));
+    match import_apim::convert("{\"resources\": 1}", "j") {
+        Err(ImportError::Export(msg)) => assert!(msg.contains("ARM template"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
     // APIM's lenient expression quoting is named as the likely cause.
     let lenient = r#"<policies><inbound><choose><when condition="@(context.Request.Method == "POST")"><validate-jwt /></when></choose></inbound></policies>"#;
     match import_apim::convert(lenient, "l") {

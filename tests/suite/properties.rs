@@ -607,6 +607,7 @@ const AUDIENCES: [&str; 2] = [
 ];
 const NOW: f64 = 1_800_000_000.0;
 const SKEW_SECS: u64 = 300;
+const MAX_LIFETIME_SECS: u64 = 28 * 3600;
 
 fn validator() -> Validator {
     let entra = Entra {
@@ -617,6 +618,7 @@ fn validator() -> Validator {
         allowed_client_ids: vec![CLIENT.into()],
         algorithms: vec![Algorithm::RS256],
         clock_skew: Duration::from_secs(SKEW_SECS),
+        max_token_lifetime: Duration::from_secs(MAX_LIFETIME_SECS),
         jwks_refresh: Duration::from_secs(3600),
         jwks_min_refetch: Duration::from_secs(300),
         jwks_max_stale: Duration::from_secs(86_400),
@@ -690,6 +692,24 @@ proptest! {
         // Past by more than the skew is always refused.
         c.exp = Some(NOW - skew() - offset.abs() - 1.0);
         prop_assert_eq!(failures(&c), vec![Reason::Expired]);
+    }
+
+    #[test]
+    fn lifetime_is_bounded_from_iat_and_from_now(
+        ahead in 0.0f64..1.0e6,
+        issued in proptest::option::of(-1.0e6f64..1.0e6),
+    ) {
+        let mut c = good_claims();
+        let exp = NOW + ahead;
+        c.exp = Some(exp);
+        c.iat = issued.map(|i| NOW + i);
+        let max = MAX_LIFETIME_SECS as f64;
+        let too_long = exp - NOW > max + skew() || c.iat.is_some_and(|iat| exp - iat > max);
+        prop_assert_eq!(
+            failures(&c),
+            if too_long { vec![Reason::LifetimeTooLong] } else { vec![] },
+            "exp {} iat {:?}", exp, c.iat
+        );
     }
 
     #[test]

@@ -55,6 +55,20 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
                 "Get a new token: Entra access tokens live 60-90 minutes. Power BI renews them by itself; when scheduled refresh in the Power BI service fails this way, sign in again under the semantic model's data source credentials, and make sure the users (or an admin) consented to offline_access so a refresh token is issued.".into(),
             )
         }
+        Reason::LifetimeTooLong => {
+            let exp = c.exp.unwrap_or_default();
+            let lifetime = c.iat.map_or(exp - cx.now, |iat| (exp - iat).max(exp - cx.now));
+            (
+                format!(
+                    "lives {} (exp {}{}), longer than entra.max_token_lifetime {}",
+                    human(secs(lifetime)),
+                    timestamp(exp),
+                    c.iat.map(|iat| format!(", iat {}", timestamp(iat))).unwrap_or_default(),
+                    human(entra.max_token_lifetime)
+                ),
+                "Entra access tokens live 60-90 minutes (up to 28 hours in sessions with continuous access evaluation): a token signed for longer was not issued by Entra's token service as configured, or the issuer's key is misused. Raise entra.max_token_lifetime only for another issuer ([[oidc]]) that issues long-lived tokens on purpose.".into(),
+            )
+        }
         Reason::NotYetValid => {
             let nbf = c.nbf.unwrap_or_default();
             (
@@ -329,8 +343,9 @@ fn name_suffix(id: &str) -> String {
     client_name(id).map_or_else(String::new, |n| format!(" ({n})"))
 }
 
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s.max(0.0))
+/// Seconds as a duration; a signed token may say anything, so huge values saturate.
+pub(super) fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// RFC 3339 for a NumericDate.

@@ -87,7 +87,7 @@ pub(super) fn about(c: &token::Claims, now: f64) -> About {
     };
     let expires = c.exp.map(|exp| {
         let when = fixes::timestamp(exp);
-        let d = std::time::Duration::from_secs_f64((exp - now).abs());
+        let d = fixes::secs((exp - now).abs());
         if exp >= now {
             format!("in {} ({when})", human(d))
         } else {
