@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use entragate::access::Via;
 use entragate::app::idp_client;
 use entragate::auth::cache::TokenCache;
-use entragate::auth::{Principal, Validator, bearer, path};
+use entragate::auth::{Validator, bearer, path};
 use entragate::config::Config;
 use entragate::dev::{DevIssuer, POWER_QUERY_CLIENT_ID};
+use entragate::gateway::{Gateway, RequestView, Verdict};
 use entragate::keys::{KeyStore, TokenVersion};
 use entragate::metrics::Metrics;
-use entragate::proxy::IdentityHeaders;
-use entragate::proxy::headers::{remove_hop_by_hop, set_forwarded};
+use entragate::upstream::headers::{remove_hop_by_hop, set_forwarded};
 use http::header::{self, HeaderMap, HeaderValue};
 
 const TENANT: &str = "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10";
@@ -152,22 +153,49 @@ fn validation(c: &mut Criterion, s: &Setup) {
     });
 }
 
+/// The whole decision on a cached token (`Gateway::check`: path, route, bearer, cache,
+/// claims, edits), then what the proxy does with it: hop-by-hop removal, the edits,
+/// `X-Forwarded-*`.
 #[allow(clippy::expect_used)]
-fn header_rewriting(c: &mut Criterion, s: &Setup) {
-    let validator = Validator::new(&s.config.entra, Arc::clone(&s.keys));
-    let principal: Arc<Principal> = s.rt.block_on(validator.validate(&s.token)).expect("valid");
-    let identity = IdentityHeaders::new(s.config.identity.clone());
+fn decision_and_headers(c: &mut Criterion, s: &Setup) {
+    let gw = Gateway::build(
+        &s.config,
+        Arc::clone(&s.keys),
+        &Arc::new(Metrics::new()),
+        false,
+    )
+    .expect("gateway");
     let headers = request_headers(&s.token);
     let peer: IpAddr = [10, 1, 2, 3].into();
-    c.bench_function("headers/identity + hop-by-hop + forwarded", |b| {
-        b.iter_batched(
+    fn view(h: &HeaderMap, peer: IpAddr) -> RequestView<'static, '_> {
+        RequestView {
+            via: Via::Proxy,
+            method: "GET",
+            target: "/ehrbase/rest/openehr/v1/ehr?x=1",
+            readable: true,
+            headers: h,
+            peer: Some(peer),
+            scheme: "http",
+            host: Some("api.contoso.com"),
+        }
+    }
+    let first = s.rt.block_on(gw.check(&view(&headers, peer)));
+    assert!(matches!(first.verdict, Verdict::Pass(_)), "{first:?}");
+    c.bench_function("check/cached token + edits + hop-by-hop + forwarded", |b| {
+        b.to_async(&s.rt).iter_batched(
             || headers.clone(),
             |mut h| {
-                remove_hop_by_hop(&mut h);
-                identity.set(&mut h, &principal);
-                let host = h.get(header::HOST).cloned();
-                set_forwarded(&mut h, peer, false, "http", host);
-                h
+                let gw = &gw;
+                async move {
+                    let decision = gw.check(&view(&h, peer)).await;
+                    remove_hop_by_hop(&mut h);
+                    if let Verdict::Pass(pass) = decision.verdict {
+                        pass.edits.apply(&mut h);
+                    }
+                    let host = h.get(header::HOST).cloned();
+                    set_forwarded(&mut h, peer, false, "http", host);
+                    h
+                }
             },
             BatchSize::SmallInput,
         );
@@ -179,7 +207,7 @@ fn benches(c: &mut Criterion) {
     bearer_extraction(c, &s);
     path_normalisation(c);
     validation(c, &s);
-    header_rewriting(c, &s);
+    decision_and_headers(c, &s);
 }
 
 criterion_group!(hot_path, benches);

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::auth::decide::Facts;
+use crate::auth::Facts;
 use crate::metrics::Outcome;
 
 /// The request id header: set (or kept from the client) by the main listener's request-id

@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::gateway::SharedGateway;
 use crate::metrics::Metrics;
-use crate::proxy::SharedGateway;
 
 #[derive(Clone)]
 struct AdminState {
@@ -33,7 +33,6 @@ pub fn router(gateway: SharedGateway, metrics: Arc<Metrics>) -> Router {
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let gateway = s.gateway.load();
     let missing: Vec<&str> = gateway
-        .authorizer
         .validator
         .keys()
         .issuers

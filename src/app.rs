@@ -23,16 +23,14 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::cache::TokenCache;
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
-use crate::auth::decide::Authorizer;
-use crate::auth::{Challenges, Policy, Validator};
 use crate::config::{Config, Mode};
 use crate::ext_authz::{self, ExtAuthz};
 use crate::forward_auth;
+use crate::gateway::{Gateway, SharedGateway};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy::{self, Forwarder, Gateway, IdentityHeaders, ResourceMetadataDoc, SharedGateway};
+use crate::proxy;
 use crate::server::{self, Limits};
 
 /// Why the gateway could not start.
@@ -46,10 +44,8 @@ pub enum StartupError {
     },
     #[error("cannot build the identity-provider HTTP client: {0}")]
     HttpClient(String),
-    #[error("challenge header: {0}")]
-    Challenge(String),
     #[error(transparent)]
-    UpstreamTls(#[from] crate::tls::upstream::UpstreamTlsError),
+    Gateway(#[from] crate::gateway::BuildError),
     #[error("TLS listener: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -200,7 +196,7 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &metrics,
     ));
     let mut refreshers = keys.spawn_refresh();
-    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(build_gateway(
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::build(
         config,
         keys,
         &metrics,
@@ -286,62 +282,11 @@ fn warn_untrusted_forward_auth(config: &Config) {
     }
 }
 
-/// Everything a request needs for `config`, with `keys` as its key store. Built once per
-/// config (at startup and on each reload), never per request. `listener_tls`: whether the
-/// main listener (bound at startup) serves HTTPS.
-fn build_gateway(
-    config: &Config,
-    keys: Arc<KeyStore>,
-    metrics: &Arc<Metrics>,
-    listener_tls: bool,
-) -> Result<Gateway, StartupError> {
-    let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
-        .map_err(|e| StartupError::Challenge(e.to_string()))?;
-    let identity = IdentityHeaders::new(config.identity.clone());
-    let policy = Policy::new(config.routes.clone());
-    let resource_metadata = config
-        .challenge
-        .resource_metadata
-        .then(|| ResourceMetadataDoc {
-            resource: config.server.public_url.clone(),
-            authorization_server: format!(
-                "{}/{}/v2.0",
-                config.entra.authority, config.entra.tenant_id
-            ),
-            scopes_supported: scopes_supported(config, &policy),
-        });
-    let authorizer =
-        Authorizer {
-            validator: Validator::new(&config.entra, keys)
-                .keep_payload(identity.wants_claims())
-                // A new cache per config: what it remembers was judged by the old audiences,
-                // tenants and clients.
-                .with_cache((config.server.token_cache_entries > 0).then(|| {
-                    TokenCache::new(config.server.token_cache_entries, Arc::clone(metrics))
-                })),
-            policy,
-            cors_preflight: config.server.cors_preflight,
-        };
-    Ok(Gateway {
-        authorizer,
-        challenges,
-        identity,
-        forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone())?
-            .with_client_tls(listener_tls),
-        upstream_authorization: config.upstream.authorization.clone(),
-        metrics: Arc::clone(metrics),
-        resource_metadata,
-        max_body: config.server.max_body,
-        any_body_limit: config.server.max_body.is_some()
-            || config.routes.iter().any(|r| r.max_body.is_some()),
-    })
-}
-
 impl Running {
     /// The key store requests are validated against now.
     #[must_use]
     pub fn keys(&self) -> Arc<KeyStore> {
-        Arc::clone(self.gateway.load().authorizer.validator.keys())
+        Arc::clone(self.gateway.load().validator.keys())
     }
 
     /// The config last applied.
@@ -365,7 +310,7 @@ impl Running {
     /// config then keeps serving.
     pub async fn apply(&mut self, config: &Config) -> Result<Applied, StartupError> {
         let current = self.gateway.load_full();
-        let old_keys = current.authorizer.validator.keys();
+        let old_keys = current.validator.keys();
         let client = idp_client(config.entra.metadata_timeout)?;
         let keys = Arc::new(KeyStore::reusing(
             &config.entra,
@@ -375,7 +320,7 @@ impl Running {
             Some(old_keys),
         ));
         let fresh = keys.unstarted(Some(old_keys));
-        let gateway = build_gateway(
+        let gateway = Gateway::build(
             config,
             Arc::clone(&keys),
             &self.metrics,
@@ -497,29 +442,6 @@ fn same_listener_tls(
         }
         _ => false,
     }
-}
-
-/// RFC 9728 `scopes_supported`: Entra scopes are requested as `<Application ID URI>/<scope>`,
-/// so each route scope is prefixed with the first URL-form audience; with no route scopes,
-/// `<Application ID URI>/.default` (every permission consented for the client).
-fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
-    let Some(app_id_uri) = config
-        .entra
-        .audiences
-        .iter()
-        .find(|a| a.contains("://"))
-        .map(|a| a.trim_end_matches('/'))
-    else {
-        return Vec::new();
-    };
-    let scopes = policy.scopes();
-    if scopes.is_empty() {
-        return vec![format!("{app_id_uri}/.default")];
-    }
-    scopes
-        .into_iter()
-        .map(|s| format!("{app_id_uri}/{s}"))
-        .collect()
 }
 
 /// Raises the soft limit of open files to the hard limit (as Go's runtime and nginx's

@@ -2,24 +2,25 @@
 //!
 //! [`bearer`] finds the credential, [`token`] decodes it, [`validate`] checks it against the
 //! key store and the configured tenant, audiences and clients, and [`challenge`] holds the
-//! `WWW-Authenticate` answers. [`Reason`] names every way a request can be refused.
+//! `WWW-Authenticate` answers, [`policy`] the route rules. [`Reason`] names every way a
+//! request can be refused. The order in which these run, and what a refusal looks like, is
+//! the gateway's decision ([`crate::gateway`]).
 
 pub mod bearer;
 pub mod cache;
 pub mod challenge;
-pub mod decide;
 pub mod diagnose;
+mod facts;
 pub mod path;
 pub mod policy;
 mod reason;
-pub mod refusal;
 pub mod token;
 pub mod validate;
 
 pub use bearer::Bearer;
 pub use challenge::Challenges;
+pub use facts::Facts;
 pub use policy::{Forbidden, Policy};
 pub use reason::Reason;
-pub use refusal::Refusal;
 pub use token::Claims;
 pub use validate::{Principal, Rejected, Validator};

@@ -5,17 +5,15 @@
 //!
 //! Envoy sends the original request's method, path and headers as data, so no header needs to
 //! be trusted here; the listener itself must be reachable only by Envoy (a NetworkPolicy).
-//! The decision is the proxy's ([`Authorizer::decide`](crate::auth::decide::Authorizer::decide));
-//! only the last step differs:
-//! - allowed: an OK response whose `headers` set the verified identity upstream (overwriting),
-//!   whose `headers_to_remove` drop every other client-sent identity header, and which applies
-//!   `upstream.authorization` (`strip` removes `Authorization`, `basic` replaces it);
-//! - refused: a denied response with the proxy mode's status (400, 401, 403 or 503, since Envoy
-//!   passes any status on), its `WWW-Authenticate`, `Retry-After` and JSON body
-//!   ([`Refusal::proxy`]).
+//! The decision is [`Gateway::check`]'s; this door only renders it:
+//! - pass: an OK response whose `headers` are the decision's `set` edits (the verified
+//!   identity, the upstream credential of `upstream.authorization = "basic"`), overwriting,
+//!   and whose `headers_to_remove` are its removals (every other client-sent identity header,
+//!   and `Authorization` for `strip`);
+//! - refuse: a denied response with the proxy mode's status (400, 401, 403, 405, 413 or 503,
+//!   since Envoy passes any status on), its `WWW-Authenticate`, `Retry-After` and JSON body.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatus,
@@ -24,18 +22,16 @@ use envoy_types::ext_authz::v3::{
     CheckRequestExt as _, CheckResponseExt as _, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::{self, Via};
-use crate::auth::decide::{Facts, Verdict};
-use crate::auth::{Principal, Reason, Refusal};
-use crate::config::UpstreamAuthorization;
-use crate::metrics::Outcome;
-use crate::proxy::{self, Gateway, SharedGateway};
+#[cfg(doc)]
+use crate::gateway::Gateway;
+use crate::gateway::{AccessRecord, Edits, Refusal, RequestView, SharedGateway, Verdict};
 
 /// The `Authorization` gRPC service. It reads the gateway in force once per `Check`, so a
 /// reload's routes, audiences and issuers apply here as on the main listener.
@@ -86,7 +82,6 @@ impl Authorization for ExtAuthz {
 impl ExtAuthz {
     /// The answer to one `Check`.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
-        let started = Instant::now();
         let gw = self.gw.load_full();
         let Some(http) = check
             .attributes
@@ -100,79 +95,46 @@ impl ExtAuthz {
             ));
         };
         let headers = header_map(http);
-        // `path` is the request target as sent: path and query.
-        let path = &http.path[..http.path.find(['?', '#']).unwrap_or(http.path.len())];
-        let method = Method::from_bytes(http.method.as_bytes()).ok();
         let client_ip = check
             .get_client_address()
             .and_then(|a| a.parse::<IpAddr>().ok());
-
-        let in_flight = gw.metrics.in_flight();
-        let (verdict, facts) = match &method {
-            Some(m) if path.starts_with('/') => gw.authorizer.decide(m, path, &headers).await,
-            _ => (
-                Verdict::Refused {
-                    reason: Reason::BadForwardedRequest,
-                    scope: String::new(),
-                },
-                Facts::default(),
-            ),
-        };
-        gw.metrics.auth_latency.observe(started.elapsed());
-        let (response, status, outcome) = match verdict {
-            Verdict::Refused { reason, scope } => {
-                let origin = proxy::origin(&http.scheme, &http.host);
-                let refusal = Refusal::proxy(reason, &scope, &gw.challenges, origin.as_deref());
-                let status = refusal.status;
-                (denied(&refusal), status, Outcome::Denied(reason))
-            }
-            Verdict::Preflight => (ok(&gw, &headers, None), StatusCode::OK, Outcome::Preflight),
-            Verdict::Anonymous => (ok(&gw, &headers, None), StatusCode::OK, Outcome::Anonymous),
-            Verdict::Allowed(principal) => (
-                ok(&gw, &headers, Some(&principal)),
-                StatusCode::OK,
-                Outcome::Allowed,
-            ),
-        };
-        drop(in_flight);
-        gw.metrics.record_request(outcome);
         let request_id = headers
             .get(access::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .or_else(|| (!http.id.is_empty()).then_some(http.id.as_str()));
-        access::log(&access::Entry {
+        // `path` is the request target as sent: path and query.
+        let view = RequestView {
             via: Via::ExtAuthz,
             method: &http.method,
-            path,
-            status: status.as_u16(),
-            outcome,
-            facts: &facts,
+            target: &http.path,
+            readable: !http.method.is_empty() && http.path.starts_with('/'),
+            headers: &headers,
+            peer: client_ip,
+            scheme: &http.scheme,
+            host: (!http.host.is_empty()).then_some(http.host.as_str()),
+        };
+        let mut record = AccessRecord::start(
+            &gw.metrics,
+            Via::ExtAuthz,
+            (view.method, view.path()),
             client_ip,
             request_id,
-            started,
-            upstream: None,
-        });
+        );
+        let decision = gw.check(&view).await;
+        record.decided(&view, decision.outcome, decision.facts);
+        let (response, status) = match decision.verdict {
+            Verdict::Refuse(refusal) => (denied(&refusal), refusal.status),
+            Verdict::Pass(pass) => (ok(&pass.edits), StatusCode::OK),
+        };
+        record.finish(status.as_u16(), None, None);
         response
     }
 }
 
-/// Allowed: set the identity (and `upstream.authorization`), remove the client's other
-/// identity headers.
-fn ok(gw: &Gateway, request: &HeaderMap, principal: Option<&Principal>) -> CheckResponse {
-    let mut set = HeaderMap::new();
-    if let Some(p) = principal {
-        gw.identity.set(&mut set, p);
-    }
-    let mut remove = gw.identity.client_sent(request);
-    match &gw.upstream_authorization {
-        UpstreamAuthorization::Forward => {}
-        UpstreamAuthorization::Strip => remove.push(header::AUTHORIZATION),
-        UpstreamAuthorization::Basic(v) => {
-            set.insert(header::AUTHORIZATION, v.clone());
-        }
-    }
+/// Pass: set the `set` edits upstream, remove the removals.
+fn ok(edits: &Edits) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
-    for (name, value) in &set {
+    for (name, value) in &edits.set {
         // Identity values are visible ASCII (checked when set), the Basic header too.
         if let Ok(v) = value.to_str() {
             ok.add_header(
@@ -183,8 +145,7 @@ fn ok(gw: &Gateway, request: &HeaderMap, principal: Option<&Principal>) -> Check
             );
         }
     }
-    // A header both set and removed would depend on Envoy's order of applying them.
-    for name in remove.iter().filter(|n| !set.contains_key(*n)) {
+    for name in edits.removals() {
         ok.remove_header(name.as_str());
     }
     let mut response = CheckResponse::with_status(tonic::Status::ok("allowed"));
@@ -214,6 +175,8 @@ fn denied(refusal: &Refusal) -> CheckResponse {
         StatusCode::UNAUTHORIZED => tonic::Status::unauthenticated("unauthenticated"),
         StatusCode::BAD_REQUEST => tonic::Status::invalid_argument("invalid request"),
         StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable("keys unavailable"),
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::invalid_argument("payload too large"),
+        StatusCode::METHOD_NOT_ALLOWED => tonic::Status::invalid_argument("method not allowed"),
         _ => tonic::Status::permission_denied("forbidden"),
     };
     let mut response = CheckResponse::with_status(status);

@@ -16,15 +16,15 @@
 //! present disagree (after taking the path of each), the request is refused
 //! (`bad_forwarded_request`, 401 `invalid_request`) instead of one of them being picked.
 //!
-//! Then the same [`Authorizer::decide`](crate::auth::decide::Authorizer::decide) as the proxy
-//! runs, and the answer is one of: 200 with the identity headers, 401 with exactly one
-//! `WWW-Authenticate` (the proxy's challenge), or 403 (see [`Refusal::forward_auth`]). A 200
-//! also lists the client-sent identity headers it does not overwrite in
-//! `x-envoy-auth-headers-to-remove` (Envoy's HTTP `ext_authz` removes them upstream; nginx and
-//! Traefik ignore it).
+//! That original request is decided by [`Gateway::check`] like any other; this door only
+//! renders the decision: 200 with the decision's `set` edits as response headers (the
+//! identity, and the upstream credential for `upstream.authorization = "basic"`) for nginx
+//! `auth_request_set`, Traefik `authResponseHeaders` and Caddy `copy_headers`, and the
+//! removals in `x-envoy-auth-headers-to-remove` (Envoy's HTTP `ext_authz` removes them
+//! upstream; the others ignore it); or the refusal in forward-auth's shape: 401 with exactly
+//! one `WWW-Authenticate`, or 403 ([`Refusal::forward_auth`]).
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -33,12 +33,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::access::{self, Via};
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
-use crate::auth::decide::{Facts, Verdict};
-use crate::auth::{Reason, Refusal};
-use crate::metrics::Outcome;
-use crate::proxy::{
-    self, Gateway, SharedGateway, headers::X_FORWARDED_HOST, headers::X_FORWARDED_PROTO,
-};
+use crate::gateway::{AccessRecord, Edits, RequestView, SharedGateway, Verdict};
+#[cfg(doc)]
+use crate::gateway::{Gateway, Refusal};
+use crate::gateway::{origin, split_target};
+use crate::upstream::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// Traefik: the original method.
 pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -60,6 +59,8 @@ pub struct Original<'a> {
     pub method: Method,
     /// The raw path, without query or fragment.
     pub path: &'a str,
+    /// The raw request target: the path and the query.
+    pub target: &'a str,
     /// True when it came from forward-auth headers, false when it is the request's own.
     pub forwarded: bool,
 }
@@ -68,20 +69,22 @@ pub struct Original<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadForwarded;
 
-/// The original method and path: from the forward-auth headers when `trusted`, else (or
-/// when there are none) the request's own.
+/// The original method and target: from the forward-auth headers when `trusted`, else (or
+/// when there are none) the request's own (`own_target`: path and query).
 ///
 /// # Errors
-/// [`BadForwarded`] when the values present disagree, or one is not a method / path.
+/// [`BadForwarded`] when the values present disagree (on the path), or one is not a
+/// method / target.
 pub fn original<'a>(
     own_method: &Method,
-    own_path: &'a str,
+    own_target: &'a str,
     headers: &'a HeaderMap,
     trusted: bool,
 ) -> Result<Original<'a>, BadForwarded> {
     let own = Original {
         method: own_method.clone(),
-        path: own_path,
+        path: split_target(own_target).0,
+        target: own_target,
         forwarded: false,
     };
     if !trusted {
@@ -93,26 +96,28 @@ pub fn original<'a>(
             .flat_map(|name| headers.get_all(name))
             .map(|v| v.to_str().map_err(|_| BadForwarded)),
     )?;
-    let path = agree(
+    let target = agree_on_path(
         [
-            (&X_FORWARDED_URI, target_path as fn(&str) -> Option<&str>),
-            (&X_ORIGINAL_URI, target_path),
-            (&X_ORIGINAL_URL, url_path),
+            (&X_FORWARDED_URI, origin_form as fn(&str) -> Option<&str>),
+            (&X_ORIGINAL_URI, origin_form),
+            (&X_ORIGINAL_URL, url_target),
         ]
         .into_iter()
-        .flat_map(|(name, path_of)| headers.get_all(name).iter().map(move |v| (v, path_of)))
-        .map(|(v, path_of)| v.to_str().ok().and_then(path_of).ok_or(BadForwarded)),
+        .flat_map(|(name, target_of)| headers.get_all(name).iter().map(move |v| (v, target_of)))
+        .map(|(v, target_of)| v.to_str().ok().and_then(target_of).ok_or(BadForwarded)),
     )?;
-    if method.is_none() && path.is_none() {
+    if method.is_none() && target.is_none() {
         return Ok(own);
     }
     let method = match method {
         Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| BadForwarded)?,
         None => own.method,
     };
+    let target = target.unwrap_or(own_target);
     Ok(Original {
         method,
-        path: path.unwrap_or(own_path),
+        path: split_target(target).0,
+        target,
         forwarded: true,
     })
 }
@@ -132,46 +137,71 @@ fn agree<'a>(
     Ok(found)
 }
 
-/// The path of a request target (`/p?q`); an absolute-form target is read as a URL.
-fn target_path(target: &str) -> Option<&str> {
+/// The first of `targets` when all name the same path (their queries may be written
+/// differently: a URL and a request target of the same request), `None` when there are none.
+fn agree_on_path<'a>(
+    targets: impl Iterator<Item = Result<&'a str, BadForwarded>>,
+) -> Result<Option<&'a str>, BadForwarded> {
+    let mut found: Option<&str> = None;
+    for t in targets {
+        let t = t?;
+        match found {
+            Some(f) if split_target(f).0 != split_target(t).0 => return Err(BadForwarded),
+            Some(_) => {}
+            None => found = Some(t),
+        }
+    }
+    Ok(found)
+}
+
+/// A request target (`/p?q`), without its fragment; an absolute-form target is read as a URL.
+fn origin_form(target: &str) -> Option<&str> {
     if target.starts_with('/') {
-        let end = target.find(['?', '#']).unwrap_or(target.len());
-        Some(&target[..end])
+        Some(&target[..target.find('#').unwrap_or(target.len())])
     } else {
-        url_path(target)
+        url_target(target)
     }
 }
 
-/// The path of `scheme://authority/path?query` (`/` when it has none).
-fn url_path(url: &str) -> Option<&str> {
+/// The request target of `scheme://authority/path?query` (`/` when it has no path).
+fn url_target(url: &str) -> Option<&str> {
     let Some(i) = url.find("://") else {
-        return url.starts_with('/').then(|| target_path(url)).flatten();
+        return url.starts_with('/').then(|| origin_form(url)).flatten();
     };
     let rest = &url[i + 3..];
     match rest.find(['/', '?', '#']) {
-        Some(j) if rest.as_bytes()[j] == b'/' => target_path(&rest[j..]),
+        Some(j) if rest.as_bytes()[j] == b'/' => origin_form(&rest[j..]),
         _ => Some("/"),
     }
 }
 
-/// The origin (`scheme://host`) of the original request, for an RFC 9728 metadata URL that
-/// follows the request: from `X-Original-URL`, else `X-Forwarded-Proto` + `X-Forwarded-Host`,
-/// when trusted; else the request's own `Host` as `http`. Public for the fuzz targets and
-/// property tests (`fuzz/`, `tests/suite/properties.rs`); the handler is its only caller.
-#[doc(hidden)]
-#[must_use]
-pub fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
+/// The scheme and host of the original request: from `X-Original-URL`, else
+/// `X-Forwarded-Proto` + `X-Forwarded-Host`, when trusted; else the request's own `Host` as
+/// `http`.
+fn original_scheme_host(headers: &HeaderMap, trusted: bool) -> (&str, Option<&str>) {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     if trusted {
         if let Some((scheme, rest)) = text(&X_ORIGINAL_URL).and_then(|u| u.split_once("://")) {
-            let host = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-            return proxy::origin(scheme, host);
+            return (
+                scheme,
+                Some(&rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]),
+            );
         }
         if let Some(host) = text(&X_FORWARDED_HOST) {
-            return proxy::origin(text(&X_FORWARDED_PROTO).unwrap_or("http"), host);
+            return (text(&X_FORWARDED_PROTO).unwrap_or("http"), Some(host));
         }
     }
-    proxy::origin("http", text(&header::HOST)?)
+    ("http", text(&header::HOST))
+}
+
+/// The origin (`scheme://host`) of the original request, for an RFC 9728 metadata URL that
+/// follows the request (see [`original_scheme_host`]). Public for the fuzz targets and
+/// property tests (`fuzz/`, `tests/suite/properties.rs`).
+#[doc(hidden)]
+#[must_use]
+pub fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
+    let (scheme, host) = original_scheme_host(headers, trusted);
+    origin(scheme, host?)
 }
 
 /// The forward-auth listener's only handler. It reads the gateway in force (routes,
@@ -182,11 +212,14 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
-    let started = Instant::now();
     let gw = shared.load_full();
     let headers = req.headers();
-    let trusted = gw.forwarder.trusts(peer);
-    let original = original(req.method(), req.uri().path(), headers, trusted);
+    let trusted = gw.trusts(peer);
+    let own_target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |pq| pq.as_str());
+    let original = original(req.method(), own_target, headers, trusted);
 
     // The RFC 9728 document, asked for directly (an Ingress rule routing it here without
     // auth), not an auth check about it.
@@ -200,94 +233,57 @@ pub async fn handle(
         return doc.render(origin.as_deref());
     }
 
-    let in_flight = gw.metrics.in_flight();
-    let (verdict, facts, method, path) = match &original {
-        Ok(o) => {
-            let (verdict, facts) = gw.authorizer.decide(&o.method, o.path, headers).await;
-            (verdict, facts, o.method.as_str(), o.path)
-        }
-        Err(BadForwarded) => {
-            if trusted {
-                tracing::debug!("forward-auth headers disagree or cannot be read");
-            }
-            (
-                Verdict::Refused {
-                    reason: Reason::BadForwardedRequest,
-                    scope: String::new(),
-                },
-                Facts::default(),
-                req.method().as_str(),
-                req.uri().path(),
-            )
-        }
-    };
-    gw.metrics.auth_latency.observe(started.elapsed());
-    let (response, outcome) = match verdict {
-        Verdict::Refused { reason, scope } => {
-            if reason == Reason::KeysUnavailable {
-                tracing::warn!(
-                    "no usable signing keys: answering 401 with Retry-After (forward-auth cannot send 503 through nginx)"
-                );
-            }
-            let origin = original_origin(headers, trusted);
-            (
-                Refusal::forward_auth(reason, &scope, &gw.challenges, origin.as_deref())
-                    .into_response(),
-                Outcome::Denied(reason),
-            )
-        }
-        Verdict::Preflight => (allow(&gw, headers, None), Outcome::Preflight),
-        Verdict::Anonymous => (allow(&gw, headers, None), Outcome::Anonymous),
-        Verdict::Allowed(principal) => (allow(&gw, headers, Some(&principal)), Outcome::Allowed),
-    };
-    drop(in_flight);
-    gw.metrics.record_request(outcome);
-    access::log(&access::Entry {
-        via: Via::ForwardAuth,
-        method,
-        path,
-        status: response.status().as_u16(),
-        outcome,
-        facts: &facts,
-        client_ip: Some(peer.ip()),
-        request_id: headers
+    let mut record = AccessRecord::start(
+        &gw.metrics,
+        Via::ForwardAuth,
+        (req.method().as_str(), req.uri().path()),
+        Some(peer.ip()),
+        headers
             .get(access::REQUEST_ID)
             .and_then(|v| v.to_str().ok()),
-        started,
-        upstream: None,
-    });
+    );
+    let (scheme, host) = original_scheme_host(headers, trusted);
+    let (method, target, readable) = match &original {
+        Ok(o) => (o.method.as_str(), o.target, true),
+        Err(BadForwarded) => (req.method().as_str(), own_target, false),
+    };
+    let view = RequestView {
+        via: Via::ForwardAuth,
+        method,
+        target,
+        readable,
+        headers,
+        peer: Some(peer.ip()),
+        scheme,
+        host,
+    };
+    let decision = gw.check(&view).await;
+    record.decided(&view, decision.outcome, decision.facts);
+    let response = match decision.verdict {
+        Verdict::Refuse(refusal) => refusal.into_response(),
+        Verdict::Pass(pass) => allow(pass.edits),
+    };
+    record.finish(response.status().as_u16(), None, None);
     response
 }
 
-/// 200: the verified identity (none for preflights and anonymous routes) for the ingress to
-/// copy upstream, and the client's other identity headers for Envoy to remove.
-fn allow(
-    gw: &Gateway,
-    request: &HeaderMap,
-    principal: Option<&crate::auth::Principal>,
-) -> Response<Body> {
+/// 200: the `set` edits (the verified identity; none for preflights and anonymous routes)
+/// for the ingress to copy upstream, and the removals for Envoy.
+fn allow(edits: Edits) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::OK;
+    let removals = edits
+        .removals()
+        .map(HeaderName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     let h = r.headers_mut();
-    if let Some(p) = principal {
-        gw.identity.set(h, p);
+    if !removals.is_empty()
+        && let Ok(v) = HeaderValue::try_from(removals)
+    {
+        h.insert(ENVOY_HEADERS_TO_REMOVE, v);
     }
-    let remove: Vec<HeaderName> = gw
-        .identity
-        .client_sent(request)
-        .into_iter()
-        .filter(|n| !h.contains_key(n))
-        .collect();
-    if !remove.is_empty() {
-        let list = remove
-            .iter()
-            .map(HeaderName::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Ok(v) = HeaderValue::try_from(list) {
-            h.insert(ENVOY_HEADERS_TO_REMOVE, v);
-        }
-    }
+    h.extend(edits.set);
     r
 }
 
@@ -306,6 +302,22 @@ mod tests {
     fn decided(h: &HeaderMap, trusted: bool) -> Result<(Method, String, bool), BadForwarded> {
         original(&Method::GET, "/auth", h, trusted)
             .map(|o| (o.method, o.path.to_owned(), o.forwarded))
+    }
+
+    #[test]
+    fn the_target_keeps_its_query() {
+        let h = headers(&[(&X_FORWARDED_URI, "/q?access_token=x#f")]);
+        let o = original(&Method::GET, "/auth", &h, true).expect("one header");
+        assert_eq!((o.path, o.target), ("/q", "/q?access_token=x"));
+        let h = headers(&[
+            (&X_ORIGINAL_URL, "https://h/p?a=1"),
+            (&X_ORIGINAL_URI, "/p?a=1"),
+        ]);
+        let o = original(&Method::GET, "/auth", &h, true).expect("agreeing");
+        assert_eq!(o.target, "/p?a=1");
+        let h = headers(&[(&X_ORIGINAL_URL, "https://h?a=1")]);
+        let o = original(&Method::GET, "/auth", &h, true).expect("root");
+        assert_eq!((o.path, o.target), ("/", "/"));
     }
 
     #[test]

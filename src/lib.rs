@@ -5,10 +5,11 @@
 //! streamed, with the verified identity in `X-Auth-*` headers. See `README.md` and
 //! `config/entragate.example.toml`.
 //!
-//! The request's way: [`app`] (the one stack) -> [`proxy::handle`] -> [`auth`] (bearer, token,
-//! validation against [`keys`]) -> [`proxy::headers`] -> [`proxy::forward`]. In forward-auth
-//! mode [`forward_auth::handle`] answers with the decision instead of forwarding; Envoy's gRPC
-//! `ext_authz` asks [`ext_authz`] on a listener of its own.
+//! The request's way: [`app`] (the one stack) -> a door ([`proxy`], [`forward_auth`] or
+//! [`ext_authz`]) -> [`gateway::Gateway::check`], the one decision (using [`auth`] and
+//! [`keys`]) -> the door renders it: the proxy applies its header edits and forwards through
+//! [`upstream`]; forward-auth and `ext_authz` answer with them. `docs/architecture.md` is
+//! the map.
 
 pub mod access;
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dev;
 pub mod ext_authz;
 pub mod forward_auth;
+pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
@@ -27,3 +29,4 @@ pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;

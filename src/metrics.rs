@@ -40,6 +40,8 @@ pub enum Outcome {
     UpstreamTimeout,
     /// The request body was over its limit (413).
     BodyTooLarge,
+    /// `CONNECT`, which the gateway never tunnels (405).
+    MethodNotAllowed,
     /// Shed under load (503): `server.max_in_flight` requests were already in progress.
     Shed,
     /// The client went away (closed the connection, reset the HTTP/2 stream) before its
@@ -56,6 +58,7 @@ impl Outcome {
             Self::Preflight => ("preflight", "none"),
             Self::Anonymous => ("anonymous", "none"),
             Self::BodyTooLarge => ("refused", "body_too_large"),
+            Self::MethodNotAllowed => ("refused", "method_not_allowed"),
             Self::Shed => ("shed", "overloaded"),
             Self::ClientClosed => ("client_closed", "none"),
             Self::UpstreamUnreachable => ("upstream_error", "unreachable"),
@@ -75,7 +78,8 @@ impl Outcome {
             Self::BodyTooLarge => 5,
             Self::Shed => 6,
             Self::ClientClosed => 7,
-            Self::Denied(r) => 8 + r.index(),
+            Self::MethodNotAllowed => 8,
+            Self::Denied(r) => 9 + r.index(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Outcome {
             Self::BodyTooLarge,
             Self::Shed,
             Self::ClientClosed,
+            Self::MethodNotAllowed,
         ]
         .into_iter()
         .chain(Reason::ALL.into_iter().map(Self::Denied))

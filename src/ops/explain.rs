@@ -23,9 +23,10 @@ use serde_json::Value;
 use super::{BAD_CONFIG, FAILED, ms};
 use crate::auth::diagnose::{IssuerFinding, SignatureFinding, expected_issuers};
 use crate::auth::validate::unix_now;
-use crate::auth::{Challenges, Policy, Reason, Refusal, Validator, path, token};
+use crate::auth::{Challenges, Policy, Reason, Validator, path, token};
 use crate::cli::Format;
 use crate::config::{Config, Mode};
+use crate::gateway::Refusal;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 

@@ -1,5 +1,6 @@
 //! What a refused request gets back: the one match that turns a [`Reason`] into a status, a
-//! challenge and a body (SPEC §4), and the two shapes of it.
+//! challenge and a body (SPEC §4), and the two shapes of it. [`crate::gateway::Gateway::check`]
+//! picks the shape for the door the request came in by; the doors only render it.
 //!
 //! - [`Refusal::proxy`] is the full answer: 400, 401, 403 or 503. The proxy listener sends it,
 //!   and so does the Envoy `ext_authz` gRPC front end, since Envoy passes any status on.
@@ -16,8 +17,9 @@ use axum::body::Body;
 use http::header::{self, HeaderName};
 use http::{HeaderValue, Response, StatusCode};
 
-use super::Reason;
-use super::challenge::{Challenges, Kind};
+use crate::access::Via;
+use crate::auth::Reason;
+use crate::auth::challenge::{Challenges, Kind};
 
 const NO_TOKEN: &str = r#"{"error":"unauthorized","error_description":"a Microsoft Entra ID bearer token is required"}"#;
 const INVALID_TOKEN: &str = r#"{"error":"invalid_token"}"#;
@@ -26,6 +28,8 @@ const BAD_PATH: &str =
     r#"{"error":"invalid_request","error_description":"the request path cannot be normalised"}"#;
 const INSUFFICIENT_SCOPE: &str = r#"{"error":"insufficient_scope"}"#;
 const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
+const PAYLOAD_TOO_LARGE: &str = r#"{"error":"payload_too_large"}"#;
+const METHOD_NOT_ALLOWED: &str = r#"{"error":"method_not_allowed"}"#;
 
 /// Seconds a client is asked to wait when no signing keys are usable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -42,7 +46,54 @@ pub struct Refusal {
     pub body: &'static str,
 }
 
+/// A refusal that is no token matter: the request itself is outside what the gateway passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The declared body is over the route's (or `server.max_body`) limit: 413.
+    BodyTooLarge,
+    /// `CONNECT`: a gateway in front of one API opens no tunnels: 405.
+    MethodNotAllowed,
+}
+
 impl Refusal {
+    /// The answer to `reason` in the shape the door `via` can carry: forward-auth's for
+    /// forward-auth, the full proxy answer for the proxy and Envoy `ext_authz` (which passes
+    /// any status on).
+    #[must_use]
+    pub fn for_door(
+        via: Via,
+        reason: Reason,
+        scope: &str,
+        challenges: &Challenges,
+        origin: Option<&str>,
+    ) -> Self {
+        match via {
+            Via::ForwardAuth => Self::forward_auth(reason, scope, challenges, origin),
+            Via::Proxy | Via::ExtAuthz => Self::proxy(reason, scope, challenges, origin),
+        }
+    }
+
+    /// The answer to a [`Limit`]: 413 or 405 with a JSON body and no challenge (a sign-in
+    /// would not help). Forward-auth answers 403 instead, since nginx turns any status but
+    /// 401 and 403 into a 500; the body still names the condition.
+    #[must_use]
+    pub fn limit(via: Via, limit: Limit) -> Self {
+        let (status, body) = match limit {
+            Limit::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE),
+            Limit::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, METHOD_NOT_ALLOWED),
+        };
+        Self {
+            status: if via == Via::ForwardAuth {
+                StatusCode::FORBIDDEN
+            } else {
+                status
+            },
+            challenge: None,
+            retry_after: None,
+            body,
+        }
+    }
+
     /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s);
     /// `origin` (`scheme://host`) feeds an RFC 9728 metadata URL that follows the request.
     #[must_use]
@@ -217,6 +268,19 @@ mod tests {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.ends_with("error=\"invalid_token\""))
         );
+    }
+
+    #[test]
+    fn limits_are_413_and_405_but_403_through_forward_auth() {
+        let r = Refusal::limit(Via::Proxy, Limit::BodyTooLarge);
+        assert_eq!((r.status.as_u16(), r.body), (413, PAYLOAD_TOO_LARGE));
+        let r = Refusal::limit(Via::ExtAuthz, Limit::MethodNotAllowed);
+        assert_eq!((r.status.as_u16(), r.body), (405, METHOD_NOT_ALLOWED));
+        for limit in [Limit::BodyTooLarge, Limit::MethodNotAllowed] {
+            let r = Refusal::limit(Via::ForwardAuth, limit);
+            assert_eq!(r.status, StatusCode::FORBIDDEN);
+            assert!(r.challenge.is_none());
+        }
     }
 
     #[test]

@@ -1,16 +1,11 @@
-//! Header hygiene between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
-//! `X-Forwarded-*`, the verified identity, and the upstream's `Authorization`.
-//!
-//! Identity headers follow linkerd's rule, strip before you set: every client-sent `X-Auth-*`
-//! is removed first, so the upstream can trust any `X-Auth-*` it sees.
+//! Header hygiene between client and upstream that belongs to the hop, not to the decision:
+//! hop-by-hop removal (RFC 9110 §7.6.1) and `X-Forwarded-*`. The verified identity and the
+//! upstream's `Authorization` are the decision's header edits ([`crate::gateway::Edits`]).
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-
-use crate::auth::Principal;
-use crate::config::{Identity, UpstreamAuthorization};
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -120,108 +115,6 @@ fn peer_value(peer: IpAddr) -> HeaderValue {
             value
         }
     })
-}
-
-/// The identity headers (`[identity]`), built once from the config.
-#[derive(Debug, Clone)]
-pub struct IdentityHeaders {
-    cfg: Identity,
-}
-
-impl IdentityHeaders {
-    #[must_use]
-    pub fn new(cfg: Identity) -> Self {
-        Self { cfg }
-    }
-
-    /// True when the whole claim set is sent (the validator then keeps the payload).
-    #[must_use]
-    pub fn wants_claims(&self) -> bool {
-        self.cfg.claims_header.is_some()
-    }
-
-    /// True for a header the client must not send upstream: any `X-Auth-*`, a configured
-    /// identity header or a `strip_headers` entry.
-    #[must_use]
-    pub fn is_identity(&self, name: &HeaderName) -> bool {
-        let c = &self.cfg;
-        name.as_str().starts_with("x-auth-")
-            || c.strip_headers.contains(name)
-            || [
-                &c.subject_header,
-                &c.tenant_header,
-                &c.client_header,
-                &c.scopes_header,
-                &c.roles_header,
-                &c.name_header,
-                &c.claims_header,
-            ]
-            .into_iter()
-            .any(|h| h.as_ref() == Some(name))
-    }
-
-    /// The identity headers the client sent (see [`IdentityHeaders::is_identity`]), each once.
-    /// Forward-auth and `ext_authz` ask the ingress to remove these, since there the request
-    /// reaches the upstream through the ingress, not through this process.
-    #[must_use]
-    pub fn client_sent(&self, headers: &HeaderMap) -> Vec<HeaderName> {
-        headers
-            .keys()
-            .filter(|n| self.is_identity(n))
-            .cloned()
-            .collect()
-    }
-
-    /// Removes every header [`IdentityHeaders::is_identity`] names.
-    pub fn strip(&self, headers: &mut HeaderMap) {
-        for n in self.client_sent(headers) {
-            headers.remove(n);
-        }
-    }
-
-    /// Strips (see [`IdentityHeaders::strip`]), then sets the verified identity. A claim value
-    /// that is not valid header text is left out with a log line.
-    pub fn set(&self, headers: &mut HeaderMap, principal: &Principal) {
-        self.strip(headers);
-        let c = &principal.claims;
-        let cfg = &self.cfg;
-        let roles = c.roles.as_ref().map(|r| r.join(","));
-        let subject = c.oid.as_deref().or(c.sub.as_deref());
-        for (name, value) in [
-            (&cfg.subject_header, subject),
-            (&cfg.tenant_header, c.tid.as_deref()),
-            (&cfg.client_header, c.client_id()),
-            (&cfg.scopes_header, c.scp.as_deref()),
-            (&cfg.roles_header, roles.as_deref()),
-            (&cfg.name_header, c.user_name()),
-            (&cfg.claims_header, principal.payload.as_deref()),
-        ] {
-            let (Some(name), Some(value)) = (name, value) else {
-                continue;
-            };
-            match HeaderValue::from_str(value) {
-                Ok(v) => {
-                    headers.insert(name.clone(), v);
-                }
-                Err(_) => {
-                    tracing::warn!(header = %name, "claim value is not valid header text; header not set");
-                }
-            }
-        }
-    }
-}
-
-/// Applies `upstream.authorization`.
-pub fn set_upstream_authorization(headers: &mut HeaderMap, policy: &UpstreamAuthorization) {
-    match policy {
-        UpstreamAuthorization::Forward => {}
-        UpstreamAuthorization::Strip => {
-            headers.remove(header::AUTHORIZATION);
-        }
-        UpstreamAuthorization::Basic(value) => {
-            headers.insert(header::AUTHORIZATION, value.clone());
-        }
-    }
 }
 
 #[cfg(test)]

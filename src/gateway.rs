@@ -1,0 +1,296 @@
+//! The one decision: [`Gateway::check`] decides every request, whichever door it came in by,
+//! and the doors only translate.
+//!
+//! ```text
+//! door (proxy | forward-auth | ext_authz gRPC)
+//!   -> RequestView { method, target, headers, peer, scheme, host }   as that door saw it
+//!   -> Gateway::check(view) -> Decision { outcome, verdict, route, facts }
+//!        verdict: Pass { edits { remove, set }, body_limit } | Refuse(Refusal)
+//!   -> the door renders: the proxy applies the edits and streams the request on;
+//!      forward-auth answers with them as response headers; ext_authz as an OkHttpResponse
+//!      or DeniedHttpResponse
+//!   -> one AccessRecord (a drop guard) writes the log line and the counts
+//! ```
+//!
+//! [`Gateway`] is everything a request needs, built once per config by [`crate::app`] and
+//! swapped whole on reload ([`SharedGateway`]).
+
+mod build;
+mod decision;
+mod identity;
+mod metadata;
+mod record;
+mod refusal;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, Method, header};
+
+pub use build::BuildError;
+pub use decision::{Decision, Edits, Pass, Verdict};
+pub use identity::IdentityHeaders;
+pub use metadata::ResourceMetadataDoc;
+pub use record::{AccessRecord, CLIENT_CLOSED};
+pub use refusal::{Limit, Refusal};
+pub use view::{RequestView, origin, split_target};
+
+use crate::access::Via;
+use crate::auth::{
+    Bearer, Challenges, Facts, Policy, Principal, Reason, Validator, bearer, path, policy,
+};
+use crate::config::{Route, UpstreamAuthorization};
+use crate::metrics::{Metrics, Outcome};
+use crate::upstream::Forwarder;
+
+/// Everything a request needs, built once per config (at startup and on each reload) and
+/// read by every door through [`SharedGateway`].
+#[derive(Debug)]
+pub struct Gateway {
+    pub validator: Validator,
+    pub policy: Policy,
+    /// Pass CORS preflights without a token (`server.cors_preflight`).
+    pub cors_preflight: bool,
+    pub challenges: Challenges,
+    pub identity: IdentityHeaders,
+    pub forwarder: Forwarder,
+    pub upstream_authorization: UpstreamAuthorization,
+    pub metrics: Arc<Metrics>,
+    /// RFC 9728 document, when `challenge.resource_metadata` is on.
+    pub resource_metadata: Option<ResourceMetadataDoc>,
+    /// `server.max_body`; routes may override it.
+    pub max_body: Option<u64>,
+    /// True when any body limit is configured (global or on a route), so requests without
+    /// one skip the lookup.
+    pub any_body_limit: bool,
+}
+
+/// The gateway as the request path reads it: the current [`Gateway`], replaced whole by a
+/// config reload. Each request loads it once, so a request started under one config ends
+/// under it, and connections are never dropped by a reload.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// How a passed request goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Preflight,
+    Anonymous,
+    Allowed,
+}
+
+impl Gateway {
+    /// True when `peer` may set forwarding headers (`server.trusted_proxies`).
+    #[must_use]
+    pub fn trusts(&self, peer: SocketAddr) -> bool {
+        self.forwarder.trusts(peer)
+    }
+
+    /// Decides on `view`. Every rule of the product is applied here, once, in this order;
+    /// the first that refuses decides. Time spent is the auth latency in `/metrics`.
+    pub async fn check<'g>(&'g self, view: &RequestView<'_, '_>) -> Decision<'g> {
+        let started = Instant::now();
+        let decision = self.decide(view).await;
+        self.metrics.auth_latency.observe(started.elapsed());
+        decision
+    }
+
+    async fn decide<'g>(&'g self, view: &RequestView<'_, '_>) -> Decision<'g> {
+        let headers = view.headers;
+        // 1. What the door could read: forward-auth headers that disagree name no request.
+        if !view.readable {
+            if view.via == Via::ForwardAuth {
+                tracing::debug!("forward-auth headers disagree or cannot be read");
+            }
+            return self.refuse(view, Reason::BadForwardedRequest, None, Facts::default());
+        }
+        let Ok(method) = Method::from_bytes(view.method.as_bytes()) else {
+            return self.refuse(view, Reason::BadForwardedRequest, None, Facts::default());
+        };
+        // 2. Door limits: CONNECT names a host to open a TCP connection to, which a gateway in
+        //    front of one API never does for a client.
+        if method == Method::CONNECT {
+            return self.refuse_limit(view, Limit::MethodNotAllowed, None, Facts::default());
+        }
+        let (raw_path, query) = split_target(view.target);
+        // 3. RFC 6750 §2: one way to send the token. In the header and in the query is
+        //    `invalid_request` (SPEC §4), whatever the route.
+        if headers.contains_key(header::AUTHORIZATION) && bearer::token_in_query(query) {
+            return self.refuse(view, Reason::DuplicateAuthorization, None, Facts::default());
+        }
+        // 4. The path routes are matched on: percent-decoded, dot segments resolved; one that
+        //    cannot be is a 400 whatever the rules. Borrowed when already normal.
+        let Ok(normalized) = path::normalize(raw_path) else {
+            return self.refuse(view, Reason::BadPath, None, Facts::default());
+        };
+        let route = self.policy.route(&method, &normalized);
+        // 5. CORS preflight: browsers send it without credentials; the upstream owns CORS.
+        if self.cors_preflight && is_cors_preflight(&method, headers) {
+            return self.pass(view, Passed::Preflight, route, None);
+        }
+        // 6. Authenticate: the bearer credential, then the token.
+        let anonymous = route.is_some_and(|r| r.anonymous);
+        let token = match bearer::extract(headers) {
+            Bearer::Token(t) => t,
+            Bearer::Missing | Bearer::Empty if anonymous => {
+                return self.pass(view, Passed::Anonymous, route, None);
+            }
+            Bearer::Missing => {
+                return self.refuse(view, Reason::MissingToken, route, Facts::default());
+            }
+            Bearer::Empty => {
+                return self.refuse(view, Reason::EmptyBearer, route, Facts::default());
+            }
+            Bearer::Duplicate => {
+                return self.refuse(
+                    view,
+                    Reason::DuplicateAuthorization,
+                    route,
+                    Facts::default(),
+                );
+            }
+            // Present but unusable: refused even on an anonymous route.
+            Bearer::Malformed => {
+                return self.refuse(view, Reason::Malformed, route, Facts::default());
+            }
+        };
+        let principal = match self.validator.validate(token).await {
+            Ok(p) => p,
+            Err(rejected) => {
+                let reason = rejected.reason;
+                return self.refuse(view, reason, route, Facts::from(rejected));
+            }
+        };
+        // 7. Authorize: the route's clients, scopes / roles and claims.
+        if let Some(r) = route.filter(|r| !r.anonymous)
+            && let Err(f) = policy::authorize(r, &principal)
+        {
+            let refusal = Refusal::for_door(
+                view.via,
+                f.reason,
+                &f.scope,
+                &self.challenges,
+                view.origin().as_deref(),
+            );
+            return Decision {
+                outcome: Outcome::Denied(f.reason),
+                verdict: Verdict::Refuse(refusal),
+                route,
+                facts: Facts::of(&principal),
+            };
+        }
+        self.pass(view, Passed::Allowed, route, Some(&principal))
+    }
+
+    /// A refusal of `reason`, in the shape of the door.
+    fn refuse<'g>(
+        &self,
+        view: &RequestView<'_, '_>,
+        reason: Reason,
+        route: Option<&'g Route>,
+        facts: Facts,
+    ) -> Decision<'g> {
+        if reason == Reason::KeysUnavailable && view.via == Via::ForwardAuth {
+            tracing::warn!(
+                "no usable signing keys: answering 401 with Retry-After (forward-auth cannot send 503 through nginx)"
+            );
+        }
+        let refusal = Refusal::for_door(
+            view.via,
+            reason,
+            "",
+            &self.challenges,
+            view.origin().as_deref(),
+        );
+        Decision {
+            outcome: Outcome::Denied(reason),
+            verdict: Verdict::Refuse(refusal),
+            route,
+            facts,
+        }
+    }
+
+    fn refuse_limit<'g>(
+        &self,
+        view: &RequestView<'_, '_>,
+        limit: Limit,
+        route: Option<&'g Route>,
+        facts: Facts,
+    ) -> Decision<'g> {
+        Decision {
+            outcome: match limit {
+                Limit::BodyTooLarge => Outcome::BodyTooLarge,
+                Limit::MethodNotAllowed => Outcome::MethodNotAllowed,
+            },
+            verdict: Verdict::Refuse(Refusal::limit(view.via, limit)),
+            route,
+            facts,
+        }
+    }
+
+    /// A request that may go on: 8. the body limit of its route, then 9. the header edits.
+    fn pass<'g>(
+        &self,
+        view: &RequestView<'_, '_>,
+        passed: Passed,
+        route: Option<&'g Route>,
+        principal: Option<&Arc<Principal>>,
+    ) -> Decision<'g> {
+        let facts = principal.map(Facts::of).unwrap_or_default();
+        let body_limit = if self.any_body_limit {
+            route.and_then(|r| r.max_body).unwrap_or(self.max_body)
+        } else {
+            None
+        };
+        if let Some(limit) = body_limit
+            && declared_length(view.headers).is_some_and(|n| n > limit)
+        {
+            return self.refuse_limit(view, Limit::BodyTooLarge, route, facts);
+        }
+        let mut edits = Edits::default();
+        self.identity.client_sent(view.headers, &mut edits.remove);
+        if let Some(p) = principal {
+            self.identity.set(&mut edits.set, p);
+        }
+        match (passed, &self.upstream_authorization) {
+            // An unauthenticated preflight never carries credentials: not the client's, not
+            // the gateway's own (`basic`).
+            (Passed::Preflight, _) | (_, UpstreamAuthorization::Strip) => {
+                edits.remove.push(header::AUTHORIZATION);
+            }
+            (_, UpstreamAuthorization::Forward) => {}
+            (_, UpstreamAuthorization::Basic(v)) => {
+                edits.set.insert(header::AUTHORIZATION, v.clone());
+            }
+        }
+        Decision {
+            outcome: match passed {
+                Passed::Preflight => Outcome::Preflight,
+                Passed::Anonymous => Outcome::Anonymous,
+                Passed::Allowed => Outcome::Allowed,
+            },
+            verdict: Verdict::Pass(Pass { edits, body_limit }),
+            route,
+            facts,
+        }
+    }
+}
+
+/// The declared `Content-Length`, when it is one number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// `OPTIONS` with `Origin` and `Access-Control-Request-Method`: browsers send these without
+/// credentials, so they go to the upstream (which owns its CORS policy) unauthenticated.
+#[must_use]
+pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}

@@ -1,0 +1,101 @@
+//! What [`super::Gateway::check`] answers: pass (with the header edits for the upstream
+//! request) or refuse (with the answer for the door), plus what the log and metrics record.
+
+use http::header::{HeaderMap, HeaderName};
+
+use super::Refusal;
+use crate::auth::Facts;
+use crate::config::Route;
+use crate::metrics::Outcome;
+
+/// The decision on one request.
+#[derive(Debug)]
+pub struct Decision<'g> {
+    /// What the log line and the request counter say (a door may replace it with what
+    /// happened afterwards: the upstream failed, the client went away).
+    pub outcome: Outcome,
+    pub verdict: Verdict,
+    /// The route rule the request fell under, if any.
+    pub route: Option<&'g Route>,
+    /// What the log records about the token.
+    pub facts: Facts,
+}
+
+/// Pass or refuse.
+#[derive(Debug)]
+pub enum Verdict {
+    /// On to the upstream, after these edits.
+    Pass(Pass),
+    /// Answered here, with this.
+    Refuse(Refusal),
+}
+
+/// A request that goes on to the upstream.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub edits: Edits,
+    /// The body limit that applies while the body streams (the declared `Content-Length`
+    /// was already checked against it).
+    pub body_limit: Option<u64>,
+}
+
+/// Header edits for the upstream request, applied in this order: every `remove`, then every
+/// `set` (strip before you set).
+///
+/// `remove` holds the client's identity headers (and `Authorization` when it must not go on);
+/// `set` the verified identity and the upstream credential (`upstream.authorization =
+/// "basic"`).
+#[derive(Debug, Default)]
+pub struct Edits {
+    pub remove: Vec<HeaderName>,
+    pub set: HeaderMap,
+}
+
+impl Edits {
+    /// Applies the edits to the upstream request's headers.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in self.set {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+    }
+
+    /// The removals a door must list apart from the headers it sets: a header both set and
+    /// removed would depend on the proxy's order of applying the two lists.
+    pub fn removals(&self) -> impl Iterator<Item = &HeaderName> {
+        self.remove.iter().filter(|n| !self.set.contains_key(*n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, header};
+
+    #[test]
+    fn removals_come_before_sets() {
+        let mut e = Edits::default();
+        e.remove.push(HeaderName::from_static("x-auth-subject"));
+        e.remove.push(HeaderName::from_static("x-auth-roles"));
+        e.set.insert(
+            HeaderName::from_static("x-auth-subject"),
+            HeaderValue::from_static("verified"),
+        );
+        assert_eq!(
+            e.removals().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["x-auth-roles"]
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-auth-subject", HeaderValue::from_static("spoofed"));
+        h.insert("x-auth-roles", HeaderValue::from_static("Admin"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        e.apply(&mut h);
+        assert_eq!(h["x-auth-subject"], "verified");
+        assert!(!h.contains_key("x-auth-roles"));
+        assert_eq!(h.len(), 2);
+    }
+}

@@ -1,0 +1,114 @@
+//! One access record per request, whichever door it came in by: the log line, the request
+//! count and the in-flight gauge.
+//!
+//! A door starts the record when the request arrives, tells it the decision, and finishes it
+//! with the status the client (or the ingress) got. When the client goes away first (hyper
+//! and tonic drop the door's future when the connection closes or the stream is reset, which
+//! also aborts an upstream request), dropping the record writes it with outcome
+//! `client_closed` and nginx's status 499, so abandoned requests show in the log and
+//! `/metrics` too.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::RequestView;
+use crate::access::{self, Via};
+use crate::auth::Facts;
+use crate::metrics::{InFlight, Metrics, Outcome};
+
+/// The status logged for a request whose client went away before its answer (nginx's 499).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// A request being answered. See the module docs.
+pub struct AccessRecord<'a> {
+    metrics: &'a Metrics,
+    via: Via,
+    /// The method and path decided on (for forward-auth, the original request's).
+    method: &'a str,
+    path: &'a str,
+    peer: Option<IpAddr>,
+    request_id: Option<&'a str>,
+    started: Instant,
+    facts: Facts,
+    outcome: Outcome,
+    _in_flight: InFlight,
+    done: bool,
+}
+
+impl<'a> AccessRecord<'a> {
+    /// A request has arrived at `via` with this method and path (logged as they are if the
+    /// client goes away before the decision).
+    #[must_use]
+    pub fn start(
+        metrics: &'a Metrics,
+        via: Via,
+        (method, path): (&'a str, &'a str),
+        peer: Option<IpAddr>,
+        request_id: Option<&'a str>,
+    ) -> Self {
+        Self {
+            metrics,
+            via,
+            method,
+            path,
+            peer,
+            request_id,
+            started: Instant::now(),
+            facts: Facts::default(),
+            outcome: Outcome::ClientClosed,
+            _in_flight: metrics.in_flight(),
+            done: false,
+        }
+    }
+
+    /// The decision on the request `view` shows: what it decided on and what it found.
+    pub fn decided(&mut self, view: &RequestView<'a, '_>, outcome: Outcome, facts: Facts) {
+        self.method = view.method;
+        self.path = view.path();
+        self.outcome = outcome;
+        self.facts = facts;
+    }
+
+    /// The answer went out with `status`; `outcome` replaces the decision's when something
+    /// happened after it (the upstream failed, the body broke off). `upstream`: time until
+    /// the upstream's response headers, when the request was forwarded.
+    pub fn finish(mut self, status: u16, outcome: Option<Outcome>, upstream: Option<Duration>) {
+        if let Some(o) = outcome {
+            self.outcome = o;
+        }
+        // A request whose body broke off is logged as the client's doing (499), whatever a
+        // client still listening is told.
+        let status = if self.outcome == Outcome::ClientClosed {
+            CLIENT_CLOSED
+        } else {
+            status
+        };
+        self.write(status, upstream);
+    }
+
+    fn write(&mut self, status: u16, upstream: Option<Duration>) {
+        self.done = true;
+        self.metrics.record_request(self.outcome);
+        access::log(&access::Entry {
+            via: self.via,
+            method: self.method,
+            path: self.path,
+            status,
+            outcome: self.outcome,
+            facts: &self.facts,
+            client_ip: self.peer,
+            request_id: self.request_id,
+            started: self.started,
+            upstream,
+        });
+    }
+}
+
+impl Drop for AccessRecord<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.outcome = Outcome::ClientClosed;
+            self.write(CLIENT_CLOSED, None);
+        }
+    }
+}
