@@ -294,3 +294,159 @@ pub fn is_cors_preflight(method: &Method, headers: &HeaderMap) -> bool {
         && headers.contains_key(header::ORIGIN)
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::keys::KeyStore;
+    use http::header::HeaderName;
+    use http::{HeaderValue, StatusCode};
+
+    /// A gateway with no key sources (every token: `keys_unavailable`), for the rules that
+    /// are decided before or without a token.
+    fn gateway(extra: &str) -> Gateway {
+        let toml = format!(
+            "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n{extra}"
+        );
+        let config =
+            Config::load(&toml, &[], &|_| Err(std::io::Error::other("no files"))).expect("config");
+        Gateway::build(
+            &config,
+            Arc::new(KeyStore {
+                issuers: Vec::new(),
+            }),
+            &Arc::new(Metrics::new()),
+            false,
+        )
+        .expect("gateway")
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    async fn decide<'g>(
+        gw: &'g Gateway,
+        via: Via,
+        method: &str,
+        target: &str,
+        h: &HeaderMap,
+    ) -> Decision<'g> {
+        gw.check(&RequestView {
+            via,
+            method,
+            target,
+            readable: true,
+            headers: h,
+            peer: None,
+            scheme: "https",
+            host: Some("api.contoso.com"),
+        })
+        .await
+    }
+
+    fn status(d: &Decision<'_>) -> StatusCode {
+        match &d.verdict {
+            Verdict::Refuse(r) => r.status,
+            Verdict::Pass(_) => StatusCode::OK,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_rule_that_refuses_decides() {
+        let gw = gateway("");
+        let bearer = headers(&[("authorization", "Bearer a.b.c")]);
+        // CONNECT before anything else, even a bad path.
+        let d = decide(&gw, Via::Proxy, "CONNECT", "/%2F", &bearer).await;
+        assert_eq!(
+            (d.outcome, status(&d)),
+            (Outcome::MethodNotAllowed, StatusCode::METHOD_NOT_ALLOWED)
+        );
+        // A token in the header and the query, before the path.
+        let d = decide(&gw, Via::ExtAuthz, "GET", "/a%2Fb?access_token=x", &bearer).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::DuplicateAuthorization));
+        // Then the path.
+        let d = decide(&gw, Via::Proxy, "GET", "/a%2Fb", &bearer).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::BadPath));
+        // The same through forward-auth, in its own shape (400 is 401 there).
+        let d = decide(&gw, Via::ForwardAuth, "GET", "/a%2Fb", &bearer).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::BadPath));
+        assert_eq!(status(&d), StatusCode::UNAUTHORIZED);
+        // Then the token.
+        let d = decide(&gw, Via::Proxy, "GET", "/a", &bearer).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::Malformed));
+        let d = decide(&gw, Via::Proxy, "GET", "/a", &HeaderMap::new()).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::MissingToken));
+        // A method no door can name.
+        let d = decide(&gw, Via::ExtAuthz, "GE T", "/a", &bearer).await;
+        assert_eq!(d.outcome, Outcome::Denied(Reason::BadForwardedRequest));
+    }
+
+    #[tokio::test]
+    async fn a_preflight_passes_without_any_credential() {
+        let gw = gateway(
+            "[upstream]\nauthorization = \"basic\"\nbasic_user = \"u\"\nbasic_password = \"p\"\n",
+        );
+        let h = headers(&[
+            ("origin", "https://app.powerbi.com"),
+            ("access-control-request-method", "POST"),
+            ("authorization", "Bearer x"),
+            ("x-auth-subject", "spoofed"),
+        ]);
+        let d = decide(&gw, Via::Proxy, "OPTIONS", "/q", &h).await;
+        assert_eq!(d.outcome, Outcome::Preflight);
+        let Verdict::Pass(pass) = d.verdict else {
+            panic!("refused")
+        };
+        let removed: Vec<&str> = pass.edits.removals().map(HeaderName::as_str).collect();
+        assert_eq!(removed, ["x-auth-subject", "authorization"]);
+        assert!(
+            pass.edits.set.is_empty(),
+            "no Basic credential on a preflight"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_route_gets_the_upstream_credential_and_loses_spoofed_identity() {
+        let gw = gateway(
+            "[upstream]\nauthorization = \"basic\"\nbasic_user = \"u\"\nbasic_password = \"p\"\n[[routes]]\npath = \"/status\"\nanonymous = true\nmax_body = 10\n",
+        );
+        let h = headers(&[("x-auth-roles", "Admin")]);
+        let d = decide(&gw, Via::ExtAuthz, "GET", "/status", &h).await;
+        assert_eq!(d.outcome, Outcome::Anonymous);
+        assert_eq!(d.route.map(|r| r.path.as_str()), Some("/status"));
+        let Verdict::Pass(pass) = d.verdict else {
+            panic!("refused")
+        };
+        assert_eq!(pass.body_limit, Some(10));
+        assert_eq!(pass.edits.remove, [HeaderName::from_static("x-auth-roles")]);
+        assert_eq!(pass.edits.set[header::AUTHORIZATION], "Basic dTpw");
+        // Over the route's limit, declared: 413 (403 through forward-auth).
+        let h = headers(&[("content-length", "11")]);
+        let d = decide(&gw, Via::Proxy, "POST", "/status", &h).await;
+        assert_eq!(
+            (d.outcome, status(&d)),
+            (Outcome::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        let d = decide(&gw, Via::ForwardAuth, "POST", "/status", &h).await;
+        assert_eq!(status(&d), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn strip_removes_the_authorization_header() {
+        let gw = gateway(
+            "[upstream]\nauthorization = \"strip\"\n[[routes]]\npath = \"/\"\nanonymous = true\n",
+        );
+        let h = headers(&[("authorization", "Bearer")]);
+        let d = decide(&gw, Via::ForwardAuth, "GET", "/x", &h).await;
+        let Verdict::Pass(pass) = d.verdict else {
+            panic!("refused")
+        };
+        assert_eq!(pass.edits.remove, [header::AUTHORIZATION]);
+    }
+}

@@ -7,6 +7,7 @@ mod cache;
 mod challenge;
 mod check;
 mod common;
+mod conformance;
 mod deploy;
 mod dev;
 mod explain;
