@@ -14,12 +14,13 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use entragate::access::Via;
 use entragate::app::idp_client;
 use entragate::auth::cache::TokenCache;
-use entragate::auth::{Validator, bearer, path};
+use entragate::auth::{Validator, bearer};
 use entragate::config::Config;
 use entragate::dev::{DevIssuer, POWER_QUERY_CLIENT_ID};
 use entragate::gateway::{Gateway, RequestView, Verdict};
 use entragate::keys::{KeyStore, TokenVersion};
 use entragate::metrics::Metrics;
+use entragate::path;
 use entragate::upstream::headers::{remove_hop_by_hop, set_forwarded};
 use http::header::{self, HeaderMap, HeaderValue};
 

@@ -11,16 +11,14 @@ pub mod cache;
 pub mod challenge;
 pub mod diagnose;
 mod facts;
-pub mod path;
 pub mod policy;
-mod reason;
 pub mod token;
 pub mod validate;
 
+pub use crate::reason::Reason;
 pub use bearer::Bearer;
 pub use challenge::Challenges;
 pub use facts::Facts;
 pub use policy::{Forbidden, Policy};
-pub use reason::Reason;
 pub use token::Claims;
 pub use validate::{Principal, Rejected, Validator};

@@ -109,7 +109,7 @@ pub struct Server {
     /// Verified-token cache size (entries); 0 turns the cache off.
     pub token_cache_entries: u64,
     /// Connection-level limits of the proxy listener.
-    pub limits: crate::server::Limits,
+    pub limits: Limits,
     /// Requests handled at once; more are shed with 503 + `Retry-After`.
     pub max_in_flight: usize,
     /// Largest request body in bytes (413 past it); `None` = no limit. Routes may override.
@@ -181,6 +181,30 @@ pub enum UpstreamAuthorization {
     Strip,
     /// `Basic` credentials of the gateway's own (pre-encoded header value).
     Basic(http::HeaderValue),
+}
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections waiting in the kernel to be accepted (`listen(2)` backlog, capped by
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            listen_backlog: 1024,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 /// `[entra]`
@@ -409,7 +433,7 @@ fn read_server(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Strin
     let shutdown_grace = r.duration("server.shutdown_grace", "30s");
     let cors_preflight = r.bool("server.cors_preflight", true);
     let token_cache_entries = r.u64("server.token_cache_entries", 10_000);
-    let limits = crate::server::Limits {
+    let limits = Limits {
         listen_backlog: u32::try_from(positive(r, "server.listen_backlog", 1024))
             .unwrap_or(u32::MAX),
         max_connections: positive(r, "server.max_connections", 10_000),

@@ -64,7 +64,7 @@ jwks_min_refetch = "10s"
         authority = issuer.authority(),
     );
     let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p))?;
-    let _log = crate::telemetry::init(config.server.log_format);
+    let _log = crate::telemetry::init(config.server.log_format == crate::config::LogFormat::Json);
     let running = app::start(&config).await?;
     wait_ready(&running).await;
 

@@ -40,10 +40,11 @@ pub use view::{RequestView, origin, split_target};
 
 use crate::access::Via;
 use crate::auth::{
-    Bearer, Challenges, Facts, Policy, Principal, Reason, Validator, bearer, path, policy,
+    Bearer, Challenges, Facts, Policy, Principal, Reason, Validator, bearer, policy,
 };
 use crate::config::{Route, UpstreamAuthorization};
 use crate::metrics::{Metrics, Outcome};
+use crate::path;
 use crate::upstream::Forwarder;
 
 /// Everything a request needs, built once per config (at startup and on each reload) and

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 Some(LogFormatArg::Text) => LogFormat::Text,
                 None => config.server.log_format,
             };
-            let _log = telemetry::init(format);
+            let _log = telemetry::init(format == LogFormat::Json);
             app::raise_open_files_limit(&config);
             runtime.block_on(async {
                 let mut config = config;

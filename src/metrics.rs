@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::auth::Reason;
+use crate::reason::Reason;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -233,6 +233,13 @@ impl Collector for KeyAge {
     }
 }
 
+/// TLS certificate reload outcomes, for `entragate_tls_reloads_total{result}`.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    pub ok: Counter,
+    pub error: Counter,
+}
+
 /// All of the gateway's metrics. One per process: a config reload keeps it.
 pub struct Metrics {
     registry: Registry,
@@ -248,7 +255,7 @@ pub struct Metrics {
     stale_served: Family<SourceLabels, Counter>,
     key_sources: SourceMap,
     /// Listener certificate reloads (stay at zero without TLS).
-    pub tls_reloads: Arc<crate::tls::reload::ReloadCounters>,
+    pub tls_reloads: Arc<ReloadCounters>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -337,7 +344,7 @@ impl Metrics {
             "Listener certificate reloads after its files changed, by result (error: the previous certificate stays).",
             by_result,
         );
-        let tls_reloads = Arc::new(crate::tls::reload::ReloadCounters { ok, error });
+        let tls_reloads = Arc::new(ReloadCounters { ok, error });
         Self {
             registry,
             requests,

@@ -25,29 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-/// Connection-level limits of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections waiting in the kernel to be accepted (`listen(2)` backlog, capped by
-    /// `net.core.somaxconn`).
-    pub listen_backlog: u32,
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            listen_backlog: 1024,
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
-            max_headers: 100,
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// Serves `router` on `listener` until `signal` turns true, then drains. With `tls`, every
 /// connection is HTTPS (see [`crate::tls`]).

@@ -12,8 +12,6 @@ use std::io::IsTerminal as _;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-
 /// An error and its sources, `: `-separated (`a: b: c`), for logs and reports: the top-level
 /// message of a client library's error alone usually hides the cause.
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
@@ -41,9 +39,10 @@ pub struct LogGuard {
     _worker: Option<WorkerGuard>,
 }
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored
+/// Installs the global subscriber, JSON lines when `json` (`server.log_format = "json"`),
+/// else text. Calling it twice is harmless (the second call is ignored
 /// and its guard holds nothing).
-pub fn init(format: LogFormat) -> LogGuard {
+pub fn init(json: bool) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, worker) = NonBlockingBuilder::default()
         .lossy(false)
@@ -56,13 +55,14 @@ pub fn init(format: LogFormat) -> LogGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let installed = if json {
+        builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .try_init()
+    } else {
+        builder.try_init()
     };
     LogGuard {
         _worker: installed.is_ok().then_some(worker),

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use entragate::auth::path::normalize;
+use entragate::path::normalize;
 use entragate::config::Config;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,9 +1,9 @@
-//! `entragate::auth::path::normalize` on any path: never panics, and a path it accepts is
+//! `entragate::path::normalize` on any path: never panics, and a path it accepts is
 //! `/` or `/seg/seg...` with no empty, `.` or `..` segment and no `\` or NUL, which the
 //! segment-wise prefix match (`is_under`) treats consistently.
 #![no_main]
 
-use entragate::auth::path::{is_under, normalize};
+use entragate::path::{is_under, normalize};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

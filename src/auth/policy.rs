@@ -7,9 +7,9 @@
 
 use http::Method;
 
-use super::path::is_under;
 use super::{Claims, Principal, Reason};
 use crate::config::Route;
+use crate::path::is_under;
 
 /// The configured rules, in order.
 #[derive(Debug, Clone, Default)]

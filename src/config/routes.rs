@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::read::{Reader, key_name};
 use super::{Oidc, Route, is_guid};
-use crate::auth::path;
+use crate::path;
 
 const ROUTE_KEYS: &[&str] = &[
     "path",

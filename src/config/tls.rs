@@ -15,7 +15,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::read::Reader;
-use crate::tls::{self, Loaded, PairError};
+use crate::pem::{self as tls, Loaded, PairError};
 
 /// `server.tls_cert` + `server.tls_key`: HTTPS on the proxy listener.
 #[derive(Debug, Clone)]

@@ -23,12 +23,13 @@ use serde_json::Value;
 use super::{BAD_CONFIG, FAILED, ms};
 use crate::auth::diagnose::{IssuerFinding, SignatureFinding, expected_issuers};
 use crate::auth::validate::unix_now;
-use crate::auth::{Challenges, Policy, Reason, Validator, path, token};
+use crate::auth::{Challenges, Policy, Reason, Validator, token};
 use crate::cli::Format;
 use crate::config::{Config, Mode};
 use crate::gateway::Refusal;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::path;
 
 /// What to evaluate the token for.
 #[derive(Debug, Clone)]

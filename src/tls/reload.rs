@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus_client::metrics::counter::Counter;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::task::JoinHandle;
@@ -56,13 +55,7 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// Reload outcomes, for `entragate_tls_reloads_total{result}` (registered by
-/// [`crate::metrics::Metrics`]).
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    pub ok: Counter,
-    pub error: Counter,
-}
+pub use crate::metrics::ReloadCounters;
 
 /// Where the files are and how often to look.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ mod idp_faults;
 mod import_apim;
 mod ingress;
 mod keys;
+mod layers;
 mod observability;
 mod process;
 mod properties;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entragate::auth::bearer::{self, Bearer};
-use entragate::auth::path::{BadPath, is_under, normalize};
 use entragate::auth::token::{Audience, Claims, decode};
 use entragate::auth::{Reason, Validator};
 use entragate::config::{Config, ConfigError, Entra, MAX_DURATION};
@@ -22,6 +21,7 @@ use entragate::forward_auth::{
     X_ORIGINAL_URL, original, original_origin,
 };
 use entragate::keys::{IssuerPolicy, KeyStore};
+use entragate::path::{BadPath, is_under, normalize};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jsonwebtoken::Algorithm;
 use proptest::prelude::*;

@@ -1,5 +1,7 @@
 //! Why a request was refused: one name per condition, each with a stable code for logs and
-//! metrics. Turning a reason into a response happens in one place, [`super::refusal::Refusal`].
+//! metrics. Turning a reason into a response happens in one place,
+//! [`crate::gateway::Refusal`]. A leaf: the vocabulary that auth, the gateway, the log and the
+//! metrics share.
 
 /// A refusal's cause. The code (`as_str`) is a stable interface: dashboards and alerts use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
