@@ -9,6 +9,7 @@ mod check;
 mod common;
 mod deploy;
 mod dev;
+mod docs;
 mod explain;
 mod ext_authz;
 mod forward_auth;
