@@ -19,6 +19,7 @@ use jsonwebtoken::Algorithm;
 
 use read::Reader;
 pub use read::{ConfigError, Problem};
+pub use routes::{OIDC_KEYS, ROUTE_KEYS};
 pub use tls::{ClientIdentity, ServerTls, UpstreamTls};
 
 /// Environment variable prefix for config keys.
@@ -248,8 +249,9 @@ fn is_multi_tenant_name(tenant: &str) -> bool {
     tenant.eq_ignore_ascii_case("common") || tenant.eq_ignore_ascii_case("organizations")
 }
 
-/// Every key this version understands, as `table.key`.
-const KNOWN_KEYS: &[&str] = &[
+/// Every key of the single tables this version understands, as `table.key`. Each one is
+/// documented in `docs/configuration.md` (checked by the `docs` integration tests).
+pub const KNOWN_KEYS: &[&str] = &[
     "server.listen",
     "server.admin_listen",
     "server.mode",
@@ -309,8 +311,9 @@ const KNOWN_KEYS: &[&str] = &[
     "identity.strip_headers",
 ];
 
-/// Arrays of tables, each read (and checked for unknown keys) on its own.
-const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
+/// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
+/// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];

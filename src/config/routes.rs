@@ -10,7 +10,8 @@ use super::read::{Reader, key_name};
 use super::{Oidc, Route, is_guid};
 use crate::path;
 
-const ROUTE_KEYS: &[&str] = &[
+/// The keys of a `[[routes]]` entry.
+pub const ROUTE_KEYS: &[&str] = &[
     "path",
     "max_body",
     "methods",
@@ -20,7 +21,8 @@ const ROUTE_KEYS: &[&str] = &[
     "claims",
     "anonymous",
 ];
-const OIDC_KEYS: &[&str] = &["issuer", "discovery_url", "audiences", "allowed_client_ids"];
+/// The keys of an `[[oidc]]` entry.
+pub const OIDC_KEYS: &[&str] = &["issuer", "discovery_url", "audiences", "allowed_client_ids"];
 
 /// Reads `[[routes]]`.
 pub(super) fn read_routes(r: &mut Reader) -> Vec<Route> {

@@ -10,6 +10,7 @@ mod common;
 mod conformance;
 mod deploy;
 mod dev;
+mod docs;
 mod explain;
 mod ext_authz;
 mod forward_auth;
