@@ -13,44 +13,23 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::metrics::{allowed, assert_denials};
+use common::tokens::{b64, nonce, parts, sign_parts, sign_raw, signed, unique_claims, with};
+use common::verdicts::{PATH, accepted, refused, refused_with};
 use common::{AUDIENCE, Extra, Harness, TENANT, now};
-use entragate::app;
 use entragate::auth::Reason;
-use entragate::config::Config;
-use entragate::dev::{DevIssuer, EchoUpstream, SigningKey, sign_jwt};
+use entragate::dev::{DevIssuer, EchoUpstream, SigningKey};
 use entragate::keys::TokenVersion;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// A tenant this gateway does not serve through `[entra]`.
 const OTHER_TENANT: &str = "2b1c0d9e-8f7a-4b6c-9d5e-4f3a2b1c0d9e";
-/// The path every test request goes to.
-const PATH: &str = "/ehrbase/rest/openehr/v1/ehr?limit=1";
 /// Base64url alphabet, in value order.
 const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 // ---------------------------------------------------------------------------------------------
 // Building tokens
 // ---------------------------------------------------------------------------------------------
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// RS256 over `header_b64.payload_b64` exactly as given (which need not be canonical).
-fn sign_parts(key: &SigningKey, header_b64: &str, payload_b64: &str) -> String {
-    let input = format!("{header_b64}.{payload_b64}");
-    let sig = key
-        .sign("RS256", input.as_bytes())
-        .expect("RS256 signature");
-    format!("{input}.{}", b64(sig))
-}
-
-/// RS256 over raw header and claims JSON text, so that anything but the signature can be the
-/// reason for a refusal.
-fn sign_raw(key: &SigningKey, header: &str, claims: &str) -> String {
-    sign_parts(key, &b64(header), &b64(claims))
-}
 
 /// `{"typ":"JWT","alg":"RS256","kid":<kid>}` as text.
 fn header_text(kid: &str) -> String {
@@ -62,47 +41,10 @@ fn header_with_kid(kid: Value) -> Value {
     json!({"typ": "JWT", "alg": "RS256", "kid": kid})
 }
 
-fn signed(key: &SigningKey, header: &Value, claims: &Map<String, Value>) -> String {
-    sign_jwt(key, header, &Value::Object(claims.clone()))
-}
-
-/// `claims` with `name` set to `value`.
-fn with(mut claims: Map<String, Value>, name: &str, value: Value) -> Map<String, Value> {
-    claims.insert(name.to_owned(), value);
-    claims
-}
-
 /// JSON object text with `member` (already `"name":value`) inserted as the first member.
 fn prepend_member(object: &str, member: &str) -> String {
     assert!(object.starts_with('{') && object.len() > 2, "an object");
     format!("{{{member},{}", &object[1..])
-}
-
-/// The three parts of a compact token.
-fn parts(token: &str) -> (&str, &str, &str) {
-    let mut it = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-        panic!("not a compact JWS");
-    };
-    (h, p, s)
-}
-
-/// A fresh random-looking value, different on every call.
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos(),
-    );
-    h.finish()
-}
-
-/// Claims of a valid token of `version`, unique (Entra's `uti`), so no two tokens are equal.
-fn unique_claims(h: &Harness, version: TokenVersion) -> Map<String, Value> {
-    with(h.claims(version), "uti", json!(format!("{:016x}", nonce())))
 }
 
 /// JSON text of `claims` padded with blanks before the closing brace until its length is
@@ -139,57 +81,6 @@ fn with_trailing_bits(canonical: &str) -> String {
 // Observing the gateway
 // ---------------------------------------------------------------------------------------------
 
-/// GETs [`PATH`] with `Authorization: Bearer {token}`: 200 from the echo upstream.
-async fn accepted(h: &Harness, token: &str, what: &str) {
-    let before = h.echo.requests();
-    let r = h.get_with_token(PATH, token).await;
-    assert_eq!(r.status(), 200, "{what}: accepted");
-    assert_eq!(
-        h.echo.requests(),
-        before + 1,
-        "{what}: reached the upstream"
-    );
-}
-
-/// The 401 of SPEC §4 for a refused token; the upstream is not reached.
-async fn refused(h: &Harness, token: &str, what: &str) {
-    refused_with(h, &format!("Bearer {token}"), what).await;
-}
-
-/// The 401 `invalid_token` answer to a request with this `Authorization` value.
-async fn refused_with(h: &Harness, authorization: &str, what: &str) {
-    let before = h.echo.requests();
-    let r = h
-        .client
-        .get(h.url(PATH))
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
-    assert_eq!(r.status(), 401, "{what}: status");
-    let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
-    assert_eq!(challenges.len(), 1, "{what}: one challenge");
-    assert_eq!(
-        challenges[0].to_str().expect("ascii challenge"),
-        format!(
-            "Bearer authorization_uri={}/{TENANT}/oauth2/authorize, error=\"invalid_token\"",
-            h.issuer.authority()
-        ),
-        "{what}: challenge"
-    );
-    assert_eq!(
-        r.headers()["content-type"],
-        "application/json",
-        "{what}: content type"
-    );
-    assert_eq!(
-        r.text().await.expect("body"),
-        r#"{"error":"invalid_token"}"#,
-        "{what}: body"
-    );
-    assert_eq!(h.echo.requests(), before, "{what}: upstream not reached");
-}
-
 /// The 401 for no credential at all (SPEC §4: any scheme other than Bearer is treated like a
 /// missing header): realm and authorization_uri, no error.
 async fn refused_as_missing(h: &Harness, name: &str, value: &str, what: &str) {
@@ -213,62 +104,6 @@ async fn refused_as_missing(h: &Harness, name: &str, value: &str, what: &str) {
         "{what}: challenge without error"
     );
     assert_eq!(h.echo.requests(), before, "{what}: upstream not reached");
-}
-
-async fn metrics_text(h: &Harness) -> String {
-    let r = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics request");
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics text")
-}
-
-/// The value of the series `series` (name and labels exactly as rendered).
-fn series(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in /metrics"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
-}
-
-/// `entragate_requests_total{outcome="denied",reason=…}` for every reason.
-async fn denials(h: &Harness) -> BTreeMap<String, u64> {
-    let text = metrics_text(h).await;
-    Reason::ALL
-        .iter()
-        .map(|r| {
-            let name = r.as_str();
-            let value = series(
-                &text,
-                &format!("entragate_requests_total{{outcome=\"denied\",reason=\"{name}\"}}"),
-            );
-            (name.to_owned(), value)
-        })
-        .collect()
-}
-
-/// Exactly these denials were counted, none under any other reason.
-async fn assert_denials(h: &Harness, expected: &BTreeMap<&str, u64>) {
-    let counts = denials(h).await;
-    for reason in expected.keys() {
-        assert!(counts.contains_key(*reason), "no counter for {reason}");
-    }
-    let want: BTreeMap<String, u64> = counts
-        .keys()
-        .map(|r| (r.clone(), expected.get(r.as_str()).copied().unwrap_or(0)))
-        .collect();
-    assert_eq!(counts, want, "denials by reason");
-}
-
-async fn allowed(h: &Harness) -> u64 {
-    series(
-        &metrics_text(h).await,
-        "entragate_requests_total{outcome=\"allowed\",reason=\"none\"}",
-    )
 }
 
 /// Sends every case, each expected to be refused with `reason`, and checks the counters.
@@ -464,15 +299,9 @@ async fn harness_with_oidc() -> (Harness, DevIssuer) {
         iss = other.issuer(TokenVersion::V2, OTHER_TENANT),
         auth = other.authority(),
     );
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
+    let config = common::load(&toml);
     assert_eq!(config.oidc.len(), 1);
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
+    let h = Harness::launch(issuer, echo, &config).await;
     h.wait_ready().await;
     assert_eq!(h.gw.keys().issuers.len(), 3, "entra v1, entra v2, oidc-0");
     (h, other)
@@ -1356,7 +1185,7 @@ async fn non_canonical_base64url_padding_and_whitespace_are_refused() {
             format!("Bearer {good}, Basic dXNlcjpwYXNz"),
         ),
     ] {
-        refused_with(&h, &value, what).await;
+        refused_with(&h, TENANT, &value, what).await;
         whitespace += 1;
     }
     let mut expected: BTreeMap<&str, u64> = BTreeMap::new();

@@ -23,13 +23,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use common::{Extra, Harness, TENANT};
-use entragate::app;
-use entragate::config::Config;
-use entragate::dev::{DevIssuer, EchoUpstream, SigningKey, sign_jwt};
+use common::metrics::series;
+use common::tokens::{nonce, unique_claims};
+use common::{Extra, Harness, TENANT, eventually};
+use entragate::dev::{DevIssuer, SigningKey, sign_jwt};
 use entragate::keys::{MAX_DOCUMENT_BYTES, TokenVersion};
 use futures_util::StreamExt as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Longest any single request may take before it counts as a hang (metadata_timeout is 5 s).
 const REQUEST_BOUND: Duration = Duration::from_secs(15);
@@ -170,7 +170,7 @@ impl Idp {
             v2_issuer: issuer.issuer(TokenVersion::V2, TENANT),
             jwks_v1: Mutex::new(Value::Null),
             jwks_v2: Mutex::new(Value::Null),
-            closed_port: closed_port(),
+            closed_port: common::free_port(),
             streamed: Arc::new(AtomicU64::new(0)),
             jwks_requests: Mutex::new(Vec::new()),
         });
@@ -228,11 +228,6 @@ impl Idp {
             .map(|(_, at)| *at)
             .collect()
     }
-}
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 async fn idp(State(s): State<Arc<IdpState>>, uri: Uri) -> Response {
@@ -434,45 +429,12 @@ async fn start(entra_lines: &str) -> (Harness, Idp) {
         .await
         .expect("issuer");
     let idp = Idp::start(&issuer).await;
-    let echo = EchoUpstream::start(common::loopback()).await.expect("echo");
     let extra = Extra {
         entra: entra_lines.to_owned(),
         ..Extra::default()
     };
-    let toml = common::config_toml(&issuer, &echo.url(), &extra);
-    let line = format!("authority = \"{}\"", issuer.authority());
-    assert!(toml.contains(&line));
-    let toml = toml.replace(&line, &format!("authority = \"{}\"", idp.authority));
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
-    h.wait_ready().await;
+    let h = Harness::start_at(issuer, &idp.authority, extra).await;
     (h, idp)
-}
-
-/// A fresh random-looking value, different on every call.
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos(),
-    );
-    h.finish()
-}
-
-/// Valid claims of `version`, unique (`uti`), so no answer comes from the token cache.
-fn unique_claims(h: &Harness, version: TokenVersion) -> Map<String, Value> {
-    let mut claims = h.claims(version);
-    claims.insert("uti".into(), json!(format!("{:016x}", nonce())));
-    claims
 }
 
 fn signed_by(h: &Harness, key: &SigningKey, kid: &str, version: TokenVersion) -> String {
@@ -501,9 +463,7 @@ fn unknown_kid(h: &Harness, version: TokenVersion) -> String {
 }
 
 async fn call(h: &Harness, token: &str) -> reqwest::Response {
-    tokio::time::timeout(REQUEST_BOUND, h.get_with_token("/data", token))
-        .await
-        .unwrap_or_else(|_| panic!("the gateway did not answer within {REQUEST_BOUND:?}"))
+    h.get_within(REQUEST_BOUND, "/data", token).await
 }
 
 async fn status(h: &Harness, token: &str) -> u16 {
@@ -511,37 +471,22 @@ async fn status(h: &Harness, token: &str) -> u16 {
 }
 
 async fn admin_status(h: &Harness, path: &str) -> u16 {
-    tokio::time::timeout(REQUEST_BOUND, h.client.get(h.admin_url(path)).send())
+    h.admin_get_within(REQUEST_BOUND, path)
         .await
-        .unwrap_or_else(|_| panic!("admin {path} did not answer"))
-        .unwrap_or_else(|e| panic!("admin {path}: {e}"))
         .status()
         .as_u16()
 }
 
-async fn metrics_text(h: &Harness) -> String {
-    let r = tokio::time::timeout(REQUEST_BOUND, h.client.get(h.admin_url("/metrics")).send())
-        .await
-        .expect("metrics in time")
-        .expect("metrics");
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics body")
-}
-
 /// `entragate_key_fetches_total` for every source and result.
 async fn key_fetches(h: &Harness) -> BTreeMap<(&'static str, &'static str), u64> {
-    let text = metrics_text(h).await;
+    let text = h.metrics_text_within(REQUEST_BOUND).await;
     let mut out = BTreeMap::new();
     for source in SOURCES {
         for result in RESULTS {
-            let series =
-                format!("entragate_key_fetches_total{{source=\"{source}\",result=\"{result}\"}} ");
-            let value = text
-                .lines()
-                .find_map(|l| l.strip_prefix(&series))
-                .unwrap_or_else(|| panic!("{series} not in /metrics"))
-                .parse()
-                .expect("counter");
+            let value = series(
+                &text,
+                &format!("entragate_key_fetches_total{{source=\"{source}\",result=\"{result}\"}}"),
+            );
             out.insert((source, result), value);
         }
     }
@@ -560,22 +505,6 @@ fn changed(
             (*v != was).then(|| (*k, v.checked_sub(was).expect("counters only grow")))
         })
         .collect()
-}
-
-/// Polls `check` every 25 ms until it holds; panics with `what` after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

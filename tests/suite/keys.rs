@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Extra, Harness, TENANT};
-use entragate::app;
+use common::metrics::series;
+use common::tokens::{nonce, unique_claims};
+use common::{Extra, Harness, TENANT, eventually};
 use entragate::config::Config;
 use entragate::dev::{DevIssuer, EchoUpstream, SigningKey, sign_jwt};
 use entragate::keys::{KeySource, TokenVersion};
@@ -43,19 +44,6 @@ fn fetches(h: &Harness, name: &str) -> u64 {
     source(h, name).metrics.fetches()
 }
 
-/// A fresh random-looking suffix, different on every call.
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos(),
-    );
-    h.finish()
-}
-
 /// A token with `claims`, signed by `key` but naming `kid` in its header (as Entra does: RS256,
 /// and `x5t` too for v1).
 fn mint_with(key: &SigningKey, kid: &str, claims: &Map<String, Value>) -> String {
@@ -65,14 +53,6 @@ fn mint_with(key: &SigningKey, kid: &str, claims: &Map<String, Value>) -> String
         json!({"typ": "JWT", "alg": "RS256", "kid": kid})
     };
     sign_jwt(key, &header, &Value::Object(claims.clone()))
-}
-
-/// Claims of a valid token of `version`, made unique by Entra's `uti` claim, so that a token
-/// is never answered from anything but the keys.
-fn unique_claims(h: &Harness, version: TokenVersion) -> Map<String, Value> {
-    let mut claims = h.claims(version);
-    claims.insert("uti".into(), json!(format!("{:016x}", nonce())));
-    claims
 }
 
 /// A new valid token of `version`, signed with the issuer's current key.
@@ -99,69 +79,37 @@ fn unknown_kid_tokens(h: &Harness, version: TokenVersion, n: usize) -> Vec<Strin
 
 /// GET `/data` with `token`, bounded by [`REQUEST_BOUND`].
 async fn call(h: &Harness, token: &str) -> reqwest::Response {
-    tokio::time::timeout(REQUEST_BOUND, h.get_with_token("/data", token))
-        .await
-        .unwrap_or_else(|_| panic!("the gateway did not answer within {REQUEST_BOUND:?}"))
+    h.get_within(REQUEST_BOUND, "/data", token).await
 }
 
 async fn status(h: &Harness, token: &str) -> u16 {
     call(h, token).await.status().as_u16()
 }
 
-async fn admin_get(h: &Harness, path: &str) -> reqwest::Response {
-    tokio::time::timeout(REQUEST_BOUND, h.client.get(h.admin_url(path)).send())
-        .await
-        .unwrap_or_else(|_| panic!("admin {path} did not answer within {REQUEST_BOUND:?}"))
-        .unwrap_or_else(|e| panic!("admin {path}: {e}"))
-}
-
 async fn admin_status(h: &Harness, path: &str) -> u16 {
-    admin_get(h, path).await.status().as_u16()
+    h.admin_get_within(REQUEST_BOUND, path)
+        .await
+        .status()
+        .as_u16()
 }
 
+/// The admin `/metrics` text, bounded by [`REQUEST_BOUND`].
 async fn metrics_text(h: &Harness) -> String {
-    let r = admin_get(h, "/metrics").await;
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics body")
-}
-
-/// The value of the counter `series` (name and labels, exactly as rendered).
-fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in /metrics:\n{text}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
+    h.metrics_text_within(REQUEST_BOUND).await
 }
 
 fn key_fetches(text: &str, source: &str, result: &str) -> u64 {
-    counter(
+    series(
         text,
         &format!("entragate_key_fetches_total{{source=\"{source}\",result=\"{result}\"}}"),
     )
 }
 
 fn denied(text: &str, reason: &str) -> u64 {
-    counter(
+    series(
         text,
         &format!("entragate_requests_total{{outcome=\"denied\",reason=\"{reason}\"}}"),
     )
-}
-
-/// Polls `check` every 25 ms until it holds; panics with `what` after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A client for floods: its connections are kept for the next flood.
@@ -511,13 +459,7 @@ async fn keys_older_than_max_stale_are_refetched_not_dropped_while_the_idp_is_up
             return;
         }
     };
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
+    let h = Harness::launch(issuer, echo, &config).await;
     h.wait_ready().await;
     // The keys were stored before readiness: past max_stale a little after this.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -550,16 +492,8 @@ async fn idp_down_at_startup_is_unready_then_recovers_without_restart() {
     issuer.set_up(false);
     let echo = EchoUpstream::start(common::loopback()).await.expect("echo");
     let toml = common::config_toml(&issuer, &echo.url(), &Extra::default());
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-    let gw = app::start(&config)
-        .await
-        .expect("the gateway starts without keys");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
+    let config = common::load(&toml);
+    let h = Harness::launch(issuer, echo, &config).await;
 
     // Two failed attempts per source: the retry loop is running.
     eventually(
@@ -576,7 +510,7 @@ async fn idp_down_at_startup_is_unready_then_recovers_without_restart() {
     )
     .await;
     assert_eq!(admin_status(&h, "/healthz").await, 200);
-    let r = admin_get(&h, "/readyz").await;
+    let r = h.admin_get_within(REQUEST_BOUND, "/readyz").await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.expect("body");
     assert!(
@@ -827,20 +761,7 @@ async fn harness_behind_proxy(entra_lines: &str) -> (Harness, IdpProxy) {
         .await
         .expect("issuer");
     let proxy = IdpProxy::start(issuer.authority()).await;
-    let echo = EchoUpstream::start(common::loopback()).await.expect("echo");
-    let toml = common::config_toml(&issuer, &echo.url(), &entra(entra_lines));
-    let line = format!("authority = \"{}\"", issuer.authority());
-    assert!(toml.contains(&line));
-    let toml = toml.replace(&line, &format!("authority = \"{}\"", proxy.authority));
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
-    h.wait_ready().await;
+    let h = Harness::start_at(issuer, &proxy.authority, entra(entra_lines)).await;
     (h, proxy)
 }
 

@@ -14,19 +14,19 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, config_toml, loopback};
-use entragate::app;
+use common::wire::send_raw;
+use common::{
+    API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, config_toml, echoed_authorization, eventually,
+    loopback,
+};
 use entragate::config::{Config, UpstreamAuthorization};
-use entragate::dev::echo::hex;
 use entragate::dev::{DevIssuer, EchoUpstream, POWER_QUERY_CLIENT_ID, sign_jwt};
 use entragate::keys::TokenVersion;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 // ---------------------------------------------------------------------------------------------
 // Constants of the shipped example
@@ -113,13 +113,7 @@ async fn start_example(more_env: &[(&str, &str)]) -> Harness {
 
 /// Starts the gateway for `config` and waits until every issuer's keys are loaded.
 async fn running(issuer: DevIssuer, echo: EchoUpstream, config: &Config) -> Harness {
-    let gw = app::start(config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
+    let h = Harness::launch(issuer, echo, config).await;
     h.wait_ready().await;
     h
 }
@@ -130,8 +124,7 @@ async fn start_with_tail(extra: Extra, tail: &str) -> Harness {
     let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
     let echo = EchoUpstream::start(loopback()).await.expect("echo");
     let toml = format!("{}\n{tail}\n", config_toml(&issuer, &echo.url(), &extra));
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p))
-        .unwrap_or_else(|e| panic!("config loads: {e}\n{toml}"));
+    let config = common::load(&toml);
     running(issuer, echo, &config).await
 }
 
@@ -287,13 +280,6 @@ fn missing_challenge(h: &Harness) -> String {
     )
 }
 
-/// What the echo upstream shows for an `Authorization` value (a digest, never the value).
-fn echoed_authorization(value: &str) -> String {
-    let scheme = value.split(' ').next().unwrap_or_default();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    format!("{scheme} sha256:{}", hex(digest.as_ref()))
-}
-
 /// The example's upstream credentials as the echo shows them.
 fn echoed_basic() -> String {
     echoed_authorization(&format!(
@@ -302,130 +288,13 @@ fn echoed_basic() -> String {
     ))
 }
 
-/// A response read off a raw HTTP/1.1 connection.
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-impl std::fmt::Debug for Raw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.body))
-    }
-}
-
-/// One request over a fresh connection with the target exactly as written (reqwest would
-/// resolve `..` itself), `Connection: close` unless `headers` set a `Connection`.
-async fn send_raw(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Raw {
-    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
-    {
-        head.push_str("connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the gateway");
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut buf))
-        .await
-        .expect("the gateway answers and closes within 15s")
-        .expect("read response");
-    parse_response(&buf)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_response(buf: &[u8]) -> Raw {
-    let end = find(buf, b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
-    let head = std::str::from_utf8(&buf[..end]).expect("ASCII response head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    Raw {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(data, b"\r\n").expect("chunk-size line");
-        let size_text = std::str::from_utf8(&data[..line_end]).expect("ASCII chunk size");
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).expect("hex chunk size");
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------------------------
 
 /// Every `entragate_requests_total{outcome,reason}` counter that is not zero.
 async fn request_counts(h: &Harness) -> BTreeMap<String, u64> {
-    let text = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = h.metrics_text().await;
     let prefix = "entragate_requests_total{outcome=\"";
     let counts: BTreeMap<String, u64> = text
         .lines()
@@ -453,25 +322,6 @@ async fn request_counts(h: &Harness) -> BTreeMap<String, u64> {
 /// `[("denied/scope_missing", 2), ...]` as a map.
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
-}
-
-/// Polls `check` until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // =============================================================================================
@@ -735,6 +585,7 @@ async fn example_aql_path_variants_reach_the_same_rule() {
             "GET",
             target,
             &[("authorization", &without_scope)],
+            b"",
         )
         .await;
         assert_eq!(r.status, 403, "{target}: {r:?}");
@@ -749,7 +600,14 @@ async fn example_aql_path_variants_reach_the_same_rule() {
 
     // With the scope each form passes, and EHRbase receives it exactly as sent.
     for target in &variants {
-        let r = send_raw(h.gw.addr, "GET", target, &[("authorization", &with_scope)]).await;
+        let r = send_raw(
+            h.gw.addr,
+            "GET",
+            target,
+            &[("authorization", &with_scope)],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, 200, "{target}: {r:?}");
         assert_eq!(r.json()["uri"], target.as_str(), "{target}");
     }
@@ -759,6 +617,7 @@ async fn example_aql_path_variants_reach_the_same_rule() {
         "GET",
         "/ehrbase/rest/openehr/v1/query%2Faql",
         &[("authorization", &with_scope)],
+        b"",
     )
     .await;
     assert_eq!(r.status, 400, "{r:?}");
@@ -805,7 +664,14 @@ async fn example_path_parameters_do_not_slip_past_a_rule() {
         ("DELETE", "/ehrbase;v=1/rest/openehr/v1/ehr/x/composition/y"),
         ("PUT", "/ehrbase/rest/openehr/v1/ehr;a/x/ehr_status"),
     ] {
-        let r = send_raw(h.gw.addr, method, target, &[("authorization", &reader)]).await;
+        let r = send_raw(
+            h.gw.addr,
+            method,
+            target,
+            &[("authorization", &reader)],
+            b"",
+        )
+        .await;
         answers.push((method, target, r.status));
     }
     assert!(
@@ -1120,6 +986,7 @@ async fn connection_header_cannot_remove_the_verified_identity_or_the_upstream_c
                 "close, X-Auth-Subject, X-Auth-Client, Authorization",
             ),
         ],
+        b"",
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -1746,6 +1613,7 @@ async fn a_preflight_to_a_path_that_cannot_be_normalised_is_refused_with_400() {
                 ("origin", "https://app.powerbi.com"),
                 ("access-control-request-method", "GET"),
             ],
+            b"",
         )
         .await;
         answers.push((target, r.status));
@@ -1786,8 +1654,7 @@ audiences = ["{OIDC_AUDIENCE}"]
             }
         )
     );
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p))
-        .unwrap_or_else(|e| panic!("config loads: {e}"));
+    let config = common::load(&toml);
     assert_eq!(config.oidc.len(), 1);
     (running(issuer, echo, &config).await, oidc)
 }
@@ -2108,13 +1975,7 @@ async fn example_status_answers_while_keys_load_and_tokens_wait_for_them() {
     issuer.set_up(false);
     let echo = EchoUpstream::start(loopback()).await.expect("echo");
     let config = example_config(&issuer, &echo, &[]);
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
+    let h = Harness::launch(issuer, echo, &config).await;
     let seen = passed(call(&h, "GET", STATUS, None).await, "status, no keys").await;
     assert_eq!(seen["headers"]["authorization"], echoed_basic().as_str());
     let token = user_token(

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, now};
-use entragate::app;
-use entragate::auth::Reason;
-use entragate::config::Config;
-use entragate::dev::echo::hex;
-use entragate::dev::{DevIssuer, EchoUpstream, POWER_QUERY_CLIENT_ID, SigningKey, sign_jwt};
+use common::metrics::{allowed, assert_only_denials, denials};
+use common::tokens::{b64, parts, sign_raw, with};
+use common::verdicts::{PATH, accepted, refused, refused_with};
+use common::{API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, echoed_authorization, now};
+use entragate::dev::{DevIssuer, POWER_QUERY_CLIENT_ID, SigningKey, sign_jwt};
 use entragate::keys::TokenVersion;
 use serde_json::{Map, Value, json};
 
@@ -25,26 +24,10 @@ use serde_json::{Map, Value, json};
 const OTHER_TENANT: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
 /// A client application that is not Power Query.
 const OTHER_CLIENT: &str = "0f1e2d3c-4b5a-4987-a654-3210fedcba98";
-/// The path every test request goes to.
-const PATH: &str = "/ehrbase/rest/openehr/v1/ehr?limit=1";
 
 // ---------------------------------------------------------------------------------------------
 // Building tokens
 // ---------------------------------------------------------------------------------------------
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Signs raw header and claims JSON text with `key` (RS256), so that anything but the
-/// signature could be the reason for a refusal.
-fn sign_raw(key: &SigningKey, header: &str, claims: &str) -> String {
-    let input = format!("{}.{}", b64(header), b64(claims));
-    let sig = key
-        .sign("RS256", input.as_bytes())
-        .expect("RS256 signature");
-    format!("{input}.{}", b64(sig))
-}
 
 /// The issuer's default header for the published signing key, with `extra` members merged in.
 fn header(h: &Harness, extra: &Value) -> Value {
@@ -60,26 +43,7 @@ fn header(h: &Harness, extra: &Value) -> Value {
 
 /// A token with `header`, signed with the issuer's published signing key.
 fn signed(h: &Harness, header: &Value, claims: &Map<String, Value>) -> String {
-    sign_jwt(
-        &h.issuer.signing_key(),
-        header,
-        &Value::Object(claims.clone()),
-    )
-}
-
-/// The three parts of a compact token.
-fn parts(token: &str) -> (&str, &str, &str) {
-    let mut it = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-        panic!("not a compact JWS");
-    };
-    (h, p, s)
-}
-
-/// `claims` with `name` set to `value`.
-fn with(mut claims: Map<String, Value>, name: &str, value: Value) -> Map<String, Value> {
-    claims.insert(name.to_owned(), value);
-    claims
+    common::tokens::signed(&h.issuer.signing_key(), header, claims)
 }
 
 /// `claims` without `name`.
@@ -104,112 +68,6 @@ async fn jwks(h: &Harness, issuer: &DevIssuer, tenant: &str) -> Value {
 // Observing the gateway
 // ---------------------------------------------------------------------------------------------
 
-/// GETs [`PATH`] with `token`; expects 200 from the echo upstream and returns what it saw.
-async fn accepted(h: &Harness, token: &str, what: &str) -> Value {
-    let before = h.echo.requests();
-    let r = h.get_with_token(PATH, token).await;
-    assert_eq!(r.status(), 200, "{what}: accepted");
-    assert_eq!(
-        h.echo.requests(),
-        before + 1,
-        "{what}: reached the upstream"
-    );
-    let seen: Value = r.json().await.expect("echo json");
-    assert_eq!(
-        seen["uri"], "/ehrbase/rest/openehr/v1/ehr?limit=1",
-        "{what}"
-    );
-    seen
-}
-
-/// The 401 of SPEC §4 for a token the gateway refuses, with the challenge for `tenant`.
-async fn refused_in(h: &Harness, tenant: &str, token: &str, what: &str) {
-    let r = h.get_with_token(PATH, token).await;
-    assert_eq!(r.status(), 401, "{what}: status");
-    let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
-    assert_eq!(challenges.len(), 1, "{what}: one challenge");
-    assert_eq!(
-        challenges[0].to_str().expect("ascii challenge"),
-        format!(
-            "Bearer authorization_uri={}/{tenant}/oauth2/authorize, error=\"invalid_token\"",
-            h.issuer.authority()
-        ),
-        "{what}: challenge"
-    );
-    assert_eq!(
-        r.headers()["content-type"],
-        "application/json",
-        "{what}: content type"
-    );
-    assert_eq!(
-        r.text().await.expect("body"),
-        r#"{"error":"invalid_token"}"#,
-        "{what}: body"
-    );
-}
-
-async fn refused(h: &Harness, token: &str, what: &str) {
-    refused_in(h, TENANT, token, what).await;
-}
-
-/// `entragate_requests_total{outcome="denied",reason=…}` for every reason, from `/metrics`.
-async fn denials(h: &Harness) -> BTreeMap<String, u64> {
-    let text = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics text");
-    let prefix = "entragate_requests_total{outcome=\"denied\",reason=\"";
-    let counts: BTreeMap<String, u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .map(|rest| {
-            let (reason, value) = rest.split_once("\"} ").expect("counter line");
-            (reason.to_owned(), value.parse().expect("counter value"))
-        })
-        .collect();
-    let listed: Vec<&str> = counts.keys().map(String::as_str).collect();
-    let mut all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-    all.sort_unstable();
-    assert_eq!(listed, all, "every reason is listed from the start");
-    counts
-}
-
-/// Exactly `n` denials were counted under `reason`, and none under any other reason.
-async fn assert_only_denials(h: &Harness, reason: &str, n: u64) {
-    let counts = denials(h).await;
-    let expected: BTreeMap<String, u64> = counts
-        .keys()
-        .map(|r| (r.clone(), if r == reason { n } else { 0 }))
-        .collect();
-    assert!(counts.contains_key(reason), "no counter for {reason}");
-    assert_eq!(counts, expected, "denials by reason");
-}
-
-/// `entragate_requests_total{outcome="allowed",reason="none"}`.
-async fn allowed(h: &Harness) -> u64 {
-    let text = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("entragate_requests_total{outcome=\"allowed\",reason=\"none\"} ")
-        })
-        .expect("allowed counter")
-        .parse()
-        .expect("counter value")
-}
-
 /// The `X-Auth-*` headers the upstream received.
 fn identity(seen: &Value) -> BTreeMap<String, String> {
     seen["headers"]
@@ -226,15 +84,6 @@ fn expected_identity(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// What the echo upstream shows for `Authorization: Bearer {token}`.
-fn echoed_authorization(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("Bearer {token}").as_bytes(),
-    );
-    format!("Bearer sha256:{}", hex(digest.as_ref()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,7 +116,7 @@ async fn v1_token_is_accepted_and_upstream_sees_oid_tid_appid_scp_roles_upn() {
     // upstream.authorization defaults to "forward": the same credential, unchanged.
     assert_eq!(
         seen["headers"]["authorization"],
-        echoed_authorization(&token).as_str()
+        echoed_authorization(&format!("Bearer {token}")).as_str()
     );
     assert_eq!(allowed(&h).await, 1);
     assert_only_denials(&h, "missing_token", 0).await;
@@ -301,7 +150,7 @@ async fn v2_token_is_accepted_and_upstream_sees_oid_tid_azp_scp_roles_preferred_
     );
     assert_eq!(
         seen["headers"]["authorization"],
-        echoed_authorization(&token).as_str()
+        echoed_authorization(&format!("Bearer {token}")).as_str()
     );
     assert_eq!(allowed(&h).await, 1);
     assert_only_denials(&h, "missing_token", 0).await;
@@ -843,10 +692,10 @@ async fn multi_tenant_token_from_unlisted_tenant_is_refused_as_tenant_not_allowe
     let h = Harness::start_with(multi_tenant(OTHER_TENANT)).await;
     for version in [TokenVersion::V1, TokenVersion::V2] {
         // A genuine token of TENANT: the `{tenantid}` issuer template matches, tid is not allowed.
-        refused_in(
+        refused_with(
             &h,
             "organizations",
-            &h.token(version),
+            &format!("Bearer {}", h.token(version)),
             &format!("{} token of an unlisted tenant", version.claim()),
         )
         .await;
@@ -904,41 +753,8 @@ async fn token_of_listed_client_is_accepted() {
 
 #[tokio::test]
 async fn unreachable_authority_answers_503_with_retry_after_as_keys_unavailable() {
-    // A port that nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let issuer = DevIssuer::start(common::loopback(), TENANT)
-        .await
-        .expect("issuer");
-    let echo = EchoUpstream::start(common::loopback()).await.expect("echo");
-    let toml = common::config_toml(&issuer, &echo.url(), &Extra::default()).replace(
-        &format!("authority = \"{}\"", issuer.authority()),
-        &format!("authority = \"http://127.0.0.1:{closed}\""),
-    );
-    assert!(toml.contains(&format!("127.0.0.1:{closed}")));
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-    let gw = app::start(&config).await.expect("gateway starts");
-    let h = Harness {
-        issuer,
-        echo,
-        gw,
-        client: common::client(),
-    };
-
-    // Both key sources have tried and failed.
-    for _ in 0..400 {
-        if h.gw
-            .keys()
-            .issuers
-            .iter()
-            .all(|i| i.source.metrics.fetches() > 0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The authority is a port that nothing listens on; both key sources have tried and failed.
+    let (h, _) = Harness::start_without_keys(Extra::default()).await;
     for i in &h.gw.keys().issuers {
         assert!(i.source.metrics.fetches() > 0, "{} tried", i.source.name);
         assert_eq!(
