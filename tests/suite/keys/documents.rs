@@ -13,7 +13,7 @@ use common::eventually;
 use entragate::keys::TokenVersion;
 
 // ---------------------------------------------------------------------------------------------
-// 3b. A key fetch that hangs
+// A key fetch that hangs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_key_fetch_neither_blocks_known_keys_nor_outlasts_metadata_timeout() {
@@ -89,7 +89,7 @@ async fn hanging_key_fetch_neither_blocks_known_keys_nor_outlasts_metadata_timeo
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3c. Broken key documents
+// Broken key documents
 
 #[tokio::test]
 async fn broken_key_documents_keep_the_last_good_keys() {
@@ -139,7 +139,7 @@ async fn broken_key_documents_keep_the_last_good_keys() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. v2 keys that name their own issuer
+// v2 keys that name their own issuer
 
 #[tokio::test]
 async fn v2_key_whose_issuer_differs_from_the_token_issuer_is_refused() {

@@ -16,7 +16,7 @@ use entragate::dev::{DevIssuer, EchoUpstream};
 use entragate::keys::TokenVersion;
 
 // ---------------------------------------------------------------------------------------------
-// 3. Identity-provider outage after startup
+// Identity-provider outage after startup
 
 #[tokio::test]
 async fn idp_outage_after_startup_serves_cached_keys_and_stays_ready() {
@@ -146,7 +146,7 @@ async fn keys_older_than_max_stale_are_refetched_not_dropped_while_the_idp_is_up
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Identity provider down at startup
+// Identity provider down at startup
 
 #[tokio::test]
 async fn idp_down_at_startup_is_unready_then_recovers_without_restart() {
@@ -238,7 +238,7 @@ async fn idp_down_at_startup_is_unready_then_recovers_without_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. Key-fetch metrics
+// Key-fetch metrics
 
 #[tokio::test]
 async fn key_fetch_metrics_count_successes_and_failures_per_source() {

@@ -13,7 +13,7 @@ use common::{Harness, eventually};
 use entragate::keys::TokenVersion;
 
 // ---------------------------------------------------------------------------------------------
-// 1. Rotation
+// Rotation
 
 #[tokio::test]
 async fn rotated_key_is_accepted_after_one_jwks_fetch_of_the_tokens_source() {
@@ -145,7 +145,7 @@ async fn concurrent_requests_with_a_just_rotated_kid_share_one_fetch_and_are_all
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. Unknown-kid floods
+// Unknown-kid floods
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_kid_flood_right_after_startup_fetches_nothing() {
