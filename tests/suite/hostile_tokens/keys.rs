@@ -14,7 +14,7 @@ use entragate::keys::TokenVersion;
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
-// 1. kid: very long, path- or URL-shaped, not a string
+// kid: very long, path- or URL-shaped, not a string
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -176,7 +176,7 @@ async fn odd_kid_values_with_refetch_allowed_fetch_only_the_configured_keys() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. A kid naming a key of another trusted issuer ([[oidc]]), and the same key for another
+// A kid naming a key of another trusted issuer ([[oidc]]), and the same key for another
 //    issuer
 // ---------------------------------------------------------------------------------------------
 

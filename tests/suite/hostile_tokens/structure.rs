@@ -13,7 +13,7 @@ use entragate::keys::TokenVersion;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
-// 3. Nested JWT and JWE shapes
+// Nested JWT and JWE shapes
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn nested_jwts_and_jwe_shapes_are_refused_as_malformed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Duplicate JSON members (validation.rs covers a duplicate `aud` and `alg`)
+// Duplicate JSON members (validation.rs covers a duplicate `aud` and `alg`)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]

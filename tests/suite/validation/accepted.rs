@@ -32,7 +32,7 @@ fn expected_identity(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. Accepted tokens and the identity passed upstream
+// Accepted tokens and the identity passed upstream
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn token_without_roles_sends_no_roles_header() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. Client-sent identity headers
+// Client-sent identity headers
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -49,7 +49,7 @@ async fn unreachable_authority_answers_503_with_retry_after_as_keys_unavailable(
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. Keys named by the token itself are ignored
+// Keys named by the token itself are ignored
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
