@@ -1,4 +1,4 @@
-//! Identity-provider faults (issue 6 item 3) that `keys.rs` does not already cover: metadata or
+//! Identity-provider faults (issue 6 item 3) that `keys` does not already cover: metadata or
 //! JWKS documents that are huge (with a Content-Length and chunked without one, at and past
 //! `MAX_DOCUMENT_BYTES`), not JSON, without `keys` or `jwks_uri`, holding only keys of an
 //! unsupported `kty`; a JWKS URL on a closed port, on a name that does not resolve, or behind

@@ -133,7 +133,7 @@ async fn nested_jwts_and_jwe_shapes_are_refused_as_malformed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Duplicate JSON members (validation.rs covers a duplicate `aud` and `alg`)
+// Duplicate JSON members (`validation` covers a duplicate `aud` and `alg`)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
