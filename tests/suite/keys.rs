@@ -183,13 +183,8 @@ struct IdpState {
 struct IdpProxy {
     authority: String,
     state: Arc<IdpState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for IdpProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Serves until the owner is dropped.
+    _task: common::Task,
 }
 
 impl IdpProxy {
@@ -209,13 +204,13 @@ impl IdpProxy {
         let router = axum::Router::new()
             .fallback(idp_proxy)
             .with_state(Arc::clone(&state));
-        let task = tokio::spawn(async move {
+        let task = common::Task(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
-        });
+        }));
         Self {
             authority,
             state,
-            task,
+            _task: task,
         }
     }
 

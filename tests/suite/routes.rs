@@ -255,25 +255,6 @@ async fn assert_forbidden(r: reqwest::Response, scope: Option<&str>, what: &str)
     );
 }
 
-/// The 401 `invalid_token` answer for the harness's tenant.
-async fn assert_invalid_token(h: &Harness, r: reqwest::Response, what: &str) {
-    assert_eq!(r.status(), 401, "{what}: status");
-    assert_eq!(
-        r.headers()["www-authenticate"],
-        format!(
-            "Bearer authorization_uri={}/{TENANT}/oauth2/authorize, error=\"invalid_token\"",
-            h.issuer.authority()
-        )
-        .as_str(),
-        "{what}: challenge"
-    );
-    assert_eq!(
-        r.text().await.expect("body"),
-        r#"{"error":"invalid_token"}"#,
-        "{what}: body"
-    );
-}
-
 /// The 401 for a request without credentials.
 fn missing_challenge(h: &Harness) -> String {
     let authority = h.issuer.authority();

@@ -34,13 +34,8 @@ const KIB: usize = 1024;
 struct RawUpstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Serves until the owner is dropped.
+    _task: common::Task,
 }
 
 impl RawUpstream {
@@ -49,18 +44,18 @@ impl RawUpstream {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&requests);
-        let task = tokio::spawn(async move {
+        let task = common::Task(tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let _ = serve_one(stream, &counter).await;
                 });
             }
-        });
+        }));
         Self {
             addr,
             requests,
-            task,
+            _task: task,
         }
     }
 

@@ -287,6 +287,15 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A server task spawned by a test, aborted when dropped (with whatever owns it).
+pub struct Task(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the echo upstream shows for an `Authorization` value: its scheme and the SHA-256 of
 /// the whole value, never the value itself.
 pub fn echoed_authorization(value: &str) -> String {

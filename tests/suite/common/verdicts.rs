@@ -39,6 +39,12 @@ pub async fn refused_with(h: &Harness, tenant: &str, authorization: &str, what: 
         .send()
         .await
         .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+    assert_invalid_token(h, tenant, r, what).await;
+    assert_eq!(h.echo.requests(), before, "{what}: upstream not reached");
+}
+
+/// A 401 `invalid_token` answer: the one challenge for `tenant`, a JSON body.
+pub async fn assert_invalid_token(h: &Harness, tenant: &str, r: reqwest::Response, what: &str) {
     assert_eq!(r.status(), 401, "{what}: status");
     let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
     assert_eq!(challenges.len(), 1, "{what}: one challenge");
@@ -60,5 +66,4 @@ pub async fn refused_with(h: &Harness, tenant: &str, authorization: &str, what: 
         r#"{"error":"invalid_token"}"#,
         "{what}: body"
     );
-    assert_eq!(h.echo.requests(), before, "{what}: upstream not reached");
 }

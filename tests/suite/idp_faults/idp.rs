@@ -116,13 +116,8 @@ struct IdpState {
 pub(super) struct Idp {
     pub(super) authority: String,
     state: Arc<IdpState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Serves until the owner is dropped.
+    _task: common::Task,
 }
 
 impl Idp {
@@ -147,13 +142,13 @@ impl Idp {
         let router = axum::Router::new()
             .fallback(idp)
             .with_state(Arc::clone(&state));
-        let task = tokio::spawn(async move {
+        let task = common::Task(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
-        });
+        }));
         let idp = Self {
             authority,
             state,
-            task,
+            _task: task,
         };
         idp.load_keys_from(issuer).await;
         idp

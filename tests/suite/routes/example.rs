@@ -3,13 +3,15 @@
 
 use crate::common;
 
+use common::verdicts::assert_invalid_token;
+
 use std::time::Duration;
 
 use super::{
     AQL, AQL_Q, BASIC_USER, CDR_CLIENT_ID, CDR_URI, EHR, EHR_ID, ETL_CLIENT, ETL_SP_OID, EXAMPLE,
-    PASSWORD, PBI_REFRESH, POWER_APPS, STATUS, app_claims, app_token, assert_forbidden,
-    assert_invalid_token, call, cdr_aud, counts, echoed_basic, example_config, missing_challenge,
-    passed, read_secret, request_counts, start_example, user_token,
+    PASSWORD, PBI_REFRESH, POWER_APPS, STATUS, app_claims, app_token, assert_forbidden, call,
+    cdr_aud, counts, echoed_basic, example_config, missing_challenge, passed, read_secret,
+    request_counts, start_example, user_token,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -102,11 +104,11 @@ async fn example_status_is_anonymous_but_an_invalid_token_is_still_refused() {
 
     // A token that is present but invalid is refused even here.
     let r = call(&h, "GET", STATUS, Some("not-a-jwt")).await;
-    assert_invalid_token(&h, r, "invalid token on the anonymous route").await;
+    assert_invalid_token(&h, TENANT, r, "invalid token on the anonymous route").await;
     let mut expired = h.issuer.claims(TokenVersion::V1, CDR_URI);
     expired.insert("exp".into(), json!(common::now() - 3600));
     let r = call(&h, "GET", STATUS, Some(&h.issuer.mint(&expired))).await;
-    assert_invalid_token(&h, r, "expired token on the anonymous route").await;
+    assert_invalid_token(&h, TENANT, r, "expired token on the anonymous route").await;
 
     // The rule lists GET and HEAD only: a POST there is an ordinary request.
     let r = call(&h, "POST", STATUS, None).await;

@@ -3,7 +3,9 @@
 
 use crate::common;
 
-use super::{assert_invalid_token, call, counts, passed, request_counts, running};
+use common::verdicts::assert_invalid_token;
+
+use super::{call, counts, passed, request_counts, running};
 use common::{API_CLIENT_ID, AUDIENCE, Extra, Harness, TENANT, config_toml, loopback};
 use entragate::dev::{DevIssuer, EchoUpstream, sign_jwt};
 use entragate::keys::TokenVersion;
@@ -96,13 +98,14 @@ async fn entra_and_oidc_tokens_are_each_accepted_only_for_their_own_audience() {
         .mint(&h.issuer.claims(TokenVersion::V2, OIDC_AUDIENCE));
     assert_invalid_token(
         &h,
+        TENANT,
         call(&h, "GET", "/data", Some(&entra_for_oidc_aud)).await,
         "Entra token with aud cdr-api",
     )
     .await;
     for aud in [AUDIENCE, API_CLIENT_ID] {
         let t = oidc.mint(&oidc_claims(&oidc, aud));
-        assert_invalid_token(&h, call(&h, "GET", "/data", Some(&t)).await, aud).await;
+        assert_invalid_token(&h, TENANT, call(&h, "GET", "/data", Some(&t)).await, aud).await;
     }
 
     // Keys are not shared either: each issuer's claims signed with the other's key.
@@ -129,7 +132,13 @@ async fn entra_and_oidc_tokens_are_each_accepted_only_for_their_own_audience() {
         (&forged_entra, "Entra claims, OIDC key"),
         (&swapped_kid, "Entra claims and kid, OIDC key"),
     ] {
-        assert_invalid_token(&h, call(&h, "GET", "/data", Some(t.as_str())).await, what).await;
+        assert_invalid_token(
+            &h,
+            TENANT,
+            call(&h, "GET", "/data", Some(t.as_str())).await,
+            what,
+        )
+        .await;
     }
 
     assert_eq!(h.echo.requests(), 3);
@@ -166,7 +175,13 @@ async fn an_unknown_kid_flood_against_one_issuer_fetches_no_keys_of_the_other() 
     let entra_before = h.issuer.jwks_fetches();
     let oidc_before = oidc.jwks_fetches();
     for t in flood(&oidc, &oidc_claims(&oidc, OIDC_AUDIENCE), "oidc-flood") {
-        assert_invalid_token(&h, call(&h, "GET", "/data", Some(&t)).await, "oidc flood").await;
+        assert_invalid_token(
+            &h,
+            TENANT,
+            call(&h, "GET", "/data", Some(&t)).await,
+            "oidc flood",
+        )
+        .await;
     }
     assert!(
         oidc.jwks_fetches() > oidc_before,
@@ -186,7 +201,13 @@ async fn an_unknown_kid_flood_against_one_issuer_fetches_no_keys_of_the_other() 
     for version in [TokenVersion::V1, TokenVersion::V2] {
         let claims = h.issuer.claims(version, AUDIENCE);
         for t in flood(&h.issuer, &claims, "entra-flood") {
-            assert_invalid_token(&h, call(&h, "GET", "/data", Some(&t)).await, "entra flood").await;
+            assert_invalid_token(
+                &h,
+                TENANT,
+                call(&h, "GET", "/data", Some(&t)).await,
+                "entra flood",
+            )
+            .await;
         }
     }
     assert!(h.issuer.jwks_fetches() > entra_before);
