@@ -10,15 +10,7 @@ use entragate::keys::TokenVersion;
 use serde_json::json;
 
 async fn cache_counts(h: &Harness) -> (u64, u64) {
-    let text = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = h.metrics_text().await;
     let read = |result: &str| {
         let prefix = format!("entragate_token_cache_lookups_total{{result=\"{result}\"}} ");
         text.lines()

@@ -31,7 +31,7 @@ impl Setup {
 
     fn config(&self, extra: &Extra) -> Config {
         let toml = common::config_toml(&self.issuer, &self.echo.url(), extra);
-        Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config")
+        common::load(&toml)
     }
 
     fn claims(&self, version: TokenVersion) -> Map<String, Value> {
@@ -336,7 +336,7 @@ async fn explain_agrees_with_the_running_gateway() {
     };
     let h = Harness::start_with(extra.clone()).await;
     let toml = common::config_toml(&h.issuer, &h.echo.url(), &extra);
-    let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
+    let config = common::load(&toml);
 
     let base = h.claims(TokenVersion::V2);
     let with = |k: &str, v: Value| {

@@ -13,20 +13,10 @@ use envoy_types::pb::envoy::config::core::v3::{
     HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue,
 };
 
-const ROUTES: &str = r#"
-[[routes]]
-path = "/admin"
-scopes = ["admin.write"]
-
-[[routes]]
-path = "/public"
-anonymous = true
-"#;
-
 async fn start(extra: Extra) -> Harness {
     Harness::start_with(Extra {
         server: format!("ext_authz_listen = \"127.0.0.1:0\"\n{}", extra.server),
-        tail: ROUTES.into(),
+        tail: common::ROUTES.into(),
         ..extra
     })
     .await

@@ -5,34 +5,17 @@
 
 use crate::common;
 
+use common::wire::challenges;
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
-use reqwest::header::HeaderMap;
-
-const ROUTES: &str = r#"
-[[routes]]
-path = "/admin"
-scopes = ["admin.write"]
-
-[[routes]]
-path = "/public"
-anonymous = true
-"#;
 
 async fn forward_auth(trusted: &str) -> Harness {
     Harness::start_with(Extra {
         server: format!("mode = \"forward-auth\"\ntrusted_proxies = [{trusted}]\n"),
-        tail: ROUTES.into(),
+        tail: common::ROUTES.into(),
         ..Default::default()
     })
     .await
-}
-
-fn challenges(h: &HeaderMap) -> Vec<String> {
-    h.get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().expect("ascii").to_owned())
-        .collect()
 }
 
 fn authorize_uri(h: &Harness) -> String {
@@ -233,15 +216,7 @@ async fn forwarded_headers_that_disagree_are_refused() {
     )
     .await;
     assert_eq!(r.status(), 401);
-    let metrics = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.metrics_text().await;
     assert!(
         metrics.contains(
             "entragate_requests_total{outcome=\"denied\",reason=\"bad_forwarded_request\"} 2"

@@ -355,15 +355,7 @@ async fn shed_requests_are_counted() {
     }
     assert_eq!(h.get_with_token("/x", &token).await.status(), 503);
     let _ = slow.await;
-    let metrics = h
-        .client
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.metrics_text().await;
     assert!(
         metrics.contains("entragate_requests_total{outcome=\"shed\",reason=\"overloaded\"} 1"),
         "{metrics}"

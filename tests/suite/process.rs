@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::process::{Gateway, Proc, TempFile, config_text, free_ports, start_upstreams};
+use common::wire::streamed_body;
 use common::{AUDIENCE, TENANT, now};
 use entragate::dev::{SigningKey, sign_jwt};
 use entragate::keys::TokenVersion;
-use futures_util::StreamExt as _;
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -323,15 +322,6 @@ fn peak_rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM line");
     kib * 1024
-}
-
-/// `n` bytes as a stream of 64 KiB chunks, never held in memory at once.
-fn streamed_body(n: u64) -> BoxBody<Bytes, Infallible> {
-    static CHUNK: [u8; 64 * 1024] = [b'u'; 64 * 1024];
-    let chunks = n / CHUNK.len() as u64;
-    let stream = futures_util::stream::iter(0..chunks)
-        .map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK))));
-    BodyExt::boxed(StreamBody::new(stream))
 }
 
 async fn upload(gw: &Gateway, token: &str, n: u64) -> Value {

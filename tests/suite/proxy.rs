@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{AUDIENCE, Extra, Harness, loopback};
+use common::process::TempFile;
+use common::wire::{send_raw, streamed_body};
+use common::{Extra, Harness, echoed_authorization, loopback};
 use entragate::dev::EchoUpstream;
-use entragate::dev::echo::hex;
 use entragate::keys::TokenVersion;
-use futures_util::StreamExt as _;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,138 +29,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const MIB: u64 = 1024 * 1024;
 
-/// A valid v2 token for the harness's issuer and [`AUDIENCE`].
-fn token(h: &Harness) -> String {
-    h.issuer.mint(&h.issuer.claims(TokenVersion::V2, AUDIENCE))
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
-}
-
-/// What the echo upstream shows for an `Authorization` value.
-fn echo_shows_authorization(value: &str) -> String {
-    let scheme = value.split(' ').next().unwrap_or_default();
-    format!("{scheme} sha256:{}", sha256_hex(value))
-}
-
-/// A response read off a raw HTTP/1.1 connection.
-struct Raw {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Raw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.body))
-    }
-}
-
-impl Raw {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): status {}, body {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// Sends one request over a fresh TCP connection exactly as written (no client-side
-/// normalisation of the target), with `Connection: close` unless `headers` set one.
-async fn send_raw(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Raw {
-    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        head.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
-    {
-        head.push_str("connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the gateway");
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    stream.write_all(body).await.expect("write body");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut buf))
-        .await
-        .expect("the gateway answers and closes within 15s")
-        .expect("read response");
-    parse_response(&buf)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_response(buf: &[u8]) -> Raw {
-    let end = find(buf, b"\r\n\r\n").unwrap_or_else(|| {
-        panic!(
-            "no complete response head in {:?}",
-            String::from_utf8_lossy(buf)
-        )
-    });
-    let head = std::str::from_utf8(&buf[..end]).expect("ASCII response head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    Raw { status, body }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(data, b"\r\n").expect("chunk-size line");
-        let size_text = std::str::from_utf8(&data[..line_end]).expect("ASCII chunk size");
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).expect("hex chunk size");
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
 /// A GET with a valid token through reqwest; returns what the echo saw.
 async fn echo_get(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Value {
-    let mut req = h
-        .client
-        .get(h.url(path))
-        .header("authorization", format!("Bearer {}", token(h)));
+    let mut req = h.client.get(h.url(path)).header(
+        "authorization",
+        format!("Bearer {}", h.token(TokenVersion::V2)),
+    );
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
@@ -187,16 +60,10 @@ async fn start_mirror() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind(loopback()).expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[tokio::test]
 async fn method_path_query_and_body_reach_the_upstream_exactly_as_sent() {
     let h = Harness::start().await;
-    let auth = format!("Bearer {}", token(&h));
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
     let targets = [
         "/ehrbase/rest/openehr/v1/query/aql?q=SELECT%20e%2Fehr_id%2Fvalue%20FROM%20EHR%20e&x=1&x=2&empty=&flag",
         "//double//slashes/",
@@ -231,7 +98,7 @@ async fn method_path_query_and_body_reach_the_upstream_exactly_as_sent() {
     })
     .await;
     let payload: Vec<u8> = (0..=255u8).cycle().take(1_000_003).collect();
-    let auth = format!("Bearer {}", token(&h));
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
     for method in ["POST", "PUT", "PATCH"] {
         let r = send_raw(
             h.gw.addr,
@@ -251,7 +118,7 @@ async fn path_decoding_to_a_separator_nul_or_invalid_utf8_inside_a_segment_is_re
     // SPEC §4: "a path whose decoding yields `/`, `\`, NUL or invalid UTF-8 inside a segment is
     // refused with 400."
     let h = Harness::start().await;
-    let auth = format!("Bearer {}", token(&h));
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
     let mut answers = Vec::new();
     for target in [
         "/a%2Fb",
@@ -285,7 +152,7 @@ async fn upstream_base_path_prefixes_the_request_path() {
         })
         .await;
         let prefix = base.trim_end_matches('/');
-        let auth = format!("Bearer {}", token(&h));
+        let auth = format!("Bearer {}", h.token(TokenVersion::V2));
         for target in ["/x/y?z=1&z=%2F", "/", "//double", "/a%20b"] {
             let r = send_raw(h.gw.addr, "GET", target, &[("authorization", &auth)], b"").await;
             assert_eq!(r.status, 200, "{base} {target}");
@@ -307,7 +174,7 @@ async fn upstream_base_path_prefixes_the_request_path() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded_but_end_to_end_headers_are() {
     let h = Harness::start().await;
-    let auth = format!("Bearer {}", token(&h));
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
     let r = send_raw(
         h.gw.addr,
         "POST",
@@ -413,13 +280,13 @@ async fn upstream_authorization_forward_passes_the_clients_bearer_unchanged() {
         ..Default::default()
     })
     .await;
-    let token = token(&h);
+    let token = h.token(TokenVersion::V2);
     let r = h.get_with_token("/auth", &token).await;
     assert_eq!(r.status(), 200);
     let seen: Value = r.json().await.expect("echo JSON");
     assert_eq!(
         seen["headers"]["authorization"],
-        echo_shows_authorization(&format!("Bearer {token}")).as_str()
+        echoed_authorization(&format!("Bearer {token}")).as_str()
     );
 }
 
@@ -430,7 +297,7 @@ async fn upstream_authorization_strip_removes_the_clients_bearer() {
         ..Default::default()
     })
     .await;
-    let r = h.get_with_token("/auth", &token(&h)).await;
+    let r = h.get_with_token("/auth", &h.token(TokenVersion::V2)).await;
     assert_eq!(r.status(), 200);
     let seen: Value = r.json().await.expect("echo JSON");
     assert!(
@@ -441,35 +308,10 @@ async fn upstream_authorization_strip_removes_the_clients_bearer() {
     assert_eq!(seen["headers"]["x-auth-tenant"], common::TENANT);
 }
 
-/// A file under the temp dir, removed when dropped.
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(tag: &str, contents: &str) -> Self {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "entragate-proxy-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        std::fs::write(&path, contents).expect("write temp file");
-        Self(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn upstream_authorization_basic_replaces_the_bearer_with_the_gateways_credentials() {
     let password = "s3cret pass:with colon";
-    let file = TempFile::new("basic-password", &format!("{password}\n"));
+    let file = TempFile::with("basic-password", &format!("{password}\n"));
     let h = Harness::start_with(Extra {
         upstream: format!(
             "authorization = \"basic\"\nbasic_user = \"ehrbase-user\"\nbasic_password_file = '{}'",
@@ -478,7 +320,7 @@ async fn upstream_authorization_basic_replaces_the_bearer_with_the_gateways_cred
         ..Default::default()
     })
     .await;
-    let r = h.get_with_token("/auth", &token(&h)).await;
+    let r = h.get_with_token("/auth", &h.token(TokenVersion::V2)).await;
     assert_eq!(r.status(), 200);
     let seen: Value = r.json().await.expect("echo JSON");
     let expected = format!(
@@ -487,7 +329,7 @@ async fn upstream_authorization_basic_replaces_the_bearer_with_the_gateways_cred
     );
     assert_eq!(
         seen["headers"]["authorization"],
-        echo_shows_authorization(&expected).as_str(),
+        echoed_authorization(&expected).as_str(),
         "Basic base64(user:password), without the file's trailing newline"
     );
     // Still authenticated: no token, no Basic credentials upstream.
@@ -502,7 +344,7 @@ async fn http2_with_prior_knowledge_reaches_the_http1_upstream() {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let auth = format!("Bearer {}", token(&h));
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
 
     let req = http::Request::get(h.url("/h2/path%20x?q=1&q=2"))
         .header("authorization", &auth)
@@ -524,7 +366,7 @@ async fn http2_with_prior_knowledge_reaches_the_http1_upstream() {
     );
     assert_eq!(
         seen["headers"]["authorization"],
-        echo_shows_authorization(&auth).as_str()
+        echoed_authorization(&auth).as_str()
     );
 
     let payload = Bytes::from(vec![b'h'; 300_000]);
@@ -553,11 +395,11 @@ async fn http2_with_prior_knowledge_reaches_the_http1_upstream() {
 #[tokio::test]
 async fn unreachable_upstream_is_a_502_with_a_json_body() {
     let h = Harness::start_with(Extra {
-        upstream_url: Some(format!("http://127.0.0.1:{}", closed_port())),
+        upstream_url: Some(format!("http://127.0.0.1:{}", common::free_port())),
         ..Default::default()
     })
     .await;
-    let r = h.get_with_token("/down", &token(&h)).await;
+    let r = h.get_with_token("/down", &h.token(TokenVersion::V2)).await;
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: Value = r.json().await.expect("JSON body");
@@ -571,7 +413,7 @@ async fn slow_upstream_is_a_504_with_a_json_body_after_upstream_timeout() {
         ..Default::default()
     })
     .await;
-    let token = token(&h);
+    let token = h.token(TokenVersion::V2);
     let started = Instant::now();
     let r = h.get_with_token("/delay/2000", &token).await;
     let elapsed = started.elapsed();
@@ -589,22 +431,16 @@ async fn slow_upstream_is_a_504_with_a_json_body_after_upstream_timeout() {
     assert_eq!(r.status(), 200);
 }
 
-/// `n` bytes as a stream of 64 KiB chunks, never held in memory at once.
-fn streamed_body(n: u64) -> BoxBody<Bytes, Infallible> {
-    static CHUNK: [u8; 64 * 1024] = [b'u'; 64 * 1024];
-    let chunks = n / CHUNK.len() as u64;
-    let stream = futures_util::stream::iter(0..chunks)
-        .map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK))));
-    BodyExt::boxed(StreamBody::new(stream))
-}
-
 #[tokio::test]
 async fn a_64_mib_streamed_upload_reaches_the_upstream_complete() {
     let h = Harness::start().await;
     let client: Client<HttpConnector, BoxBody<Bytes, Infallible>> =
         Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::put(h.url("/upload/large"))
-        .header("authorization", format!("Bearer {}", token(&h)))
+        .header(
+            "authorization",
+            format!("Bearer {}", h.token(TokenVersion::V2)),
+        )
         .body(streamed_body(64 * MIB))
         .expect("request");
     let r = tokio::time::timeout(Duration::from_secs(120), client.request(req))
@@ -626,7 +462,9 @@ async fn a_64_mib_streamed_upload_reaches_the_upstream_complete() {
 async fn a_64_mib_download_arrives_complete() {
     let h = Harness::start().await;
     let n = 64 * MIB;
-    let mut r = h.get_with_token(&format!("/bytes/{n}"), &token(&h)).await;
+    let mut r = h
+        .get_with_token(&format!("/bytes/{n}"), &h.token(TokenVersion::V2))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.content_length(), Some(n));
     let mut received: u64 = 0;

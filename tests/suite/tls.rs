@@ -224,14 +224,7 @@ async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
     assert_eq!(resp.status(), 200);
 
     // The reload is visible to operators.
-    let metrics = common::client()
-        .get(h.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.metrics_text().await;
     assert!(
         metrics.contains("entragate_tls_reloads_total{result=\"ok\"} 1"),
         "{metrics}"

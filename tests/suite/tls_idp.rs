@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::pki::{self, Ca, TempDir};
-use common::{AUDIENCE, TENANT, loopback};
+use common::{AUDIENCE, TENANT, free_port, loopback};
 use entragate::dev::DevIssuer;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -47,13 +47,6 @@ async fn tls_front(pair: &pki::Pair, target: SocketAddr) -> (SocketAddr, JoinHan
         }
     });
     (addr, task)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(loopback())
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// `entragate serve` with the authority at `authority` and `SSL_CERT_FILE=bundle`; returns

@@ -19,18 +19,12 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// An HTTPS upstream on loopback answering `{"host", "uri", "client_cert"}`.
 struct TlsUpstream {
     addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Serves until the owner is dropped.
+    _task: common::Task,
 }
 
 impl TlsUpstream {
@@ -55,7 +49,7 @@ impl TlsUpstream {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
+        let task = common::Task(tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
@@ -83,8 +77,8 @@ impl TlsUpstream {
                         .await;
                 });
             }
-        });
-        Self { addr, task }
+        }));
+        Self { addr, _task: task }
     }
 
     /// `https://localhost:port/base`: the name the certificate is for.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use common::metrics::series;
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
 use futures_util::StreamExt as _;
@@ -33,13 +34,8 @@ const KIB: usize = 1024;
 struct RawUpstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Serves until the owner is dropped.
+    _task: common::Task,
 }
 
 impl RawUpstream {
@@ -48,18 +44,18 @@ impl RawUpstream {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&requests);
-        let task = tokio::spawn(async move {
+        let task = common::Task(tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let _ = serve_one(stream, &counter).await;
                 });
             }
-        });
+        }));
         Self {
             addr,
             requests,
-            task,
+            _task: task,
         }
     }
 
@@ -162,25 +158,11 @@ fn reset(s: TcpStream) {
 // Observing the gateway
 // ---------------------------------------------------------------------------------------------
 
-async fn metrics_text(h: &Harness) -> String {
-    let r = tokio::time::timeout(BOUND, h.client.get(h.admin_url("/metrics")).send())
-        .await
-        .expect("metrics in time")
-        .expect("metrics");
-    assert_eq!(r.status(), 200);
-    r.text().await.expect("metrics text")
-}
-
-fn series(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in /metrics"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
-}
-
 async fn in_flight(h: &Harness) -> u64 {
-    series(&metrics_text(h).await, "entragate_requests_in_flight")
+    series(
+        &h.metrics_text_within(BOUND).await,
+        "entragate_requests_in_flight",
+    )
 }
 
 /// Polls the in-flight gauge until it reads 0; panics with the last value after `limit`.
@@ -199,25 +181,12 @@ async fn in_flight_returns_to_zero(h: &Harness, limit: Duration, what: &str) {
     }
 }
 
-async fn get(h: &Harness, path: &str, token: &str) -> reqwest::Response {
-    tokio::time::timeout(BOUND, h.get_with_token(path, token))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path}: no response headers within {BOUND:?}"))
-}
-
 /// The next ordinary request through the same gateway succeeds.
 async fn still_healthy(h: &Harness, token: &str, what: &str) {
-    let r = get(h, "/ok", token).await;
+    let r = h.get_within(BOUND, "/ok", token).await;
     assert_eq!(r.status(), 200, "{what}: the next request");
     assert_eq!(r.text().await.expect("body"), "ok", "{what}: the next body");
-    assert_eq!(
-        tokio::time::timeout(BOUND, h.client.get(h.admin_url("/healthz")).send())
-            .await
-            .expect("healthz in time")
-            .expect("healthz")
-            .status(),
-        200
-    );
+    assert_eq!(h.admin_get_within(BOUND, "/healthz").await.status(), 200);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,7 +199,7 @@ async fn upstream_reset_or_close_before_the_response_is_502() {
     let h = Harness::to_upstream(up.url(), "").await;
     let token = h.token(TokenVersion::V2);
     for path in ["/reset-before-response", "/close-before-response"] {
-        let r = get(&h, path, &token).await;
+        let r = h.get_within(BOUND, path, &token).await;
         assert_eq!(r.status(), 502, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json", "{path}");
         assert_eq!(
@@ -240,7 +209,7 @@ async fn upstream_reset_or_close_before_the_response_is_502() {
         );
         still_healthy(&h, &token, path).await;
     }
-    let text = metrics_text(&h).await;
+    let text = h.metrics_text_within(BOUND).await;
     assert_eq!(
         series(
             &text,
@@ -264,7 +233,7 @@ async fn upstream_reset_or_close_mid_response_breaks_the_clients_stream_without_
         "/close-mid-body/chunked",
     ] {
         let started = Instant::now();
-        let r = get(&h, path, &token).await;
+        let r = h.get_within(BOUND, path, &token).await;
         // The headers were already on their way: the status is the upstream's.
         assert_eq!(r.status(), 200, "{path}");
         let body = tokio::time::timeout(BOUND, r.bytes())
@@ -286,7 +255,7 @@ async fn upstream_reset_or_close_mid_response_breaks_the_clients_stream_without_
         still_healthy(&h, &token, path).await;
         in_flight_returns_to_zero(&h, BOUND, path).await;
     }
-    let text = metrics_text(&h).await;
+    let text = h.metrics_text_within(BOUND).await;
     assert_eq!(
         series(
             &text,
@@ -308,12 +277,12 @@ async fn upstream_with_huge_or_too_many_response_headers_is_502() {
     let token = h.token(TokenVersion::V2);
 
     // A large but reasonable header passes unchanged.
-    let r = get(&h, "/big-header", &token).await;
+    let r = h.get_within(BOUND, "/big-header", &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-big"].len(), 16 * KIB);
 
     for path in ["/huge-header", "/many-headers"] {
-        let r = get(&h, path, &token).await;
+        let r = h.get_within(BOUND, path, &token).await;
         assert_eq!(r.status(), 502, "{path}");
         assert!(r.headers().get("x-huge").is_none() && r.headers().get("x-h-0").is_none());
         assert_eq!(
@@ -509,7 +478,7 @@ async fn a_client_gone_mid_upload_aborts_the_upstream_request_and_leaks_no_slot(
     assert_eq!(ended[4], Ending::Complete(300 * KIB as u64));
     in_flight_returns_to_zero(&h, BOUND, "after a whole upload").await;
     // The four abandoned uploads are the clients' doing (logged 499), not upstream errors.
-    let text = metrics_text(&h).await;
+    let text = h.metrics_text_within(BOUND).await;
     for (series_name, n) in [
         (
             "entragate_requests_total{outcome=\"client_closed\",reason=\"none\"}",
@@ -572,7 +541,7 @@ async fn client_gone_while_waiting(abrupt: bool) {
     // The slot is free again within the upstream's 2 s (+ margin): a request is served.
     let deadline = Instant::now() + Duration::from_secs(6);
     let served_after = loop {
-        let r = get(&h, "/after", &token).await;
+        let r = h.get_within(BOUND, "/after", &token).await;
         match r.status().as_u16() {
             200 => break gone_at.elapsed(),
             503 => assert!(
@@ -595,7 +564,7 @@ async fn client_gone_while_waiting(abrupt: bool) {
     in_flight_returns_to_zero(&h, Duration::from_secs(3), &what).await;
     // The abandoned request is counted (and logged, status 499) once, as `client_closed`;
     // the one served after it as allowed.
-    let text = metrics_text(&h).await;
+    let text = h.metrics_text_within(BOUND).await;
     assert_eq!(
         series(
             &text,

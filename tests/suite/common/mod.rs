@@ -3,14 +3,19 @@
 #![allow(dead_code)]
 
 pub mod ext_authz;
+pub mod metrics;
 pub mod pki;
 pub mod process;
+pub mod tokens;
+pub mod verdicts;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use entragate::app::{self, Running};
 use entragate::config::Config;
+use entragate::dev::echo::hex;
 use entragate::dev::{DevIssuer, EchoUpstream};
 use entragate::keys::TokenVersion;
 use serde_json::{Map, Value};
@@ -22,8 +27,28 @@ pub const AUDIENCE: &str = "https://api.contoso.example";
 /// The API's client ID (v2 tokens' `aud`).
 pub const API_CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
 
+/// Two route rules, for the forward-auth, ext_authz and ingress tests: `/admin` needs the
+/// `admin.write` scope, `/public` is anonymous.
+pub const ROUTES: &str = r#"
+[[routes]]
+path = "/admin"
+scopes = ["admin.write"]
+
+[[routes]]
+path = "/public"
+anonymous = true
+"#;
+
+/// 127.0.0.1, port 0: a listener there gets a free port.
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A loopback port nothing listens on (bound, read, released): for a fixed port in a config,
+/// or a connection that is refused.
+pub fn free_port() -> u16 {
+    let [port] = process::free_ports::<1>();
+    port
 }
 
 /// Extra TOML lines per table, appended to the harness's defaults (do not repeat its keys:
@@ -73,6 +98,29 @@ audiences = ["{AUDIENCE}", "{API_CLIENT_ID}"]
     )
 }
 
+/// [`config_toml`] with `authority` in place of the issuer's own (an identity provider in front
+/// of it, or a port nothing listens on).
+pub fn config_toml_at(
+    issuer: &DevIssuer,
+    upstream_url: &str,
+    extra: &Extra,
+    authority: &str,
+) -> String {
+    let toml = config_toml(issuer, upstream_url, extra);
+    let line = format!("authority = \"{}\"", issuer.authority());
+    assert!(
+        toml.contains(&line),
+        "the issuer's authority line is in the config"
+    );
+    toml.replace(&line, &format!("authority = \"{authority}\""))
+}
+
+/// `toml` loaded as the harness loads it: no environment, files read from disk.
+pub fn load(toml: &str) -> Config {
+    Config::load(toml, &[], &|p| std::fs::read_to_string(p))
+        .unwrap_or_else(|e| panic!("config loads: {e}\n{toml}"))
+}
+
 /// Issuer + echo upstream + gateway.
 pub struct Harness {
     pub issuer: DevIssuer,
@@ -109,9 +157,29 @@ impl Harness {
     pub async fn start_unready(extra: Extra) -> Self {
         let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
         let echo = EchoUpstream::start(loopback()).await.expect("echo");
-        let toml = config_toml(&issuer, &echo.url(), &extra);
-        let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-        let gw = app::start(&config).await.expect("gateway starts");
+        let config = load(&config_toml(&issuer, &echo.url(), &extra));
+        Self::launch(issuer, echo, &config).await
+    }
+
+    /// An echo upstream and the gateway with `extra` settings, trusting `issuer`'s tokens but
+    /// fetching its keys from `authority` (an identity provider in front of it); waits until
+    /// the gateway is ready.
+    pub async fn start_at(issuer: DevIssuer, authority: &str, extra: Extra) -> Self {
+        let h = Self::start_at_unready(issuer, authority, extra).await;
+        h.wait_ready().await;
+        h
+    }
+
+    /// Like [`Harness::start_at`], without waiting for keys.
+    pub async fn start_at_unready(issuer: DevIssuer, authority: &str, extra: Extra) -> Self {
+        let echo = EchoUpstream::start(loopback()).await.expect("echo");
+        let config = load(&config_toml_at(&issuer, &echo.url(), &extra, authority));
+        Self::launch(issuer, echo, &config).await
+    }
+
+    /// The gateway for `config` in front of `issuer` and `echo`, without waiting for keys.
+    pub async fn launch(issuer: DevIssuer, echo: EchoUpstream, config: &Config) -> Self {
+        let gw = app::start(config).await.expect("gateway starts");
         Self {
             issuer,
             echo,
@@ -123,20 +191,11 @@ impl Harness {
     /// Everything with `extra` settings, but the authority is a port nothing listens on, so
     /// no keys ever load; returns once both key sources have tried. Also returns that port.
     pub async fn start_without_keys(extra: Extra) -> (Self, u16) {
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let closed = free_port();
         let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
-        let echo = EchoUpstream::start(loopback()).await.expect("echo");
-        let toml = config_toml(&issuer, &echo.url(), &extra).replace(
-            &format!("authority = \"{}\"", issuer.authority()),
-            &format!("authority = \"http://127.0.0.1:{closed}\""),
-        );
-        let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p)).expect("config");
-        let gw = app::start(&config).await.expect("gateway starts");
+        let h = Self::start_at_unready(issuer, &format!("http://127.0.0.1:{closed}"), extra).await;
         for _ in 0..400 {
-            if gw
+            if h.gw
                 .keys()
                 .issuers
                 .iter()
@@ -146,16 +205,11 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert!(!gw.keys().is_ready());
-        let h = Self {
-            issuer,
-            echo,
-            gw,
-            client: client(),
-        };
+        assert!(!h.gw.keys().is_ready());
         (h, closed)
     }
 
+    /// Waits (at most 10 s) until the gateway has keys for every issuer.
     pub async fn wait_ready(&self) {
         for _ in 0..400 {
             if self.gw.keys().is_ready() {
@@ -181,6 +235,7 @@ impl Harness {
         self.issuer.claims(version, AUDIENCE)
     }
 
+    /// A valid delegated token of `version` for [`AUDIENCE`].
     pub fn token(&self, version: TokenVersion) -> String {
         self.issuer.mint(&self.claims(version))
     }
@@ -194,6 +249,33 @@ impl Harness {
             .await
             .expect("request")
     }
+
+    /// [`Harness::get_with_token`], failing the test if no answer comes within `bound`.
+    pub async fn get_within(&self, bound: Duration, path: &str, token: &str) -> reqwest::Response {
+        tokio::time::timeout(bound, self.get_with_token(path, token))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: the gateway did not answer within {bound:?}"))
+    }
+
+    /// GET `path` on the admin listener, failing the test if no answer comes within `bound`.
+    pub async fn admin_get_within(&self, bound: Duration, path: &str) -> reqwest::Response {
+        tokio::time::timeout(bound, self.client.get(self.admin_url(path)).send())
+            .await
+            .unwrap_or_else(|_| panic!("admin {path} did not answer within {bound:?}"))
+            .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    /// The admin `/metrics` text (status 200), within `bound`.
+    pub async fn metrics_text_within(&self, bound: Duration) -> String {
+        let r = self.admin_get_within(bound, "/metrics").await;
+        assert_eq!(r.status(), 200, "/metrics status");
+        r.text().await.expect("metrics text")
+    }
+
+    /// The admin `/metrics` text (status 200).
+    pub async fn metrics_text(&self) -> String {
+        self.metrics_text_within(Duration::from_secs(30)).await
+    }
 }
 
 /// A client that never follows redirects, never pools across tests, and never hangs.
@@ -203,6 +285,42 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// A server task spawned by a test, aborted when dropped (with whatever owns it).
+pub struct Task(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the echo upstream shows for an `Authorization` value: its scheme and the SHA-256 of
+/// the whole value, never the value itself.
+pub fn echoed_authorization(value: &str) -> String {
+    let scheme = value.split(' ').next().unwrap_or_default();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    format!("{scheme} sha256:{}", hex(digest.as_ref()))
+}
+
+/// Polls `check` every 25 ms until it holds; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Now, in Unix seconds.

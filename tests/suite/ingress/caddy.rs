@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use super::{Proxy, binary, free_port, nginx::IDENTITY, write};
-use crate::common::Harness;
+use super::{Proxy, binary, nginx::IDENTITY, write};
+use crate::common::{Harness, free_port};
 
 /// Starts Caddy on a free loopback port, with no admin endpoint and no automatic HTTPS.
 pub fn start(h: &Harness) -> Proxy {

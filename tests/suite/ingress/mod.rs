@@ -25,27 +25,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::wire::challenges;
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
 use serde_json::Value;
-
-/// Route rules every scenario runs against.
-const ROUTES: &str = r#"
-[[routes]]
-path = "/admin"
-scopes = ["admin.write"]
-
-[[routes]]
-path = "/public"
-anonymous = true
-"#;
 
 /// entragate in forward-auth mode, trusting loopback (where the proxies run), with the
 /// `ext_authz` gRPC listener on too.
 async fn gateway() -> Harness {
     Harness::start_with(Extra {
         server: "mode = \"forward-auth\"\ntrusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"127.0.0.1:0\"\n".into(),
-        tail: ROUTES.into(),
+        tail: common::ROUTES.into(),
         ..Default::default()
     })
     .await
@@ -71,12 +61,6 @@ fn binary(name: &str, env: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("the interop test needs the real `{name}`, which is not installed: {how}")
         })
-}
-
-/// A free loopback port (bound, read, released: a proxy config needs a fixed number).
-fn free_port() -> u16 {
-    let [port] = common::process::free_ports::<1>();
-    port
 }
 
 /// A proxy process started by a test, killed (by its own handle) when dropped.
@@ -182,14 +166,6 @@ struct Traits {
     placeholder_for_missing: Option<&'static str>,
 }
 
-fn www_authenticate(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().expect("ascii").to_owned())
-        .collect()
-}
-
 /// What the echo upstream says it received.
 async fn upstream_saw(r: reqwest::Response, what: &str) -> Value {
     let status = r.status();
@@ -222,7 +198,7 @@ async fn scenario(h: &Harness, proxy: &Proxy, traits: &Traits) {
         .expect("probe");
     assert_eq!(r.status(), 401, "{name}: probe\n{}", logs());
     assert_eq!(
-        www_authenticate(&r),
+        challenges(r.headers()),
         [format!("Bearer authorization_uri={uri}")],
         "{name}: probe"
     );
@@ -231,7 +207,7 @@ async fn scenario(h: &Harness, proxy: &Proxy, traits: &Traits) {
     let r = client.get(url("/data")).send().await.expect("no token");
     assert_eq!(r.status(), 401, "{name}: no token");
     assert_eq!(
-        www_authenticate(&r),
+        challenges(r.headers()),
         [format!(
             "Bearer realm={}/{}, authorization_uri={uri}",
             h.issuer.authority(),
@@ -252,7 +228,7 @@ async fn scenario(h: &Harness, proxy: &Proxy, traits: &Traits) {
         .expect("invalid token");
     assert_eq!(r.status(), 401, "{name}: invalid token");
     assert_eq!(
-        www_authenticate(&r),
+        challenges(r.headers()),
         [format!(
             "Bearer authorization_uri={uri}, error=\"invalid_token\""
         )],
@@ -269,7 +245,7 @@ async fn scenario(h: &Harness, proxy: &Proxy, traits: &Traits) {
     assert_eq!(r.status(), 403, "{name}: missing scope\n{}", logs());
     if traits.passes_403_challenge {
         assert_eq!(
-            www_authenticate(&r),
+            challenges(r.headers()),
             ["Bearer error=\"insufficient_scope\", scope=\"admin.write\""],
             "{name}: missing scope"
         );

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use super::{Proxy, binary, free_port, write};
-use crate::common::Harness;
+use super::{Proxy, binary, write};
+use crate::common::{Harness, free_port};
 
 /// The identity headers copied from entragate's 200 to the upstream request. Listing a
 /// header here also removes a client's value when entragate sets none (an empty

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use super::{Proxy, binary, free_port, write};
-use crate::common::Harness;
+use super::{Proxy, binary, write};
+use crate::common::{Harness, free_port};
 
 /// Starts Traefik on a free loopback port.
 pub fn start(h: &Harness) -> Proxy {
