@@ -2,7 +2,7 @@
 //!
 //! It answers Power Query's sign-in probe with the challenge Power BI expects, validates v1
 //! and v2 Entra access tokens against the tenant's published keys, and proxies the request,
-//! streamed, with the verified identity in `X-Auth-*` headers. See `README.md` and
+//! streamed, with the verified identity in `X-Auth-*` headers. See `README.md`, `docs/` and
 //! `config/entragate.example.toml`.
 //!
 //! The request's way: [`app`] (the one stack) -> a door ([`proxy`], [`forward_auth`] or

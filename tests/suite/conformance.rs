@@ -23,6 +23,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::tokens::{b64, with};
 use crate::common::{self, Extra, Harness, TENANT};
 
 const POWER_QUERY: &str = "a672d62c-fc7b-4e81-a576-e60dc46e951d";
@@ -188,12 +189,6 @@ fn forward_auth_status(status: u16) -> u16 {
     }
 }
 
-/// `claims` with `name` set.
-fn with(mut claims: Map<String, Value>, name: &str, value: Value) -> Map<String, Value> {
-    claims.insert(name.into(), value);
-    claims
-}
-
 fn without(mut claims: Map<String, Value>, name: &str) -> Map<String, Value> {
     claims.remove(name);
     claims
@@ -225,10 +220,7 @@ fn rows(h: &Harness) -> Vec<Row> {
     let signed = |k: &SigningKey, hd: &Value, c: &Map<String, Value>| {
         sign_jwt(k, hd, &Value::Object(c.clone()))
     };
-    let b64 = |v: &Value| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
+    let b64 = |v: &Value| b64(v.to_string());
     let unsigned = format!(
         "{}.{}.",
         b64(&json!({"alg": "none", "typ": "JWT"})),
@@ -508,6 +500,9 @@ fn counted(m: &Metrics, before: &[u64], what: &str) -> String {
 }
 
 /// One HTTP/1.1 request, written as is, on a new connection; `(status, headers, body)`.
+/// Unlike `common::wire::send_raw` it writes the row's own `Content-Length` and tolerates a
+/// reset after the answer: a refusal sent before a large body was read may close the
+/// connection with that body unread.
 async fn raw_http(
     addr: SocketAddr,
     method: &str,
