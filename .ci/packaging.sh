@@ -6,13 +6,22 @@
 # podman from the static binary built below (Dockerfile, BINARY_STAGE=prebuilt) and run with
 # `buildah run --isolation=chroot`. Every tool is installed from a package registry by this
 # script; one that cannot be installed fails the run (nothing is skipped).
+#
+#   .ci/packaging.sh          every section
+#   .ci/packaging.sh tools    only the tools (apt, rustup target, venv, kubectl)
+#   .ci/packaging.sh binary   only the static binary (tools already installed); .ci/run
+#                             builds it in the background while the lints and tests run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PHASE=${1:-all}
 
 TOOLS="$PWD/target/ci-tools"
 IMAGE=localhost/entragate:ci
 MUSL=x86_64-unknown-linux-musl
-BIN="target/$MUSL/release/entragate"
+# A target directory of its own, so that building it never waits for the lock of the
+# debug build's (the lints and tests run at the same time in CI).
+PACKAGE_TARGET="$PWD/target/package"
+BIN="$PACKAGE_TARGET/$MUSL/release/entragate"
 MAX_IMAGE_BYTES=$((20 * 1000 * 1000))
 K8S_MIN=1.30.0 # native sidecars and the preStop sleep action
 mkdir -p "$TOOLS"
@@ -28,6 +37,7 @@ fail() {
     exit 1
 }
 
+if [[ $PHASE != binary ]]; then
 section "tools"
 apt_packages=(podman buildah crun fuse-overlayfs uidmap slirp4netns musl-tools docker-compose ca-certificates binutils curl procps)
 missing=()
@@ -63,15 +73,19 @@ fi
 docker-compose version --short
 podman --version
 buildah --version
+fi
+[[ $PHASE == tools ]] && exit 0
 
 section "static binary ($MUSL, release)"
 started=$SECONDS
-CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$MUSL" --bin entragate
+CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_DIR="$PACKAGE_TARGET" \
+    cargo build --release --locked --target "$MUSL" --bin entragate
 echo "built in $((SECONDS - started))s: $(stat -c %s "$BIN") bytes"
 # Static: no program interpreter, no shared libraries.
 if readelf -l "$BIN" | grep -q INTERP || readelf -d "$BIN" | grep -q NEEDED; then
     fail "$BIN is not statically linked"
 fi
+[[ $PHASE == binary ]] && exit 0
 
 section "Dockerfile lint (hadolint)"
 "$PY/hadolint" Dockerfile

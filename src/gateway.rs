@@ -175,12 +175,12 @@ impl Gateway {
                 &self.challenges,
                 view.origin().as_deref(),
             );
-            return Decision {
-                outcome: Outcome::Denied(f.reason),
-                verdict: Verdict::Refuse(refusal),
+            return refused(
+                Outcome::Denied(f.reason),
+                refusal,
                 route,
-                facts: Facts::of(&principal),
-            };
+                Facts::of(&principal),
+            );
         }
         self.pass(view, Passed::Allowed, route, Some(&principal))
     }
@@ -220,15 +220,11 @@ impl Gateway {
         route: Option<&'g Route>,
         facts: Facts,
     ) -> Decision<'g> {
-        Decision {
-            outcome: match limit {
-                Limit::BodyTooLarge => Outcome::BodyTooLarge,
-                Limit::MethodNotAllowed => Outcome::MethodNotAllowed,
-            },
-            verdict: Verdict::Refuse(Refusal::limit(view.via, limit)),
-            route,
-            facts,
-        }
+        let outcome = match limit {
+            Limit::BodyTooLarge => Outcome::BodyTooLarge,
+            Limit::MethodNotAllowed => Outcome::MethodNotAllowed,
+        };
+        refused(outcome, Refusal::limit(view.via, limit), route, facts)
     }
 
     /// A request that may go on: 8. the body limit of its route, then 9. the header edits.
@@ -276,6 +272,21 @@ impl Gateway {
             route,
             facts,
         }
+    }
+}
+
+/// A refusal, counted as `outcome`.
+fn refused<'g>(
+    outcome: Outcome,
+    refusal: Refusal,
+    route: Option<&'g Route>,
+    facts: Facts,
+) -> Decision<'g> {
+    Decision {
+        outcome,
+        verdict: Verdict::Refuse(refusal),
+        route,
+        facts,
     }
 }
 

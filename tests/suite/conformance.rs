@@ -17,9 +17,6 @@ use entragate::dev::{SigningKey, sign_jwt};
 use entragate::keys::TokenVersion;
 use entragate::metrics::{Metrics, Outcome};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{
-    HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue,
-};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -613,25 +610,10 @@ async fn through_forward_auth(gw: &Running, row: &Row) -> Seen {
 
 async fn through_ext_authz(h: &Harness, row: &Row) -> Seen {
     let before = counts(&h.gw.metrics);
-    let mut req = common::ext_authz::request(row.method, &row.target, &[]);
-    if let Some(http) = req
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.header_map = Some(PbHeaderMap {
-            headers: row
-                .headers
-                .iter()
-                .map(|(k, v)| PbHeaderValue {
-                    key: k.clone(),
-                    raw_value: v.clone().into_bytes(),
-                    ..Default::default()
-                })
-                .collect(),
-        });
-    }
+    let req = common::ext_authz::with_raw_headers(
+        common::ext_authz::request(row.method, &row.target, &[]),
+        &row.headers,
+    );
     let addr = h.gw.ext_authz_addr.expect("ext_authz listener");
     let r: CheckResponse = common::ext_authz::check(addr, req).await;
     let reason = counted(&h.gw.metrics, &before, &format!("ext_authz: {}", row.name));

@@ -5,13 +5,10 @@
 
 use crate::common;
 
-use common::ext_authz::{allowed, denied, request};
+use common::ext_authz::{allowed, denied, request, with_raw_headers};
 use common::{Extra, Harness};
 use entragate::keys::TokenVersion;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
-use envoy_types::pb::envoy::config::core::v3::{
-    HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue,
-};
 
 async fn start(extra: Extra) -> Harness {
     Harness::start_with(Extra {
@@ -114,28 +111,10 @@ async fn refusals_carry_the_proxy_answer() {
     assert_eq!(denied(&r).0, 400);
 
     // With encode_raw_headers, two Authorization headers stay two: 400 invalid_request.
-    let mut req = request("GET", "/data", &[]);
-    if let Some(http) = req
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-    {
-        http.header_map = Some(PbHeaderMap {
-            headers: vec![
-                PbHeaderValue {
-                    key: "authorization".into(),
-                    raw_value: bearer.clone().into_bytes(),
-                    ..Default::default()
-                },
-                PbHeaderValue {
-                    key: "authorization".into(),
-                    raw_value: bearer.clone().into_bytes(),
-                    ..Default::default()
-                },
-            ],
-        });
-    }
+    let req = with_raw_headers(
+        request("GET", "/data", &[]),
+        &[("authorization", &bearer), ("authorization", &bearer)],
+    );
     let (status, headers, _) = denied(&check(&h, req).await);
     assert_eq!(status, 400);
     assert_eq!(

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HeaderMap as PbHeaderMap, HeaderValue as PbHeaderValue, SocketAddress, address,
+};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 
@@ -42,6 +44,32 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReque
             ..Default::default()
         }),
     }
+}
+
+/// `req` with its headers as a list, as Envoy's `encode_raw_headers` sends them: repeated
+/// headers stay apart (the map form joins them with `,`).
+pub fn with_raw_headers<K: AsRef<str>, V: AsRef<str>>(
+    mut req: CheckRequest,
+    headers: &[(K, V)],
+) -> CheckRequest {
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.header_map = Some(PbHeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| PbHeaderValue {
+                    key: k.as_ref().to_owned(),
+                    raw_value: v.as_ref().as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    req
 }
 
 /// Sends `req` to the `ext_authz` listener at `addr`.
