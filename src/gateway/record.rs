@@ -112,3 +112,24 @@ impl Drop for AccessRecord<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_dropped_unfinished_counts_the_client_as_gone() {
+        let metrics = Metrics::new();
+        for via in [Via::Proxy, Via::ForwardAuth, Via::ExtAuthz] {
+            let record = AccessRecord::start(&metrics, via, ("GET", "/a"), None, None);
+            assert_eq!(metrics.in_flight_now(), 1);
+            drop(record);
+            assert_eq!(metrics.in_flight_now(), 0);
+        }
+        assert_eq!(metrics.requests(Outcome::ClientClosed), 3);
+        let record = AccessRecord::start(&metrics, Via::ForwardAuth, ("GET", "/a"), None, None);
+        record.finish(200, Some(Outcome::Allowed), None);
+        assert_eq!(metrics.requests(Outcome::Allowed), 1);
+        assert_eq!(metrics.requests(Outcome::ClientClosed), 3);
+    }
+}
