@@ -303,3 +303,60 @@ fn jitter(max: Duration) -> Duration {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A source whose fetches fail at once (nothing listens on port 9): only the cooldown
+    /// decides whether an unknown `kid` starts one.
+    fn unreachable_source(metrics: &Metrics) -> Arc<KeySource> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("client");
+        Arc::new(KeySource::new(
+            "test",
+            "http://127.0.0.1:9/.well-known/openid-configuration".into(),
+            None,
+            Timing {
+                refresh: Duration::from_secs(3600),
+                min_refetch: Duration::from_secs(300),
+                max_stale: Duration::from_secs(86_400),
+            },
+            client,
+            metrics.key_source("test"),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_refetches_at_most_once_per_cooldown() {
+        let metrics = Metrics::new();
+        let source = unreachable_source(&metrics);
+        assert!(matches!(source.lookup("k1").await, Lookup::Unavailable));
+        assert_eq!(source.metrics.fetches(), 1, "the first unknown kid fetches");
+        assert!(matches!(source.lookup("k2").await, Lookup::Unavailable));
+        assert_eq!(source.metrics.fetches(), 1, "within the cooldown: no fetch");
+        tokio::time::advance(Duration::from_secs(290)).await;
+        source.lookup("k3").await;
+        assert_eq!(
+            source.metrics.fetches(),
+            1,
+            "290 s later: still cooling down"
+        );
+        tokio::time::advance(Duration::from_secs(15)).await;
+        source.lookup("k4").await;
+        assert_eq!(
+            source.metrics.fetches(),
+            2,
+            "past min_refetch: one more fetch"
+        );
+        // A refresh (startup, background) does not wait for the cooldown, and counts as the
+        // last fetch for it.
+        let _ = source.refresh().await;
+        assert_eq!(source.metrics.fetches(), 3);
+        source.lookup("k5").await;
+        assert_eq!(source.metrics.fetches(), 3);
+    }
+}
