@@ -326,15 +326,19 @@ fn not_set(traits: &Traits, seen: &Value, header: &str, name: &str) {
     }
 }
 
+/// Starts the gateway and the proxy, waits until the proxy routes, runs the [`scenario`].
+async fn interop(start: impl FnOnce(&Harness) -> Proxy, traits: Traits) {
+    let h = gateway().await;
+    let mut proxy = start(&h);
+    proxy.wait_routing(&h.client).await;
+    scenario(&h, &proxy, &traits).await;
+}
+
 #[tokio::test]
 async fn nginx_auth_request() {
-    let h = gateway().await;
-    let mut proxy = nginx::start(&h);
-    proxy.wait_routing(&h.client).await;
-    scenario(
-        &h,
-        &proxy,
-        &Traits {
+    interop(
+        nginx::start,
+        Traits {
             passes_403_challenge: false,
             strips_unlisted_x_auth: false,
             placeholder_for_missing: None,
@@ -345,13 +349,9 @@ async fn nginx_auth_request() {
 
 #[tokio::test]
 async fn caddy_forward_auth() {
-    let h = gateway().await;
-    let mut proxy = caddy::start(&h);
-    proxy.wait_routing(&h.client).await;
-    scenario(
-        &h,
-        &proxy,
-        &Traits {
+    interop(
+        caddy::start,
+        Traits {
             passes_403_challenge: true,
             strips_unlisted_x_auth: true,
             placeholder_for_missing: Some("{http.reverse_proxy.header.{}}"),
@@ -362,13 +362,9 @@ async fn caddy_forward_auth() {
 
 #[tokio::test]
 async fn traefik_forward_auth() {
-    let h = gateway().await;
-    let mut proxy = traefik::start(&h);
-    proxy.wait_routing(&h.client).await;
-    scenario(
-        &h,
-        &proxy,
-        &Traits {
+    interop(
+        traefik::start,
+        Traits {
             passes_403_challenge: true,
             strips_unlisted_x_auth: true,
             placeholder_for_missing: None,
@@ -379,13 +375,9 @@ async fn traefik_forward_auth() {
 
 #[tokio::test]
 async fn envoy_ext_authz_grpc() {
-    let h = gateway().await;
-    let mut proxy = envoy::start(&h, envoy::Flavour::Grpc);
-    proxy.wait_routing(&h.client).await;
-    scenario(
-        &h,
-        &proxy,
-        &Traits {
+    interop(
+        |h| envoy::start(h, envoy::Flavour::Grpc),
+        Traits {
             passes_403_challenge: true,
             strips_unlisted_x_auth: true,
             placeholder_for_missing: None,
@@ -396,13 +388,9 @@ async fn envoy_ext_authz_grpc() {
 
 #[tokio::test]
 async fn envoy_ext_authz_http() {
-    let h = gateway().await;
-    let mut proxy = envoy::start(&h, envoy::Flavour::Http);
-    proxy.wait_routing(&h.client).await;
-    scenario(
-        &h,
-        &proxy,
-        &Traits {
+    interop(
+        |h| envoy::start(h, envoy::Flavour::Http),
+        Traits {
             passes_403_challenge: true,
             strips_unlisted_x_auth: true,
             placeholder_for_missing: None,
