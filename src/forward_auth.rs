@@ -95,8 +95,9 @@ pub fn original<'a>(
             .into_iter()
             .flat_map(|name| headers.get_all(name))
             .map(|v| v.to_str().map_err(|_| BadForwarded)),
+        |m| m,
     )?;
-    let target = agree_on_path(
+    let target = agree(
         [
             (&X_FORWARDED_URI, origin_form as fn(&str) -> Option<&str>),
             (&X_ORIGINAL_URI, origin_form),
@@ -105,6 +106,7 @@ pub fn original<'a>(
         .into_iter()
         .flat_map(|(name, target_of)| headers.get_all(name).iter().map(move |v| (v, target_of)))
         .map(|(v, target_of)| v.to_str().ok().and_then(target_of).ok_or(BadForwarded)),
+        |t| split_target(t).0,
     )?;
     if method.is_none() && target.is_none() {
         return Ok(own);
@@ -122,33 +124,20 @@ pub fn original<'a>(
     })
 }
 
-/// The one value all of `values` hold, `None` when there are none.
+/// The first of `values` when all agree on `key` (the whole text for a method, the path for
+/// a target: a URL and a request target of the same request may write the query
+/// differently), `None` when there are none.
 fn agree<'a>(
     values: impl Iterator<Item = Result<&'a str, BadForwarded>>,
+    key: fn(&str) -> &str,
 ) -> Result<Option<&'a str>, BadForwarded> {
     let mut found: Option<&str> = None;
     for v in values {
         let v = v?;
         match found {
-            Some(f) if f != v => return Err(BadForwarded),
-            _ => found = Some(v),
-        }
-    }
-    Ok(found)
-}
-
-/// The first of `targets` when all name the same path (their queries may be written
-/// differently: a URL and a request target of the same request), `None` when there are none.
-fn agree_on_path<'a>(
-    targets: impl Iterator<Item = Result<&'a str, BadForwarded>>,
-) -> Result<Option<&'a str>, BadForwarded> {
-    let mut found: Option<&str> = None;
-    for t in targets {
-        let t = t?;
-        match found {
-            Some(f) if split_target(f).0 != split_target(t).0 => return Err(BadForwarded),
+            Some(f) if key(f) != key(v) => return Err(BadForwarded),
             Some(_) => {}
-            None => found = Some(t),
+            None => found = Some(v),
         }
     }
     Ok(found)

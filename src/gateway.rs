@@ -74,14 +74,6 @@ pub struct Gateway {
 /// under it, and connections are never dropped by a reload.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
 
-/// How a passed request goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Passed {
-    Preflight,
-    Anonymous,
-    Allowed,
-}
-
 impl Gateway {
     /// True when `peer` may set forwarding headers (`server.trusted_proxies`).
     #[must_use]
@@ -129,14 +121,14 @@ impl Gateway {
         let route = self.policy.route(&method, &normalized);
         // 5. CORS preflight: browsers send it without credentials; the upstream owns CORS.
         if self.cors_preflight && is_cors_preflight(&method, headers) {
-            return self.pass(view, Passed::Preflight, route, None);
+            return self.pass(view, Outcome::Preflight, route, None);
         }
         // 6. Authenticate: the bearer credential, then the token.
         let anonymous = route.is_some_and(|r| r.anonymous);
         let token = match bearer::extract(headers) {
             Bearer::Token(t) => t,
             Bearer::Missing | Bearer::Empty if anonymous => {
-                return self.pass(view, Passed::Anonymous, route, None);
+                return self.pass(view, Outcome::Anonymous, route, None);
             }
             Bearer::Missing => {
                 return self.refuse(view, Reason::MissingToken, route, Facts::default());
@@ -173,7 +165,7 @@ impl Gateway {
                 f.reason,
                 &f.scope,
                 &self.challenges,
-                view.origin().as_deref(),
+                self.origin(view).as_deref(),
             );
             return refused(
                 Outcome::Denied(f.reason),
@@ -182,7 +174,16 @@ impl Gateway {
                 Facts::of(&principal),
             );
         }
-        self.pass(view, Passed::Allowed, route, Some(&principal))
+        self.pass(view, Outcome::Allowed, route, Some(&principal))
+    }
+
+    /// The request's origin, for the RFC 9728 metadata URL of a challenge: built only when the
+    /// challenges can carry one (`challenge.resource_metadata`).
+    fn origin(&self, view: &RequestView<'_, '_>) -> Option<String> {
+        self.challenges
+            .serves_resource_metadata()
+            .then(|| view.origin())
+            .flatten()
     }
 
     /// A refusal of `reason`, in the shape of the door.
@@ -203,14 +204,9 @@ impl Gateway {
             reason,
             "",
             &self.challenges,
-            view.origin().as_deref(),
+            self.origin(view).as_deref(),
         );
-        Decision {
-            outcome: Outcome::Denied(reason),
-            verdict: Verdict::Refuse(refusal),
-            route,
-            facts,
-        }
+        refused(Outcome::Denied(reason), refusal, route, facts)
     }
 
     fn refuse_limit<'g>(
@@ -227,11 +223,12 @@ impl Gateway {
         refused(outcome, Refusal::limit(view.via, limit), route, facts)
     }
 
-    /// A request that may go on: 8. the body limit of its route, then 9. the header edits.
+    /// A request that may go on (`outcome`: allowed, anonymous or preflight): 8. the body
+    /// limit of its route, then 9. the header edits.
     fn pass<'g>(
         &self,
         view: &RequestView<'_, '_>,
-        passed: Passed,
+        outcome: Outcome,
         route: Option<&'g Route>,
         principal: Option<&Arc<Principal>>,
     ) -> Decision<'g> {
@@ -251,10 +248,10 @@ impl Gateway {
         if let Some(p) = principal {
             self.identity.set(&mut edits.set, p);
         }
-        match (passed, &self.upstream_authorization) {
+        match (outcome, &self.upstream_authorization) {
             // An unauthenticated preflight never carries credentials: not the client's, not
             // the gateway's own (`basic`).
-            (Passed::Preflight, _) | (_, UpstreamAuthorization::Strip) => {
+            (Outcome::Preflight, _) | (_, UpstreamAuthorization::Strip) => {
                 edits.remove.push(header::AUTHORIZATION);
             }
             (_, UpstreamAuthorization::Forward) => {}
@@ -263,11 +260,7 @@ impl Gateway {
             }
         }
         Decision {
-            outcome: match passed {
-                Passed::Preflight => Outcome::Preflight,
-                Passed::Anonymous => Outcome::Anonymous,
-                Passed::Allowed => Outcome::Allowed,
-            },
+            outcome,
             verdict: Verdict::Pass(Pass { edits, body_limit }),
             route,
             facts,

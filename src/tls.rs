@@ -16,7 +16,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-pub use crate::pem::{Loaded, PairError, certified_key, digest, parse_certs, parse_key, provider};
+pub use crate::pem::provider;
 pub use reload::CertResolver;
 
 /// Sets up HTTPS for the proxy listener: the resolver with the certificate loaded with the

@@ -15,7 +15,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::read::Reader;
-use crate::pem::{self as tls, Loaded, PairError};
+use crate::pem::{self, Loaded, PairError};
 
 /// `server.tls_cert` + `server.tls_key`: HTTPS on the proxy listener.
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ pub(super) fn read_upstream_tls(
         .and_then(|(loaded, key_pem)| {
             Some(ClientIdentity {
                 chain: loaded.key.cert.clone(),
-                key: Arc::new(tls::parse_key(&key_pem).ok()?),
+                key: Arc::new(pem::parse_key(&key_pem).ok()?),
             })
         }),
     };
@@ -207,7 +207,7 @@ fn ca_roots(
     read_file: ReadFile<'_>,
 ) -> Option<Vec<CertificateDer<'static>>> {
     let text = read(r, "upstream.ca_file", path, read_file)?;
-    let certs = match tls::parse_certs(&text) {
+    let certs = match pem::parse_certs(&text) {
         Ok(c) => c,
         Err(m) => {
             r.problem("upstream.ca_file", format!("{path:?} {m}"));

@@ -22,7 +22,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::task::JoinHandle;
 
-use super::{Loaded, PairError, digest};
+use crate::pem::{Loaded, PairError, digest};
 
 /// Hands every TLS handshake the current certificate; lock-free.
 #[derive(Debug)]
