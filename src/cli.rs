@@ -51,7 +51,7 @@ pub enum Command {
         tenant: Option<String>,
         /// Client applications to pre-authorize: power-query, power-bi, power-platform,
         /// posit-connect (comma-separated).
-        #[arg(long, default_value = crate::ops::init::DEFAULT_CLIENTS)]
+        #[arg(long, default_value = DEFAULT_CLIENTS)]
         clients: String,
         /// Directory to write entragate.toml, entra-app.sh and entra-app.json into.
         #[arg(long, default_value = ".")]
@@ -104,6 +104,9 @@ pub enum Command {
         policy: PathBuf,
     },
 }
+
+/// What `init --clients` defaults to: Power BI Desktop and the Power BI service.
+pub const DEFAULT_CLIENTS: &str = "power-query,power-bi";
 
 /// Output format of `check` and `explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

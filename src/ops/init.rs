@@ -67,8 +67,7 @@ pub const CLIENTS: [ClientKind; 4] = [
     },
 ];
 
-/// What `--clients` defaults to.
-pub const DEFAULT_CLIENTS: &str = "power-query,power-bi";
+pub use crate::cli::DEFAULT_CLIENTS;
 
 /// The command line of `init`.
 #[derive(Debug, Clone)]

@@ -758,6 +758,29 @@ clients = ["{PQ}"]
     }
 
     #[test]
+    fn v1_tokens_need_the_application_id_uri_among_the_audiences() {
+        let text = format!(
+            "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"{API}\"]\n"
+        );
+        let c = Config::load(&text, &[], &|_| Err(std::io::ErrorKind::NotFound.into()))
+            .expect("config");
+        let mut v = graph();
+        v["identifierUris"] = serde_json::json!([]);
+        v["api"]["requestedAccessTokenVersion"] = Value::Null;
+        let f = findings(&c, &v);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].id, "app.token_version");
+        assert!(
+            f[0].fix.contains("api.requestedAccessTokenVersion=2"),
+            "{}",
+            f[0].fix
+        );
+        // Asking for v2 tokens ends it: their aud is the client ID, which is listed.
+        v["api"]["requestedAccessTokenVersion"] = 2.into();
+        assert!(findings(&c, &v).is_empty(), "{:?}", findings(&c, &v));
+    }
+
+    #[test]
     fn lists_and_non_applications_are_named() {
         assert!(App::parse("[]").expect_err("empty").contains("empty list"));
         assert!(
