@@ -343,6 +343,47 @@ async fn init_then_entra_app_sh_then_check_app_finds_nothing_and_a_rerun_updates
 }
 
 #[tokio::test]
+async fn a_run_graph_refused_half_way_is_finished_by_the_next_run_without_a_second_registration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("gw");
+    let done = init(&["--url", URL, "--out", out.to_str().expect("p")]).await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let script = out.join("entra-app.sh");
+    let az = Az::new(dir.path());
+
+    // cdr.example.org is not (yet) a verified domain of the tenant: Graph refuses the URI
+    // after the registration was created.
+    let mut cmd = az.command("bash");
+    cmd.arg(&script)
+        .env("AZ_STUB_VERIFIED_DOMAINS", "contoso.example");
+    let first = cmd.output().expect("bash");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("verified domain"),
+        "the hint names the cause: {stderr}"
+    );
+    assert_eq!(az.count(&["ad", "app", "create"]), 1);
+
+    // Once it is verified, the next run finds the registration by its name and finishes it.
+    let mut cmd = az.command("bash");
+    cmd.arg(&script).env(
+        "AZ_STUB_VERIFIED_DOMAINS",
+        "contoso.example,cdr.example.org",
+    );
+    let second = cmd.output().expect("bash");
+    assert_eq!(second.status.code(), Some(0), "{second:?}");
+    assert_eq!(az.count(&["ad", "app", "create"]), 1, "{:?}", az.calls());
+    let text = std::fs::read_to_string(out.join("entragate.toml")).expect("config");
+    // Without --tenant, the tenant az is signed in to is written into the config.
+    assert!(
+        text.contains(&format!("tenant_id = \"{TENANT}\"")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("\"{API_CLIENT_ID}\"]")), "{text}");
+}
+
+#[tokio::test]
 async fn the_stand_in_az_refuses_what_graph_refuses() {
     // A test of the test: a script that pre-authorized a scope in the request creating it, or
     // that changed an enabled scope's ID, would fail against the stand-in as against Graph.

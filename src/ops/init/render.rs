@@ -320,7 +320,8 @@ fi
 # 1. Find the registration, or create it.
 APP_ID=$(az ad app list --identifier-uri "$URI" --query '[0].appId' -o tsv)
 if [[ -z "$APP_ID" ]]; then
-    APP_ID=$(az ad app list --display-name "$NAME" --query '[0].appId' -o tsv)
+    # --display-name matches names that start with it: take the exact one.
+    APP_ID=$(az ad app list --display-name "$NAME" --query "[?displayName=='$NAME'].appId | [0]" -o tsv)
 fi
 if [[ -z "$APP_ID" ]]; then
     APP_ID=$(az ad app create --display-name "$NAME" --sign-in-audience "$SIGN_IN_AUDIENCE" --query appId -o tsv)

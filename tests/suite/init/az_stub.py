@@ -7,7 +7,9 @@
 # scope or app role can be neither removed nor changed.
 #
 # Environment: AZ_STUB_STATE (directory), AZ_STUB_TENANT, AZ_STUB_APP_ID (the appId the next
-# `az ad app create` gets).
+# `az ad app create` gets), AZ_STUB_VERIFIED_DOMAINS (comma-separated: when set, an https
+# identifier URI on another host is refused, as Graph refuses one off the tenant's verified
+# domains).
 import json
 import os
 import sys
@@ -89,6 +91,12 @@ def check_kept(old, new, what):
 
 
 def patch(app, body):
+    verified = os.environ.get("AZ_STUB_VERIFIED_DOMAINS")
+    if verified is not None:
+        for uri in body.get("identifierUris", []):
+            host = uri.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+            if uri.startswith("https://") and host not in verified.split(","):
+                fail("Bad Request: Values of identifierUris property must use a verified domain of the organization or its subdomain: '%s' (HostNameNotOnVerifiedDomain)" % uri, 1)
     api = body.get("api", {})
     if "preAuthorizedApplications" in api:
         existing = {p["id"] for p in app["api"].get("oauth2PermissionScopes", [])}
