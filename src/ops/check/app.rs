@@ -538,18 +538,27 @@ fn pre_authorized(config: &Config, app: &App, out: &mut Vec<Item>) {
     };
     // Clients the route rules admit, with the routes and the scopes there; app-only routes
     // (roles and no scopes) are left out: client credentials need no pre-authorization.
-    let mut admitted: BTreeMap<String, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    // Microsoft's clients in entra.allowed_client_ids sign users in too (they have no client
+    // credentials of ours), so they count as well.
+    let mut admitted: BTreeMap<String, (Vec<String>, Vec<&str>)> = BTreeMap::new();
     for r in &config.routes {
         if r.scopes.is_empty() && !r.roles.is_empty() {
             continue;
         }
         for c in &r.clients {
             let e = admitted.entry(c.to_ascii_lowercase()).or_default();
-            e.0.push(r.path.as_str());
+            e.0.push(format!("route {}", r.path));
             e.1.extend(r.scopes.iter().map(String::as_str));
         }
     }
+    for c in &config.entra.allowed_client_ids {
+        if client_name(c).is_some() {
+            let e = admitted.entry(c.to_ascii_lowercase()).or_default();
+            e.0.push("entra.allowed_client_ids".to_owned());
+        }
+    }
     for (c, (paths, scopes)) in &mut admitted {
+        paths.dedup();
         scopes.sort_unstable();
         scopes.dedup();
         let name = client_name(c)
@@ -573,7 +582,7 @@ fn pre_authorized(config: &Config, app: &App, out: &mut Vec<Item>) {
                         "app.pre_authorized",
                         if microsoft { Status::Fail } else { Status::Warn },
                         format!(
-                            "route {} admits the client {c}{name}, which the app does not pre-authorize: {effect}",
+                            "{} admits the client {c}{name}, which the app does not pre-authorize: {effect}",
                             paths.join(", ")
                         ),
                     )
@@ -592,7 +601,7 @@ fn pre_authorized(config: &Config, app: &App, out: &mut Vec<Item>) {
                             "app.pre_authorized",
                             Status::Warn,
                             format!(
-                                "the client {c}{name} is pre-authorized for [{}] only, and route {} needs {wanted}: its token's scp lacks it (403 insufficient_scope) unless users consent to it",
+                                "the client {c}{name} is pre-authorized for [{}] only, and {} needs {wanted}: its token's scp lacks it (403 insufficient_scope) unless users consent to it",
                                 granted.join(" "),
                                 paths.join(", ")
                             ),
@@ -778,6 +787,22 @@ clients = ["{PQ}"]
         // Asking for v2 tokens ends it: their aud is the client ID, which is listed.
         v["api"]["requestedAccessTokenVersion"] = 2.into();
         assert!(findings(&c, &v).is_empty(), "{:?}", findings(&c, &v));
+    }
+
+    #[test]
+    fn microsoft_clients_in_the_allow_list_need_pre_authorization_too() {
+        let c = config(&format!(
+            "allowed_client_ids = [\"{PQ}\", \"7ab7862c-4c57-491e-8a45-d52a7e023983\"]"
+        ));
+        let f = findings(&c, &graph());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].message
+                .starts_with("entra.allowed_client_ids admits the client 7ab7862c")
+                && f[0].message.contains("AADSTS650057"),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]
