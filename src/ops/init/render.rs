@@ -115,11 +115,14 @@ allowed_tenants = []"
             let _ = writeln!(o, "tenant_id = \"{t}\"   # Directory (tenant) ID");
         }
     }
-    let ids: Vec<String> = plan
+    let mut ids: Vec<String> = plan
         .pre_authorized()
         .iter()
         .map(|(id, name)| format!("#   \"{id}\",  # {name}"))
         .collect();
+    if ids.is_empty() {
+        ids.push("#   \"<client ID>\",".to_owned());
+    }
     let _ = writeln!(
         o,
         "# The token's aud must be one of these: the Application ID URI (v1 tokens) and the API's
