@@ -349,6 +349,7 @@ async fn a_run_graph_refused_half_way_is_finished_by_the_next_run_without_a_seco
     let done = init(&["--url", URL, "--out", out.to_str().expect("p")]).await;
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let script = out.join("entra-app.sh");
+    lint(&script);
     let az = Az::new(dir.path());
 
     // cdr.example.org is not (yet) a verified domain of the tenant: Graph refuses the URI
@@ -668,6 +669,7 @@ async fn bad_input_gets_a_named_error_and_writes_nothing() {
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     let manifest = std::fs::read_to_string(out.join("entra-app.json")).expect("json");
     assert!(manifest.contains("\"api://cdr-api\""), "{manifest}");
+    lint(&out.join("entra-app.sh"));
 }
 
 #[tokio::test]
