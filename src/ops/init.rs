@@ -9,6 +9,7 @@
 //! existing file without `--force`.
 
 mod render;
+mod script;
 
 use std::path::{Path, PathBuf};
 
@@ -246,7 +247,7 @@ pub const FILES: [&str; 3] = ["entragate.toml", "entra-app.sh", "entra-app.json"
 pub fn render(plan: &Plan) -> [String; 3] {
     [
         render::config(plan),
-        render::script(plan),
+        script::script(plan),
         render::manifest(plan),
     ]
 }
