@@ -37,6 +37,10 @@ pub enum Command {
         /// Run the demo requests and exit (status 0 when all answers are as expected).
         #[arg(long)]
         once: bool,
+        /// A config file whose [dev] section names the issuer's API, users and clients
+        /// (the rest of the file is not used) [default: built-in dev users and clients]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Check the config, fetch the issuers' metadata and keys, and print the Entra
     /// app-registration checklist. Exit 0 all well, 1 a check failed, 2 bad config.

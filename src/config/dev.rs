@@ -219,7 +219,13 @@ pub(super) fn read_dev(r: &mut Reader) -> Dev {
     let token_lifetime = nonzero(r, "dev.token_lifetime", "1h");
     let code_lifetime = nonzero(r, "dev.code_lifetime", "10m");
     let refresh_token_lifetime = nonzero(r, "dev.refresh_token_lifetime", "24h");
-    let https_listen = r.parse("dev.https_listen", "127.0.0.1:8443");
+    let https_listen: SocketAddr = r.parse("dev.https_listen", "127.0.0.1:8443");
+    if !https_listen.ip().is_loopback() {
+        r.problem(
+            "dev.https_listen",
+            format!("{https_listen} is not a loopback address: the dev issuer's tokens and published default secret are for this machine only"),
+        );
+    }
     let ca_file = r.opt_string("dev.ca_file");
     let users = if r.has("dev.users") {
         entries(r, "dev.users", DEV_USER_KEYS)
@@ -413,4 +419,149 @@ pub fn guid_from(seed: &str) -> String {
         &hex[17..20],
         &hex[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Dev, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load_dev(text, &env)
+    }
+
+    fn keys(e: &ConfigError) -> Vec<&str> {
+        e.problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn no_dev_section_gives_the_documented_defaults() {
+        let d = load("", &[]).expect("valid");
+        assert_eq!(d.tenant_id, DEV_TENANT);
+        assert_eq!(d.api_client_id, DEV_API_CLIENT_ID);
+        assert_eq!(d.access_token_version, 2);
+        assert_eq!(d.code_lifetime, Duration::from_secs(600));
+        assert_eq!(d.users.len(), 2);
+        let ids: Vec<&str> = d.clients.iter().map(|c| c.client_id.as_str()).collect();
+        assert_eq!(ids, [POWER_QUERY_CLIENT_ID, DEV_APP_CLIENT_ID]);
+        assert!(
+            d.clients[0].secret.is_none(),
+            "Power Query is a public client"
+        );
+        // The secret never shows in Debug (so never in a log line).
+        let debug = format!("{d:?}");
+        assert!(!debug.contains(DEV_APP_SECRET), "{debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn users_and_clients_replace_the_defaults() {
+        let d = load(
+            r#"
+[dev]
+scopes = ["user_impersonation", "Reports.Read"]
+access_token_version = 1
+[[dev.users]]
+username = "Ada@Example.org"
+roles = ["AQL.Read.All"]
+[[dev.clients]]
+client_id = "0A0B0C0D-0000-4000-8000-000000000001"
+secret = "s3cret"
+redirect_uris = ["http://localhost"]
+scopes = ["Reports.Read"]
+"#,
+            &[(
+                "ENTRAGATE_DEV__TENANT_ID",
+                "11111111-2222-4333-8444-555555555555",
+            )],
+        )
+        .expect("valid");
+        assert_eq!(d.tenant_id, "11111111-2222-4333-8444-555555555555");
+        assert_eq!(d.access_token_version, 1);
+        assert_eq!(d.users.len(), 1);
+        assert_eq!(d.users[0].name, "Ada@Example.org");
+        assert!(
+            crate::config::is_guid(&d.users[0].oid),
+            "{}",
+            d.users[0].oid
+        );
+        assert_eq!(d.users[0].oid, guid_from("user:ada@example.org"));
+        assert_eq!(d.clients.len(), 1);
+        assert_eq!(
+            d.clients[0].client_id,
+            "0a0b0c0d-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            d.clients[0].secret.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let e = load(
+            r#"
+[dev]
+tenant_id = "contoso"
+access_token_version = 3
+code_lifetime = "0s"
+https_listen = "0.0.0.0:8443"
+colour = "blue"
+[[dev.users]]
+name = "No Username"
+[[dev.users]]
+username = "a@b"
+oid = "x"
+shoe_size = 44
+[[dev.clients]]
+client_id = "app"
+secret = ""
+redirect_uris = ["not a url"]
+scopes = ["Reports.Read"]
+roles = ["Nope"]
+[[dev.clients]]
+client_id = "0a0b0c0d-0000-4000-8000-000000000001"
+[[dev.clients]]
+client_id = "0a0b0c0d-0000-4000-8000-000000000001"
+"#,
+            &[],
+        )
+        .expect_err("invalid");
+        let k = keys(&e);
+        for key in [
+            "dev.tenant_id",
+            "dev.access_token_version",
+            "dev.code_lifetime",
+            "dev.https_listen",
+            "dev.colour",
+            "dev.users[0].username",
+            "dev.users[1].oid",
+            "dev.users[1].shoe_size",
+            "dev.clients[0].client_id",
+            "dev.clients[0].secret",
+            "dev.clients[0].redirect_uris",
+            "dev.clients[0].scopes",
+            "dev.clients[0].roles",
+            "dev.clients",
+        ] {
+            assert!(k.contains(&key), "{key} not in {k:?}");
+        }
+        // A secret's value is never in a problem.
+        assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_gateway_config_accepts_a_dev_section() {
+        let c = Config::load(
+            "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n[dev]\naccess_token_version = 1\n",
+            &[],
+            &|_| Err(std::io::Error::other("no files")),
+        )
+        .expect("valid");
+        assert_eq!(c.dev.access_token_version, 1);
+    }
 }
