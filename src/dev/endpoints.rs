@@ -354,7 +354,6 @@ fn grant(
             Ok(response(
                 s,
                 &dev,
-                client,
                 None,
                 &permissions,
                 claims,
@@ -443,7 +442,6 @@ fn user_tokens(
     let mut body = response(
         s,
         dev,
-        client,
         Some(user),
         &g.permissions,
         claims,
@@ -461,11 +459,9 @@ fn user_tokens(
     Ok(body)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn response(
     s: &IssuerState,
     dev: &Dev,
-    _client: &DevClient,
     user: Option<&DevUser>,
     permissions: &Permissions,
     claims: Map<String, Value>,

@@ -402,3 +402,80 @@ async fn the_authorize_page_refuses_plain_pkce_and_lists_users_without_a_hint() 
     assert_eq!(r.status(), 400);
     assert!(r.text().await.expect("page").contains("AADSTS50011"));
 }
+
+/// Power BI Desktop's sign-in, by hand: the v1 authorize endpoint with `resource=` (the
+/// URL's scheme and host), Power Query's public client and redirect URI, PKCE; then the v1
+/// token endpoint. With a v1 API the token is v1, its `aud` the resource as requested.
+#[tokio::test]
+async fn power_querys_v1_sign_in_gets_a_v1_user_token_the_gateway_accepts() {
+    let h = harness(Dev {
+        access_token_version: 1,
+        ..dev()
+    })
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = "https://oauth.powerbi.com/views/oauthredirect.html";
+    let verifier = "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc";
+    let r = no_redirects
+        .get(format!(
+            "{}/{TENANT}/oauth2/authorize?client_id={POWER_QUERY_CLIENT_ID}&response_type=code&redirect_uri={}&resource={}&state=pq&code_challenge={challenge}&code_challenge_method=S256&login_hint=alex%40contoso.example",
+            h.issuer.authority(),
+            urlencode(redirect),
+            urlencode(AUDIENCE),
+        ))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let query = location
+        .strip_prefix(&format!("{redirect}?"))
+        .unwrap_or_else(|| panic!("{location}"));
+    let code = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("code="))
+        .expect("a code");
+    assert!(query.contains("state=pq"), "{location}");
+    let (status, body) = post(
+        &h,
+        "oauth2/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", POWER_QUERY_CLIENT_ID),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+            ("resource", AUDIENCE),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["scope"], "user_impersonation");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no offline_access asked"
+    );
+    let token = body["access_token"].as_str().expect("access_token");
+    let c = claims(token);
+    assert_eq!(c["ver"], "1.0");
+    assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(c["appid"], POWER_QUERY_CLIENT_ID);
+    assert_eq!(c["appidacr"], "0");
+    assert_eq!(c["upn"], "alex@contoso.example");
+    assert_eq!(c["scp"], "user_impersonation");
+    let r = h
+        .client
+        .get(format!("http://{}/user/ehr", h.gw.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("gateway");
+    assert_eq!(r.status(), 200);
+}
