@@ -37,6 +37,10 @@ pub enum Command {
         /// Run the demo requests and exit (status 0 when all answers are as expected).
         #[arg(long)]
         once: bool,
+        /// A config file whose [dev] section names the issuer's API, users and clients
+        /// (the rest of the file is not used) [default: built-in dev users and clients]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Write a gateway config, an `az` script that creates or updates the API's Entra app
     /// registration, and the registration as a Graph application object, all agreeing.

@@ -6,6 +6,7 @@
 //! environment variable when that is where the value came from). The result is a set of runtime
 //! types with every default written out; nothing downstream re-parses strings.
 
+mod dev;
 mod read;
 mod routes;
 mod tls;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+pub use dev::{
+    DEV_API_CLIENT_ID, DEV_APP_CLIENT_ID, DEV_APP_SECRET, DEV_CLIENT_KEYS, DEV_TENANT,
+    DEV_USER_KEYS, Dev, DevClient, DevUser, POWER_QUERY_CLIENT_ID, Secret, guid_from,
+};
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -48,6 +53,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[oidc]]`: further OpenID Connect issuers.
     pub oidc: Vec<Oidc>,
+    /// `[dev]`: the `entragate dev` issuer's tenant (`serve` ignores it).
+    pub dev: Dev,
 }
 
 /// One `[[routes]]` rule.
@@ -309,6 +316,19 @@ pub const KNOWN_KEYS: &[&str] = &[
     "identity.name_header",
     "identity.claims_header",
     "identity.strip_headers",
+    "dev.tenant_id",
+    "dev.api_client_id",
+    "dev.api_uris",
+    "dev.scopes",
+    "dev.roles",
+    "dev.access_token_version",
+    "dev.token_lifetime",
+    "dev.code_lifetime",
+    "dev.refresh_token_lifetime",
+    "dev.https_listen",
+    "dev.ca_file",
+    "dev.users",
+    "dev.clients",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
@@ -341,6 +361,7 @@ impl Config {
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
+        let dev = dev::read_dev(&mut r);
         r.finish()?;
         Ok(Self {
             server,
@@ -350,7 +371,22 @@ impl Config {
             identity,
             routes,
             oidc,
+            dev,
         })
+    }
+
+    /// Reads only the `[dev]` section of `toml_text` (with the environment), for
+    /// `entragate dev --config FILE`: the rest of the file is the gateway's and need not be
+    /// complete, but an unknown key anywhere is still a problem.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load_dev(toml_text: &str, env: &[(String, String)]) -> Result<Dev, ConfigError> {
+        let mut r = Reader::new(toml_text, env)?;
+        r.reject_unknown(KNOWN_KEYS, ARRAY_TABLES, NOT_YET);
+        let dev = dev::read_dev(&mut r);
+        r.finish()?;
+        Ok(dev)
     }
 
     /// Reads the file at `path` and the process environment, then [`Config::load`].

@@ -63,11 +63,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             once,
+            config,
         } => runtime.block_on(async {
             match dev::run(dev::DevOptions {
                 listen,
                 admin_listen,
                 once,
+                config,
             })
             .await
             {
@@ -75,7 +77,11 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(RUNTIME_FAILURE),
                 Err(e) => {
                     eprintln!("entragate dev: {e}");
-                    ExitCode::from(RUNTIME_FAILURE)
+                    if e.is::<entragate::config::ConfigError>() {
+                        ExitCode::from(BAD_CONFIG)
+                    } else {
+                        ExitCode::from(RUNTIME_FAILURE)
+                    }
                 }
             }
         }),

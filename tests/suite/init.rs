@@ -38,7 +38,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
 /// as its real executable (not a version manager's shim: the stand-in runs many times).
 fn python() -> PathBuf {
     static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let venv = std::env::var_os("ENTRAGATE_TEST_VENV").map_or_else(
+    let venv = std::env::var_os("TEST_TOOLS_VENV").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv"),
         PathBuf::from,
     );

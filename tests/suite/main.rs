@@ -10,6 +10,7 @@ mod common;
 mod conformance;
 mod deploy;
 mod dev;
+mod dev_msal;
 mod docs;
 mod explain;
 mod ext_authz;
