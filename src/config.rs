@@ -6,6 +6,7 @@
 //! environment variable when that is where the value came from). The result is a set of runtime
 //! types with every default written out; nothing downstream re-parses strings.
 
+mod limits;
 mod read;
 mod routes;
 mod tls;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+pub use limits::{
+    LIMIT_KEYS, LimitKey, LimitKind, LimitRule, LimitsStore, OnError, Rate, Revocation,
+    path_matches,
+};
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -48,6 +53,12 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[oidc]]`: further OpenID Connect issuers.
     pub oidc: Vec<Oidc>,
+    /// `[[limits]]`, in order.
+    pub limits: Vec<LimitRule>,
+    /// `[limits_store]`: where counters and the shared revocation list live.
+    pub limits_store: LimitsStore,
+    /// `[revocation]`.
+    pub revocation: Revocation,
 }
 
 /// One `[[routes]]` rule.
@@ -309,11 +320,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "identity.name_header",
     "identity.claims_header",
     "identity.strip_headers",
+    "limits_store.url",
+    "limits_store.on_error",
+    "limits_store.timeout",
+    "revocation.file",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
 /// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
-pub const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "limits"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];
@@ -341,6 +356,9 @@ impl Config {
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
+        let limits = limits::read_limits(&mut r);
+        let limits_store = limits::read_store(&mut r);
+        let revocation = limits::read_revocation(&mut r);
         r.finish()?;
         Ok(Self {
             server,
@@ -350,6 +368,9 @@ impl Config {
             identity,
             routes,
             oidc,
+            limits,
+            limits_store,
+            revocation,
         })
     }
 

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod explain;
 pub mod import_apim;
+pub mod revoke;
 
 use std::time::Duration;
 

@@ -41,7 +41,7 @@ pub(super) fn read_oidc(r: &mut Reader) -> Vec<Oidc> {
 }
 
 /// The entries of an array of tables, with unknown keys reported.
-fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
+pub(super) fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
     let Some(value) = r.value(table) else {
         return Vec::new();
     };
@@ -66,7 +66,7 @@ fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
     out
 }
 
-fn field<T: DeserializeOwned>(
+pub(super) fn field<T: DeserializeOwned>(
     r: &mut Reader,
     dict: &Dict,
     name: &str,

@@ -21,6 +21,7 @@ mod import_apim;
 mod ingress;
 mod keys;
 mod layers;
+mod limits;
 mod observability;
 mod process;
 mod properties;
