@@ -370,6 +370,72 @@ mod tests {
         }
     }
 
+    fn load(extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let toml = format!(
+            "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n{extra}"
+        );
+        crate::config::Config::load(&toml, &[], &|_| Err(std::io::Error::other("no files")))
+    }
+
+    #[test]
+    fn the_example_limits_load_with_their_defaults() {
+        let c = load(
+            "[[limits]]\nname = \"per-client\"\nkey = \"client\"\nrate = \"600/min\"\n\n[[limits]]\nname = \"aql-daily\"\nkey = \"claim:team\"\nrate = \"10000/day\"\nkind = \"quota\"\npaths = [\"/ehrbase/rest/openehr/v1/query\"]\n[limits_store]\nurl = \"redis://cache:6380/1\"\non_error = \"deny\"\n[revocation]\nfile = \"/etc/entragate/revoked.txt\"\n",
+        )
+        .expect("config");
+        assert_eq!(c.limits.len(), 2);
+        assert_eq!((c.limits[0].burst, c.limits[0].kind), (10, LimitKind::Rate));
+        assert_eq!(c.limits[1].key, LimitKey::Claim("team".into()));
+        assert_eq!(
+            (c.limits[1].burst, c.limits[1].kind),
+            (10_000, LimitKind::Quota)
+        );
+        assert_eq!(c.limits[1].paths, ["/ehrbase/rest/openehr/v1/query"]);
+        let redis = c.limits_store.redis.expect("redis");
+        assert_eq!(
+            (redis.host.as_str(), redis.port, redis.db),
+            ("cache", 6380, 1)
+        );
+        assert_eq!(c.limits_store.on_error, OnError::Deny);
+        assert_eq!(c.limits_store.timeout, Duration::from_millis(100));
+        assert_eq!(
+            c.revocation.file.as_deref(),
+            Some("/etc/entragate/revoked.txt")
+        );
+        let c = load("").expect("config");
+        assert!(c.limits.is_empty() && c.limits_store.redis.is_none());
+        assert_eq!(c.limits_store.on_error, OnError::Allow);
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let e = load(
+            "[[limits]]\nname = \"a b\"\nkey = \"session\"\nrate = \"5/week\"\nburst = 0\nkind = \"sliding\"\napis = [\"ehrbase\"]\npaths = [\"nope\"]\nextra = 1\n[[limits]]\nname = \"q\"\nkey = \"ip\"\nrate = \"1/s\"\nkind = \"quota\"\nburst = 3\n[[limits]]\nname = \"q\"\nkey = \"user\"\nrate = \"1/s\"\n[limits_store]\nurl = \"http://x\"\non_error = \"maybe\"\ntimeout = \"0s\"\n",
+        )
+        .expect_err("bad");
+        let text = e.to_string();
+        for key in [
+            "limits[0].name",
+            "limits[0].key",
+            "limits[0].rate",
+            "limits[0].burst",
+            "limits[0].kind",
+            "limits[0].paths",
+            "limits[0].extra",
+            "limits[1].burst",
+            "limits[2].name",
+            "limits_store.url",
+            "limits_store.on_error",
+            "limits_store.timeout",
+        ] {
+            assert!(text.contains(key), "{key} not named in:\n{text}");
+        }
+        assert!(
+            text.contains("limits[0].apis") && text.contains("needs [[apis]]"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn paths_match_segment_wise_with_one_segment_wildcards() {
         assert!(path_matches("/", "/anything"));

@@ -7,6 +7,7 @@
 //! exposes and pre-authorizes) are listed as steps to confirm by hand.
 
 mod checklist;
+mod limits;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -221,6 +222,7 @@ pub async fn run(
     }
     let mut items: Vec<Item> = fetches.iter().map(checklist::fetch_item).collect();
     items.extend(checklist::items(config, &fetches));
+    items.extend(limits::items(config).await);
     Ok(Report {
         ok: !items.iter().any(|i| i.status == Status::Fail),
         config_path: path.to_owned(),

@@ -399,3 +399,59 @@ async fn with_a_file_store_revoke_writes_the_file_the_gateway_reloads() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_explain_describe_limits_and_revocations() {
+    let redis = Redis::start().await;
+    let list = TempFile::with(
+        "revoked.txt",
+        "oid=6f1e7b2a-0000-4000-8000-00000000beef until=2100-01-01T00:00:00Z\nbad line\n",
+    );
+    let extra = Extra {
+        tail: format!(
+            "[[limits]]\nname = \"per-client\"\nkey = \"client\"\nrate = \"600/min\"\n\n[[limits]]\nname = \"aql\"\nkey = \"user\"\nrate = \"100/day\"\nkind = \"quota\"\npaths = [\"/query\"]\n\n[limits_store]\nurl = \"{}\"\n\n[revocation]\nfile = \"{}\"\n",
+            redis.url(),
+            list.as_str()
+        ),
+        ..Extra::default()
+    };
+    let h = Harness::start_with(extra.clone()).await;
+    let file = config_file(&h, &extra);
+    let (_, out, err) = command(&["check", "--config", file.as_str()]).await;
+    for want in [
+        "limit per-client: 600/min per client application (azp/appid), burst 10 (GCRA) on every path; counted shared in Redis",
+        "limit aql: quota of 100/day per user (oid) (fixed window) on /query",
+        "answers (",
+        "1 line(s) ignored",
+    ] {
+        assert!(
+            out.contains(want),
+            "check does not say {want:?}:\n{out}{err}"
+        );
+    }
+    let token = h.issuer.mint(&with(
+        h.claims(TokenVersion::V2),
+        "oid",
+        json!("6f1e7b2a-0000-4000-8000-00000000beef"),
+    ));
+    let (code, out, err) = command(&[
+        "explain",
+        "--config",
+        file.as_str(),
+        "--offline",
+        "--path",
+        "/query/x",
+        &token,
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("revoked"), "{out}");
+    assert!(
+        out.contains("limits: per-client (600/min per client = "),
+        "{out}"
+    );
+    assert!(
+        out.contains("aql (100/day per user = 6f1e7b2a-0000-4000-8000-00000000beef)"),
+        "{out}"
+    );
+}
