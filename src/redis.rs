@@ -193,6 +193,20 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The one call allowed through after a backoff; dropping it lets the next one probe.
+struct Probe<'c> {
+    client: &'c Client,
+    active: bool,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.client.probing.store(false, Relaxed);
+        }
+    }
+}
+
 /// Encodes one command as a RESP array of bulk strings.
 fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -242,11 +256,17 @@ impl Client {
     /// # Errors
     /// See [`Error`].
     pub async fn pipeline(&self, commands: &[&[&[u8]]]) -> Result<Vec<Value>, Error> {
-        let probe = self.admit()?;
+        // Ends the probe even when the caller's future is dropped mid-call (the client of
+        // the request went away): otherwise no call would ever probe again.
+        let probe = Probe {
+            client: self,
+            active: self.admit()?,
+        };
         let result = tokio::time::timeout(self.timeout, self.run(commands))
             .await
             .unwrap_or(Err(Error::Timeout(self.timeout)));
-        self.settle(result.is_ok(), probe);
+        self.settle(result.is_ok());
+        drop(probe);
         result
     }
 
@@ -270,7 +290,7 @@ impl Client {
         }
     }
 
-    fn settle(&self, ok: bool, probe: bool) {
+    fn settle(&self, ok: bool) {
         let mut c = lock(&self.circuit);
         if ok {
             if c.retry_at.take().is_some() {
@@ -291,26 +311,21 @@ impl Client {
             c.retry_at = Some(Instant::now() + c.backoff + Duration::from_nanos(jitter_ns));
             c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
         }
-        if probe {
-            self.probing.store(false, Relaxed);
-        }
     }
 
     async fn run(&self, commands: &[&[&[u8]]]) -> Result<Vec<Value>, Error> {
         let i = self.next.fetch_add(1, Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
-        if slot.is_none() {
-            *slot = Some(self.connect().await?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Err(Error::Protocol("no connection".into()));
+        // Taken out for the exchange and put back only after it completed: a connection
+        // whose exchange failed, timed out or was abandoned may hold half a reply, and is
+        // closed instead of reused.
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => self.connect().await?,
         };
-        let result = exchange(conn, commands).await;
-        if result.is_err() {
-            // A connection that failed mid-exchange may hold half a reply: never reuse it.
-            *slot = None;
-        }
-        result
+        let replies = exchange(&mut conn, commands).await?;
+        *slot = Some(conn);
+        Ok(replies)
     }
 
     async fn connect(&self) -> Result<Conn, Error> {
@@ -539,6 +554,64 @@ mod tests {
             script_sha1("return 1"),
             "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
         );
+    }
+
+    /// A server whose first connection never answers, and every later one at once: the
+    /// connection that timed out is closed, so no call reads another's reply.
+    #[tokio::test]
+    async fn a_late_reply_is_never_taken_for_the_next_ones() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let late = std::mem::take(&mut first);
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut r = BufReader::new(r);
+                    loop {
+                        // *1 $4 ECHO-ish: read "*2", "$4", "ECHO", "$n", value.
+                        let mut lines = Vec::new();
+                        for _ in 0..5 {
+                            let mut l = String::new();
+                            if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            lines.push(l.trim_end().to_owned());
+                        }
+                        if late {
+                            // Never answers in time.
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        let v = &lines[4];
+                        let _ = w
+                            .write_all(format!("${}\r\n{v}\r\n", v.len()).as_bytes())
+                            .await;
+                    }
+                });
+            }
+        });
+        let c = Client::new(
+            Target::parse(&format!("redis://127.0.0.1:{port}")).expect("url"),
+            Duration::from_millis(500),
+        );
+        assert!(matches!(
+            c.query(&[b"ECHO", b"one"]).await,
+            Err(Error::Timeout(_))
+        ));
+        // The circuit opened; once it lets a call through, that call gets its own reply.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for word in ["two", "three", "four", "five", "six"] {
+            let reply = c.query(&[b"ECHO", word.as_bytes()]).await;
+            match reply {
+                Ok(v) => assert_eq!(v, Value::Bulk(word.as_bytes().to_vec())),
+                Err(Error::Down) => tokio::time::sleep(Duration::from_millis(150)).await,
+                Err(e) => panic!("{word}: {e}"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -492,3 +492,53 @@ async fn check_and_explain_describe_limits_and_revocations() {
         "{out}"
     );
 }
+
+/// The decision log of the real binary names the limit: `auth.reason=rate_limited:<name>`;
+/// a revoked identity is `revoked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_log_names_the_limit_and_the_revocation() {
+    let (issuer, echo) = crate::common::process::start_upstreams().await;
+    let list = TempFile::with(
+        "revoked.txt",
+        "oid=6f1e7b2a-0000-4000-8000-00000000f00d until=2100-01-01T00:00:00Z\n",
+    );
+    let tail = format!(
+        "\n[[limits]]\nname = \"per-user\"\nkey = \"user\"\nrate = \"1/h\"\n\n[revocation]\nfile = \"{}\"\n",
+        list.as_str()
+    );
+    let mut gw = crate::common::process::Gateway::start_with(
+        &issuer,
+        &echo.url(),
+        "",
+        &tail,
+        &[],
+        &["--log-format", "json"],
+    )
+    .await;
+    let client = common::client();
+    let token = issuer.mint(&issuer.claims(TokenVersion::V2, common::AUDIENCE));
+    let revoked = issuer.mint(&with(
+        issuer.claims(TokenVersion::V2, common::AUDIENCE),
+        "oid",
+        json!("6f1e7b2a-0000-4000-8000-00000000f00d"),
+    ));
+    for (t, want) in [(&token, 200), (&token, 429), (&revoked, 401)] {
+        let r = client
+            .get(gw.url("/data"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), want);
+    }
+    assert!(gw.stop(Duration::from_secs(10)).await.success());
+    let reasons: Vec<String> = gw
+        .proc
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["target"] == "entragate::access")
+        .map(|e| e["auth.reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(reasons, ["none", "rate_limited:per-user", "revoked"]);
+}
