@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn the_store_url_may_come_from_the_environment() {
+        let toml = "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n";
+        let env = [(
+            "ENTRAGATE_LIMITS_STORE__URL".to_owned(),
+            "redis://:s3cret@cache:6380/2".to_owned(),
+        )];
+        let c = crate::config::Config::load(toml, &env, &|_| Err(std::io::Error::other("no")))
+            .expect("config");
+        let r = c.limits_store.redis.expect("redis");
+        assert_eq!((r.port, r.db, r.password.as_deref()), (6380, 2, Some("s3cret")));
+    }
+
+    #[test]
     fn every_problem_names_its_key() {
         let e = load(
             "[[limits]]\nname = \"a b\"\nkey = \"session\"\nrate = \"5/week\"\nburst = 0\nkind = \"sliding\"\napis = [\"ehrbase\"]\npaths = [\"nope\"]\nextra = 1\n[[limits]]\nname = \"q\"\nkey = \"ip\"\nrate = \"1/s\"\nkind = \"quota\"\nburst = 3\n[[limits]]\nname = \"q\"\nkey = \"user\"\nrate = \"1/s\"\n[limits_store]\nurl = \"http://x\"\non_error = \"maybe\"\ntimeout = \"0s\"\n",
