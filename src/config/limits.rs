@@ -417,7 +417,10 @@ mod tests {
         let c = crate::config::Config::load(toml, &env, &|_| Err(std::io::Error::other("no")))
             .expect("config");
         let r = c.limits_store.redis.expect("redis");
-        assert_eq!((r.port, r.db, r.password.as_deref()), (6380, 2, Some("s3cret")));
+        assert_eq!(
+            (r.port, r.db, r.password.as_deref()),
+            (6380, 2, Some("s3cret"))
+        );
     }
 
     #[test]

@@ -542,3 +542,39 @@ async fn the_decision_log_names_the_limit_and_the_revocation() {
         .collect();
     assert_eq!(reasons, ["none", "rate_limited:per-user", "revoked"]);
 }
+
+/// Only requests that would pass are counted: refusals by the route rules or of the token
+/// leave the limit whole, and anonymous routes are never limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_requests_that_would_pass_are_counted() {
+    let h = Harness::start_with(Extra {
+        tail: "[[routes]]\npath = \"/query\"\nscopes = [\"aql.read\"]\n\n[[routes]]\npath = \"/public\"\nanonymous = true\n\n[[limits]]\nname = \"per-user\"\nkey = \"user\"\nrate = \"1/h\"\n".into(),
+        ..Extra::default()
+    })
+    .await;
+    let token = h.token(TokenVersion::V1);
+    for _ in 0..3 {
+        assert_eq!(h.get_with_token("/query/x", &token).await.status(), 403);
+        assert_eq!(h.get_with_token("/data", "not.a.token").await.status(), 401);
+        assert_eq!(
+            h.client
+                .get(h.url("/public/x"))
+                .send()
+                .await
+                .expect("request")
+                .status(),
+            200
+        );
+    }
+    assert_eq!(h.get_with_token("/data", &token).await.status(), 200);
+    let r = h.get_with_token("/data", &token).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"per-user\";q=1;w=3600");
+    // Another user has a limit of their own.
+    let other = h.issuer.mint(&with(
+        h.claims(TokenVersion::V1),
+        "oid",
+        json!("6f1e7b2a-0000-4000-8000-00000000cafe"),
+    ));
+    assert_eq!(h.get_with_token("/data", &other).await.status(), 200);
+}
