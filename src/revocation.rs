@@ -17,6 +17,7 @@ pub mod entry;
 pub mod store;
 
 use std::collections::HashMap;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -33,15 +34,16 @@ pub const REDIS_KEY: &str = "entragate:revoked";
 /// revocation must reach every replica).
 pub const REFRESH: Duration = Duration::from_millis(250);
 
-/// Per subject, the windows of its entries: `(issued_before, until)`.
-type Windows = HashMap<(Kind, String), Vec<(Option<u64>, u64)>>;
+/// Per value, the windows of its entries: `(issued_before, until)`.
+type Windows = HashMap<String, Vec<(Option<u64>, u64)>>;
 
 /// The entries in force, indexed for a lookup per claim.
 #[derive(Debug, Default)]
 pub struct List {
-    /// `(kind, value)` -> the entry's windows: `(issued_before, until)`; `issued_before` =
-    /// `None` revokes every token.
-    by_subject: Windows,
+    /// By [`Kind`] (oid, client, tenant, jti): value -> the entries' windows
+    /// `(issued_before, until)`; `issued_before` = `None` revokes every token. Looked up
+    /// with the claim as it is (no allocation when it is already lower case).
+    by_kind: [Windows; 4],
     entries: usize,
 }
 
@@ -49,17 +51,17 @@ impl List {
     /// The list of `entries`.
     #[must_use]
     pub fn of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Self {
-        let mut by_subject = Windows::new();
+        let mut by_kind: [Windows; 4] = Default::default();
         let mut n = 0;
         for e in entries {
             n += 1;
-            by_subject
-                .entry((e.kind, e.value.clone()))
+            by_kind[e.kind as usize]
+                .entry(e.value.clone())
                 .or_default()
                 .push((e.issued_before, e.until));
         }
         Self {
-            by_subject,
+            by_kind,
             entries: n,
         }
     }
@@ -90,8 +92,8 @@ impl List {
             (Kind::Jti, jti),
         ] {
             let Some(value) = value else { continue };
-            let value = kind.normalize(value);
-            let Some(windows) = self.by_subject.get(&(kind, value.into_owned())) else {
+            let Some(windows) = self.by_kind[kind as usize].get(kind.normalize(value).as_ref())
+            else {
                 continue;
             };
             let hit = windows.iter().any(|(before, until)| {
