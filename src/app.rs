@@ -319,12 +319,15 @@ impl Running {
             Some(old_keys),
         ));
         let fresh = keys.unstarted(Some(old_keys));
-        let gateway = Gateway::build(
+        let mut gateway = Gateway::build(
             config,
             Arc::clone(&keys),
             &self.metrics,
             self.config.server.tls.is_some(),
         )?;
+        if let (Some(new), Some(old)) = (gateway.limiter.as_mut(), current.limiter.as_ref()) {
+            new.keep_counters_of(old);
+        }
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,

@@ -63,7 +63,7 @@ struct Rule {
 
 #[derive(Debug)]
 enum Store {
-    Memory(MemoryStore),
+    Memory(Arc<MemoryStore>),
     Shared(SharedStore),
 }
 
@@ -118,7 +118,7 @@ impl Limiter {
         let on_error = store.on_error;
         let store = match redis {
             Some(client) => Store::Shared(SharedStore::new(client)),
-            None => Store::Memory(MemoryStore::new()),
+            None => Store::Memory(Arc::new(MemoryStore::new())),
         };
         Some(Self {
             rules,
@@ -127,6 +127,21 @@ impl Limiter {
             trusted_proxies,
             metrics: Arc::clone(metrics),
         })
+    }
+
+    /// Keeps counting where `old` (the limiter of the config before a reload) stopped, when
+    /// both count in memory with the same limits: a reload that changes something else
+    /// does not hand every client a fresh limit.
+    pub fn keep_counters_of(&mut self, old: &Self) {
+        let same = self.rules.len() == old.rules.len()
+            && self
+                .rules
+                .iter()
+                .zip(&old.rules)
+                .all(|(a, b)| a.config == b.config);
+        if let (true, Store::Memory(_), Store::Memory(kept)) = (same, &self.store, &old.store) {
+            self.store = Store::Memory(Arc::clone(kept));
+        }
     }
 
     /// The names of the limits, in order (for `check` and `explain`).
@@ -397,6 +412,24 @@ mod tests {
             kind: LimitKind::Rate,
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_with_the_same_limits_keeps_counting() {
+        let rules = vec![rule("per-user", LimitKey::User, "1/h", &[])];
+        let c = claims(serde_json::json!({"oid": "o1"}));
+        let h = HeaderMap::new();
+        let old = limiter(rules.clone());
+        assert!(old.check("/", &c, None, &h).await.is_none());
+        let mut same = limiter(rules);
+        same.keep_counters_of(&old);
+        assert!(same.check("/", &c, None, &h).await.is_some(), "still spent");
+        let mut changed = limiter(vec![rule("per-user", LimitKey::User, "2/h", &[])]);
+        changed.keep_counters_of(&old);
+        assert!(
+            changed.check("/", &c, None, &h).await.is_none(),
+            "new limits start over"
+        );
     }
 
     #[tokio::test(start_paused = true)]
