@@ -38,9 +38,9 @@ impl Redis {
         r
     }
 
-    /// `redis://127.0.0.1:<port>/0`
+    /// `redis://127.0.0.1:<port>/1`: database 1, so the client's `SELECT` is used too.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis://127.0.0.1:{}/1", self.port)
     }
 
     /// Kills the server (as a crash would: no shutdown) and waits until it is gone.
