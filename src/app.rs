@@ -196,12 +196,11 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &metrics,
     ));
     let mut refreshers = keys.spawn_refresh();
-    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::build(
-        config,
-        keys,
-        &metrics,
-        config.server.tls.is_some(),
-    )?));
+    let built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
+    // The shared revocation list is in force from the first request (bounded by
+    // limits_store.timeout; the file was read by build).
+    built.revocations.refresh().await;
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(built));
 
     let (shutdown, signal) = watch::channel(false);
     let mode = config.server.mode;
@@ -320,18 +319,22 @@ impl Running {
             Some(old_keys),
         ));
         let fresh = keys.unstarted(Some(old_keys));
-        let gateway = Gateway::build(
+        let mut gateway = Gateway::build(
             config,
             Arc::clone(&keys),
             &self.metrics,
             self.config.server.tls.is_some(),
         )?;
+        if let (Some(new), Some(old)) = (gateway.limiter.as_mut(), current.limiter.as_ref()) {
+            new.keep_counters_of(old);
+        }
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,
             futures_util::future::join_all(first_fetches),
         )
         .await;
+        gateway.revocations.refresh().await;
         self.refreshers.retain(|r| !r.is_finished());
         self.refreshers
             .extend(fresh.iter().map(|s| tokio::spawn(Arc::clone(s).run())));

@@ -1,4 +1,5 @@
-//! Command line: `entragate serve | dev | init | check | explain | import-apim`.
+//! Command line: `entragate serve | dev | init | check | explain | import-apim | revoke |
+//! unrevoke | revoked`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +108,56 @@ pub enum Command {
         /// holds the API and its policy ("-" reads standard input).
         policy: PathBuf,
     },
+    /// Revoke an identity on every replica: its tokens are refused (401 invalid_token,
+    /// reason revoked) from the next request on, until the entry expires. Writes the Redis
+    /// set when limits_store.url is set, else the revocation.file.
+    Revoke {
+        /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        subject: Subject,
+        /// Only tokens issued (iat) before this time: RFC 3339 (2026-12-03T16:00:00Z),
+        /// Unix seconds, or "now".
+        #[arg(long)]
+        issued_before: Option<String>,
+        /// When the entry expires: RFC 3339, Unix seconds, or a duration from now ("8h")
+        /// [default: now + entra.max_token_lifetime, past which no token issued now lives].
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Remove every revocation entry of an identity.
+    Unrevoke {
+        /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        subject: Subject,
+    },
+    /// List the revocation entries in force.
+    Revoked {
+        /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Exactly one identity to revoke.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Subject {
+    /// A user's (or service principal's) object ID.
+    #[arg(long)]
+    pub oid: Option<String>,
+    /// A client application (azp / appid).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// A tenant (tid).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// One token (jti).
+    #[arg(long)]
+    pub jti: Option<String>,
 }
 
 /// What `init --clients` defaults to: Power BI Desktop and the Power BI service.

@@ -7,6 +7,7 @@
 //! types with every default written out; nothing downstream re-parses strings.
 
 mod dev;
+mod limits;
 mod read;
 mod routes;
 mod tls;
@@ -21,6 +22,10 @@ use jsonwebtoken::Algorithm;
 pub use dev::{
     DEV_API_CLIENT_ID, DEV_APP_CLIENT_ID, DEV_APP_SECRET, DEV_CLIENT_KEYS, DEV_TENANT,
     DEV_USER_KEYS, Dev, DevClient, DevUser, POWER_QUERY_CLIENT_ID, Secret, guid_from,
+};
+pub use limits::{
+    LIMIT_KEYS, LimitKey, LimitKind, LimitRule, LimitsStore, OnError, Rate, Revocation,
+    path_matches,
 };
 use read::Reader;
 pub use read::{ConfigError, Problem};
@@ -55,6 +60,12 @@ pub struct Config {
     pub oidc: Vec<Oidc>,
     /// `[dev]`: the `entragate dev` issuer's tenant (`serve` ignores it).
     pub dev: Dev,
+    /// `[[limits]]`, in order.
+    pub limits: Vec<LimitRule>,
+    /// `[limits_store]`: where counters and the shared revocation list live.
+    pub limits_store: LimitsStore,
+    /// `[revocation]`.
+    pub revocation: Revocation,
 }
 
 /// One `[[routes]]` rule.
@@ -329,11 +340,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dev.ca_file",
     "dev.users",
     "dev.clients",
+    "limits_store.url",
+    "limits_store.on_error",
+    "limits_store.timeout",
+    "revocation.file",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
 /// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
-pub const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "limits"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];
@@ -362,6 +377,9 @@ impl Config {
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
         let dev = dev::read_dev(&mut r);
+        let limits = limits::read_limits(&mut r);
+        let limits_store = limits::read_store(&mut r);
+        let revocation = limits::read_revocation(&mut r);
         r.finish()?;
         Ok(Self {
             server,
@@ -372,6 +390,9 @@ impl Config {
             routes,
             oidc,
             dev,
+            limits,
+            limits_store,
+            revocation,
         })
     }
 

@@ -177,6 +177,7 @@ fn denied(refusal: &Refusal) -> CheckResponse {
         StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable("keys unavailable"),
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::invalid_argument("payload too large"),
         StatusCode::METHOD_NOT_ALLOWED => tonic::Status::invalid_argument("method not allowed"),
+        StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted("rate limited"),
         _ => tonic::Status::permission_denied("forbidden"),
     };
     let mut response = CheckResponse::with_status(status);

@@ -43,8 +43,10 @@ use crate::auth::{
     Bearer, Challenges, Facts, Policy, Principal, Reason, Validator, bearer, policy,
 };
 use crate::config::{Route, UpstreamAuthorization};
+use crate::limits::Limiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::path;
+use crate::revocation::Revocations;
 use crate::upstream::Forwarder;
 
 /// Everything a request needs, built once per config (at startup and on each reload) and
@@ -67,6 +69,10 @@ pub struct Gateway {
     /// True when any body limit is configured (global or on a route), so requests without
     /// one skip the lookup.
     pub any_body_limit: bool,
+    /// `[[limits]]`, with their store; `None` without limits.
+    pub limiter: Option<Limiter>,
+    /// The kill switch: this replica's copy of the revocation list.
+    pub revocations: Arc<Revocations>,
 }
 
 /// The gateway as the request path reads it: the current [`Gateway`], replaced whole by a
@@ -156,6 +162,12 @@ impl Gateway {
                 return self.refuse(view, reason, route, Facts::from(rejected));
             }
         };
+        //    The kill switch (src/revocation.rs), after the cache too: a revoked identity's
+        //    cached token is refused from the next request on. A local copy, no waiting.
+        if let Some(kind) = self.revocations.check(&principal.claims) {
+            tracing::debug!(kind = kind.as_str(), "token revoked");
+            return self.refuse(view, Reason::Revoked, route, Facts::of(&principal));
+        }
         // 7. Authorize: the route's clients, scopes / roles and claims.
         if let Some(r) = route.filter(|r| !r.anonymous)
             && let Err(f) = policy::authorize(r, &principal)
@@ -172,6 +184,20 @@ impl Gateway {
                 refusal,
                 route,
                 Facts::of(&principal),
+            );
+        }
+        // 7b. Rate limits and quotas (src/limits.rs): only for requests that would pass,
+        //     counted on verified claims or the client address.
+        if let Some(limiter) = &self.limiter
+            && let Some(over) = limiter
+                .check(&normalized, &principal.claims, view.peer, headers)
+                .await
+        {
+            return refused(
+                Outcome::Denied(Reason::RateLimited),
+                Refusal::rate_limited(over.headers),
+                route,
+                Facts::limited(&principal, over.name),
             );
         }
         self.pass(view, Outcome::Allowed, route, Some(&principal))

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use entragate::cli::{Cli, Command, LogFormatArg};
 use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
-use entragate::ops::{check, explain, import_apim, init};
+use entragate::ops::{check, explain, import_apim, init, revoke};
 use entragate::{app, dev, reload, telemetry};
 
 /// Exit codes (SPEC §2): 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -126,6 +126,23 @@ fn main() -> ExitCode {
             ExitCode::from(runtime.block_on(explain::command(args)))
         }
         Command::ImportApim { policy } => ExitCode::from(import_apim::command(&policy)),
+        Command::Revoke {
+            config,
+            subject,
+            issued_before,
+            until,
+        } => ExitCode::from(runtime.block_on(revoke::revoke(
+            &path_of(config),
+            &subject,
+            issued_before.as_deref(),
+            until.as_deref(),
+        ))),
+        Command::Unrevoke { config, subject } => {
+            ExitCode::from(runtime.block_on(revoke::unrevoke(&path_of(config), &subject)))
+        }
+        Command::Revoked { config } => {
+            ExitCode::from(runtime.block_on(revoke::list(&path_of(config))))
+        }
     }
 }
 

@@ -128,6 +128,87 @@ struct SourceLabels {
     source: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// What a revocation entry names, for `entragate_revoked_total{kind}`.
+pub const REVOKED_KINDS: [&str; 4] = ["oid", "client", "tenant", "jti"];
+/// Ways a call to the limits store (Redis) fails, for `entragate_limits_store_errors_total`.
+pub const STORE_ERRORS: [&str; 5] = ["timeout", "io", "down", "protocol", "script"];
+
+/// Rate limits, the limits store and the revocation list.
+#[derive(Debug)]
+pub struct LimitMetrics {
+    rate_limited: Family<LimitLabels, Counter>,
+    /// Time of each call to the shared store (Redis).
+    pub store_latency: Latency,
+    /// By [`STORE_ERRORS`].
+    store_errors: Vec<Counter>,
+    /// By [`REVOKED_KINDS`].
+    revoked: Vec<Counter>,
+    /// Entries of the revocation list in force (file and Redis).
+    pub revocation_entries: Gauge,
+    /// Failed refreshes of the revocation list (file unreadable, Redis unreachable).
+    pub revocation_refresh_errors: Counter,
+}
+
+impl LimitMetrics {
+    /// A request refused by the limit `name`.
+    pub fn record_rate_limited(&self, name: &str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: name.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Requests refused by the limit `name` so far.
+    #[must_use]
+    pub fn rate_limited(&self, name: &str) -> u64 {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: name.to_owned(),
+            })
+            .get()
+    }
+
+    /// A failed store call, by [`crate::redis::Error::kind`] (or `script`).
+    pub fn record_store_error(&self, kind: &str) {
+        if let Some(i) = STORE_ERRORS.iter().position(|k| *k == kind) {
+            self.store_errors[i].inc();
+        }
+    }
+
+    /// Failed store calls so far.
+    #[must_use]
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.iter().map(Counter::get).sum()
+    }
+
+    /// A request refused by a revocation entry of `kind` ([`REVOKED_KINDS`]).
+    pub fn record_revoked(&self, kind: &str) {
+        if let Some(i) = REVOKED_KINDS.iter().position(|k| *k == kind) {
+            self.revoked[i].inc();
+        }
+    }
+
+    /// Refusals by a revocation entry of `kind` so far.
+    #[must_use]
+    pub fn revoked(&self, kind: &str) -> u64 {
+        REVOKED_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.revoked[i].get())
+    }
+}
+
 /// Latency buckets from 100 µs to 60 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -256,6 +337,8 @@ pub struct Metrics {
     key_sources: SourceMap,
     /// Listener certificate reloads (stay at zero without TLS).
     pub tls_reloads: Arc<ReloadCounters>,
+    /// Rate limits, their store and the revocation list.
+    pub limits: LimitMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -345,7 +428,9 @@ impl Metrics {
             by_result,
         );
         let tls_reloads = Arc::new(ReloadCounters { ok, error });
+        let limits = limit_metrics(&mut registry);
         Self {
+            limits,
             registry,
             requests,
             auth_latency,
@@ -443,6 +528,61 @@ impl Metrics {
             tracing::warn!("metrics encoding failed");
         }
         out
+    }
+}
+
+fn limit_metrics(registry: &mut Registry) -> LimitMetrics {
+    let rate_limited = Family::<LimitLabels, Counter>::default();
+    registry.register(
+        "entragate_rate_limited",
+        "Requests refused with 429, by the [[limits]] entry that refused them.",
+        rate_limited.clone(),
+    );
+    let store_latency = Latency::new();
+    registry.register(
+        "entragate_limits_store_duration_seconds",
+        "Time of each call to the limits store (Redis): one per request under a limit, and the revocation list's refreshes.",
+        store_latency.0.clone(),
+    );
+    let by_kind = Family::<KindLabels, Counter>::default();
+    let store_errors = STORE_ERRORS
+        .iter()
+        .map(|kind| by_kind.get_or_create(&KindLabels { kind }).clone())
+        .collect();
+    registry.register(
+        "entragate_limits_store_errors",
+        "Failed calls to the limits store (Redis), by kind; requests then follow limits_store.on_error.",
+        by_kind,
+    );
+    let by_kind = Family::<KindLabels, Counter>::default();
+    let revoked = REVOKED_KINDS
+        .iter()
+        .map(|kind| by_kind.get_or_create(&KindLabels { kind }).clone())
+        .collect();
+    registry.register(
+        "entragate_revoked",
+        "Requests refused as revoked, by the kind of entry that matched (oid, client, tenant, jti).",
+        by_kind,
+    );
+    let revocation_entries = Gauge::default();
+    registry.register(
+        "entragate_revocation_entries",
+        "Revocation entries in force (file and Redis).",
+        revocation_entries.clone(),
+    );
+    let revocation_refresh_errors = Counter::default();
+    registry.register(
+        "entragate_revocation_refresh_errors",
+        "Failed refreshes of the revocation list (the last good copy stays in force).",
+        revocation_refresh_errors.clone(),
+    );
+    LimitMetrics {
+        rate_limited,
+        store_latency,
+        store_errors,
+        revoked,
+        revocation_entries,
+        revocation_refresh_errors,
     }
 }
 

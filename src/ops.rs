@@ -10,6 +10,7 @@ pub mod check;
 pub mod explain;
 pub mod import_apim;
 pub mod init;
+pub mod revoke;
 
 use std::time::Duration;
 

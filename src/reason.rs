@@ -57,6 +57,10 @@ pub enum Reason {
     /// Forward-auth only: the original method or URI headers from the ingress disagree with
     /// each other or cannot be read (a client added one the ingress did not overwrite).
     BadForwardedRequest,
+    /// Over a `[[limits]]` entry (429); the log names the limit: `rate_limited:<name>`.
+    RateLimited,
+    /// The token's `oid`, client, `tid` or `jti` is on the revocation list (401).
+    Revoked,
 }
 
 impl Reason {
@@ -88,11 +92,13 @@ impl Reason {
             Self::ClaimMissing => "claim_missing",
             Self::GroupsOverage => "groups_overage",
             Self::BadForwardedRequest => "bad_forwarded_request",
+            Self::RateLimited => "rate_limited",
+            Self::Revoked => "revoked",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 26] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -117,6 +123,8 @@ impl Reason {
         Self::ClaimMissing,
         Self::GroupsOverage,
         Self::BadForwardedRequest,
+        Self::RateLimited,
+        Self::Revoked,
     ];
 
     /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).

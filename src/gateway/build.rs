@@ -8,7 +8,9 @@ use crate::auth::cache::TokenCache;
 use crate::auth::{Challenges, Policy, Validator};
 use crate::config::Config;
 use crate::keys::KeyStore;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
 use crate::tls::upstream::UpstreamTlsError;
 use crate::upstream::Forwarder;
 
@@ -54,7 +56,33 @@ impl Gateway {
                 .with_cache((config.server.token_cache_entries > 0).then(|| {
                     TokenCache::new(config.server.token_cache_entries, Arc::clone(metrics))
                 }));
+        // One Redis client for the counters and the revocation list of this config.
+        let redis = config.limits_store.redis.as_ref().map(|target| {
+            Arc::new(crate::redis::Client::new(
+                target.clone(),
+                config.limits_store.timeout,
+            ))
+        });
+        let limiter = Limiter::new(
+            &config.limits,
+            &config.limits_store,
+            redis.clone(),
+            config.server.trusted_proxies.clone(),
+            metrics,
+        );
+        let revocations = Arc::new(Revocations::new(
+            config
+                .revocation
+                .file
+                .as_ref()
+                .map(std::path::PathBuf::from),
+            redis,
+            metrics,
+        ));
+        Revocations::spawn_refresh(&revocations);
         Ok(Self {
+            limiter,
+            revocations,
             validator,
             policy,
             cors_preflight: config.server.cors_preflight,

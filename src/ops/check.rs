@@ -9,6 +9,7 @@
 
 pub mod app;
 mod checklist;
+mod limits;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -245,6 +246,7 @@ pub async fn run(
     }
     let mut items: Vec<Item> = fetches.iter().map(checklist::fetch_item).collect();
     items.extend(checklist::items(config, &fetches));
+    items.extend(limits::items(config).await);
     Ok(Report {
         ok: !items.iter().any(|i| i.status == Status::Fail),
         config_path: path.to_owned(),

@@ -217,8 +217,16 @@ pub async fn explain(
         route,
         now,
     };
-    let reasons: Vec<Finding> = diagnosis
-        .reasons
+    // The kill switch: the file's entries, and the Redis set's unless --offline.
+    let mut all_reasons = diagnosis.reasons.clone();
+    if revoked(config, &decoded.claims, opts.offline).await {
+        all_reasons.push(Reason::Revoked);
+    }
+    let route_text = format!(
+        "{route_text}{}",
+        limits_text(config, &normalized, &decoded.claims)
+    );
+    let reasons: Vec<Finding> = all_reasons
         .iter()
         .map(|r| {
             let (problem, fix) = fixes::describe(*r, &cx);
@@ -258,7 +266,7 @@ pub async fn explain(
     };
     Ok(Explanation {
         accepted: reasons.is_empty(),
-        status: diagnosis.reasons.first().map_or(200, |r| status(*r)),
+        status: all_reasons.first().map_or(200, |r| status(*r)),
         header,
         claims: claims_json,
         signature_bytes: signature_len(decoded.signature),
@@ -270,6 +278,56 @@ pub async fn explain(
         reasons,
         key_fetches,
     })
+}
+
+/// Whether the revocation list (file, and Redis unless `offline`) revokes these claims.
+async fn revoked(config: &Config, claims: &crate::auth::Claims, offline: bool) -> bool {
+    let mut entries = Vec::new();
+    if let Some(file) = &config.revocation.file {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        entries.extend(crate::revocation::entry::parse_file(&text).0);
+    }
+    if !offline
+        && config.limits_store.redis.is_some()
+        && let Ok(store) = crate::revocation::store::Store::of(config)
+        && let Ok(list) = store.list().await
+    {
+        entries.extend(list);
+    }
+    let now = crate::revocation::unix_now();
+    crate::revocation::List::of(entries.iter().filter(|e| e.until > now))
+        .revoked(claims, now)
+        .is_some()
+}
+
+/// The `[[limits]]` that count this request, and by which value: `; limits: name (rate
+/// per key = value)`.
+fn limits_text(config: &Config, path: &str, claims: &crate::auth::Claims) -> String {
+    let applying: Vec<String> = config
+        .limits
+        .iter()
+        .filter(|l| {
+            l.paths.is_empty() || l.paths.iter().any(|p| crate::config::path_matches(p, path))
+        })
+        .map(|l| {
+            let value = match l.key {
+                crate::config::LimitKey::Ip => "the client address".to_owned(),
+                _ => crate::limits::key_of(&l.key, claims)
+                    .map_or_else(|| "absent: not counted".to_owned(), |v| v.into_owned()),
+            };
+            format!(
+                "{} ({} per {} = {value})",
+                l.name,
+                l.rate.as_config(),
+                l.key.as_config()
+            )
+        })
+        .collect();
+    if applying.is_empty() {
+        String::new()
+    } else {
+        format!("; limits: {}", applying.join(", "))
+    }
 }
 
 /// Fetches every key source (as `serve` does at startup), saying so on `progress`.

@@ -18,6 +18,7 @@ mod claims;
 mod draft;
 mod elements;
 mod export;
+mod limits;
 
 use roxmltree::{Document, Node};
 
@@ -149,6 +150,7 @@ pub fn convert(input: &str, source: &str) -> Result<Converted, ImportError> {
         c.validate_azure_ad_token(*policy);
     }
     c.finish();
+    limits::convert(&doc, &mut c.draft.limits, &mut c.draft.unconverted);
     other_policies(&doc, &mut c);
 
     let named = named_values(&c.draft.render());
@@ -263,6 +265,7 @@ fn other_policies(doc: &Document, c: &mut Conversion) {
         "validate-azure-ad-token",
         "set-backend-service",
     ];
+    let handled = |n: &str| HANDLED.contains(&n) || limits::POLICIES.contains(&n);
     let mut names: Vec<&str> = doc
         .descendants()
         .filter(|n| n.is_element())
@@ -271,7 +274,7 @@ fn other_policies(doc: &Document, c: &mut Conversion) {
                 .is_some_and(|p| SECTIONS.contains(&p.tag_name().name()))
         })
         .map(|n| n.tag_name().name())
-        .filter(|n| !HANDLED.contains(n))
+        .filter(|n| !handled(n))
         .collect();
     names.sort_unstable();
     names.dedup();

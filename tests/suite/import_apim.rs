@@ -165,7 +165,9 @@ fn validate_azure_ad_token_sovereign_cloud_expression_and_condition() {
         "audience @(context.Request.OriginalUrl.Host): a policy expression",
     );
     mentions(&c, "inside <when condition=");
-    mentions(&c, "<rate-limit>");
+    // The policy's <rate-limit> (per subscription) is converted too.
+    mentions(&c, "[[limits]]");
+    assert_eq!(config.limits[0].rate.as_config(), "800/h");
     mentions(&c, "failed-validation-error-message=\"Access denied\"");
 }
 
@@ -414,4 +416,75 @@ async fn a_converted_policy_admits_and_refuses_as_apim_would() {
         1,
         "only the good token reached the backend"
     );
+}
+
+#[test]
+fn rate_limits_and_quotas_become_limits() {
+    use entragate::config::{LimitKey, LimitKind};
+    let c = convert("rate-limits-and-quotas.xml");
+    let config = load(&c);
+    let got: Vec<(String, LimitKey, String, LimitKind, u64)> = config
+        .limits
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.key.clone(),
+                l.rate.as_config(),
+                l.kind,
+                l.burst,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "rate-limit-1".into(),
+                LimitKey::Client,
+                "800/h".into(),
+                LimitKind::Rate,
+                20
+            ),
+            (
+                "rate-limit-by-key-2".into(),
+                LimitKey::Ip,
+                "10/min".into(),
+                LimitKind::Rate,
+                10
+            ),
+            (
+                "rate-limit-by-key-3".into(),
+                LimitKey::User,
+                "100/s".into(),
+                LimitKind::Rate,
+                100
+            ),
+            (
+                "quota-by-key-4".into(),
+                LimitKey::Client,
+                "10000/day".into(),
+                LimitKind::Quota,
+                10_000
+            ),
+            (
+                "quota-by-key-5".into(),
+                LimitKey::Claim("team".into()),
+                "500/h".into(),
+                LimitKind::Quota,
+                500
+            ),
+        ]
+    );
+    // What has no equivalent is named.
+    mentions(
+        &c,
+        "counter-key \"@(context.Request.Headers.GetValueOrDefault(\\\"X-Api-Key\\\",\\\"\\\"))\" is neither",
+    );
+    mentions(&c, "1000 calls per 604800 s cannot be written");
+    mentions(
+        &c,
+        "remaining-calls-header-name=\"x-remaining\" has no equivalent",
+    );
+    assert!(!c.toml.contains("other policies in the file"), "{}", c.toml);
 }

@@ -23,6 +23,7 @@ mod ingress;
 mod init;
 mod keys;
 mod layers;
+mod limits;
 mod observability;
 mod process;
 mod properties;

@@ -174,6 +174,14 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
             "the ingress's headers naming the original request (X-Forwarded-Method/-Uri, X-Original-Method/-URL/-URI) disagree or cannot be read".into(),
             "Have the ingress set (overwrite) these headers on every auth request, and remove those of other ingresses a client may have added.".into(),
         ),
+        Reason::RateLimited => (
+            "a [[limits]] entry counting this token's requests is exhausted".into(),
+            "Wait for the Retry-After the 429 names, or raise the limit's rate (or burst) in [[limits]].".into(),
+        ),
+        Reason::Revoked => (
+            "the token's oid, client, tenant or jti is on the revocation list (entragate revoked lists it)".into(),
+            "If the identity is safe again: entragate unrevoke with the same --oid/--client/--tenant/--jti; otherwise the user or app needs new credentials (and, with --issued-before, a token issued after that time).".into(),
+        ),
         Reason::Malformed
         | Reason::MissingToken
         | Reason::EmptyBearer

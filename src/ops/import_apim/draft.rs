@@ -47,6 +47,8 @@ pub(super) struct Draft {
     pub routes: Vec<Table>,
     /// `[[oidc]]` entries.
     pub oidc: Vec<Table>,
+    /// `[[limits]]` entries.
+    pub limits: Vec<Table>,
     /// Attributes and elements with no equivalent, as comments at the end.
     pub unconverted: Vec<String>,
 }
@@ -69,7 +71,11 @@ impl Draft {
                 }
             }
         }
-        for (name, tables) in [("[[routes]]", &self.routes), ("[[oidc]]", &self.oidc)] {
+        for (name, tables) in [
+            ("[[routes]]", &self.routes),
+            ("[[oidc]]", &self.oidc),
+            ("[[limits]]", &self.limits),
+        ] {
             for t in tables {
                 let _ = writeln!(o, "\n{name}");
                 for l in &t.lines {
