@@ -6,6 +6,7 @@
 //! environment variable when that is where the value came from). The result is a set of runtime
 //! types with every default written out; nothing downstream re-parses strings.
 
+mod apis;
 mod read;
 mod routes;
 mod tls;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -48,6 +50,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[oidc]]`: further OpenID Connect issuers.
     pub oidc: Vec<Oidc>,
+    /// `[[apis]]`; without any, one API at `/` named [`DEFAULT_API`] made of `[upstream]`
+    /// and `[[routes]]`. Never empty.
+    pub apis: Vec<Api>,
 }
 
 /// One `[[routes]]` rule.
@@ -66,6 +71,10 @@ pub struct Route {
     pub anonymous: bool,
     /// Overrides `server.max_body` on this route (`Some(None)` = no limit here).
     pub max_body: Option<Option<u64>>,
+    /// Entra authentication context the token's `acrs` must hold (step-up), if any.
+    pub auth_context: Option<String>,
+    /// `ip_allow` / `ip_deny` on the client address.
+    pub ip: IpFilter,
 }
 
 /// One `[[oidc]]` issuer.
@@ -313,7 +322,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
 /// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
-pub const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "apis"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];
@@ -341,6 +350,8 @@ impl Config {
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
+        let apis = apis::read_apis(&mut r, &upstream, &routes, read_file);
+
         r.finish()?;
         Ok(Self {
             server,
@@ -350,7 +361,32 @@ impl Config {
             identity,
             routes,
             oidc,
+            apis,
         })
+    }
+
+    /// The `[entra]` the key store holds Entra tokens to: `entra.audiences` plus every
+    /// `[[apis]]` `audiences`, so a token for any API verifies; the gateway then holds each
+    /// token to its own API's list.
+    #[must_use]
+    pub fn key_entra(&self) -> std::borrow::Cow<'_, Entra> {
+        let mut extra = self
+            .apis
+            .iter()
+            .filter_map(|a| a.audiences.as_ref())
+            .flatten()
+            .filter(|a| !self.entra.audiences.contains(a))
+            .peekable();
+        if extra.peek().is_none() {
+            return std::borrow::Cow::Borrowed(&self.entra);
+        }
+        let mut entra = self.entra.clone();
+        for a in extra {
+            if !entra.audiences.contains(a) {
+                entra.audiences.push(a.clone());
+            }
+        }
+        std::borrow::Cow::Owned(entra)
     }
 
     /// Reads the file at `path` and the process environment, then [`Config::load`].

@@ -57,6 +57,13 @@ pub enum Reason {
     /// Forward-auth only: the original method or URI headers from the ingress disagree with
     /// each other or cannot be read (a client added one the ingress did not overwrite).
     BadForwardedRequest,
+    /// The path is under no `[[apis]]` prefix (404 once authenticated).
+    NoApi,
+    /// The client address is refused by an API's or a route's `ip_allow` / `ip_deny` (403).
+    IpDenied,
+    /// The route's `auth_context` is not in the token's `acrs` (401, Entra's claims
+    /// challenge).
+    AuthContextRequired,
 }
 
 impl Reason {
@@ -88,11 +95,14 @@ impl Reason {
             Self::ClaimMissing => "claim_missing",
             Self::GroupsOverage => "groups_overage",
             Self::BadForwardedRequest => "bad_forwarded_request",
+            Self::NoApi => "no_api",
+            Self::IpDenied => "ip_denied",
+            Self::AuthContextRequired => "auth_context_required",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 27] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -117,6 +127,9 @@ impl Reason {
         Self::ClaimMissing,
         Self::GroupsOverage,
         Self::BadForwardedRequest,
+        Self::NoApi,
+        Self::IpDenied,
+        Self::AuthContextRequired,
     ];
 
     /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).
