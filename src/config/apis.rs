@@ -4,8 +4,8 @@
 //!
 //! Without `[[apis]]`, `[upstream]` and `[[routes]]` are one API at `/` named
 //! [`DEFAULT_API`]. With `[[apis]]`, top-level `[[routes]]` are refused (which API would they
-//! belong to?), and `[upstream]` holds the defaults of every API's `upstream = {…}` except its
-//! `url`, which each API names itself.
+//! belong to?), and `[upstream]` holds the defaults of every API's `upstream = {…}`: an API
+//! without its own `url` uses `upstream.url`, which must then be set.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -142,12 +142,6 @@ pub(super) fn read_apis(
         r.problem(
             "routes",
             "top-level [[routes]] cannot be used with [[apis]]: write them as [[apis.routes]] of the API they belong to",
-        );
-    }
-    if r.has("upstream.url") {
-        r.problem(
-            "upstream.url",
-            "with [[apis]], each API names its own upstream = { url = … }; [upstream] holds only the defaults of the other keys",
         );
     }
     let defaults = r.value("upstream");
@@ -297,10 +291,7 @@ fn read_api_upstream(
             r.problem(&key, "must be a table: upstream = { url = \"http://…\" }");
             return (None, false);
         }
-        None => {
-            r.problem(&key, "is required: upstream = { url = \"http://…\" }");
-            return (None, false);
-        }
+        None => Dict::new(),
     };
     let mut strip_prefix = false;
     let mut merged: Dict = match defaults {
@@ -321,8 +312,11 @@ fn read_api_upstream(
         }
         merged.insert(k.clone(), v.clone());
     }
-    if !own.contains_key("url") {
-        r.problem(&format!("{key}.url"), "is required");
+    if !own.contains_key("url") && !r.has("upstream.url") {
+        r.problem(
+            &format!("{key}.url"),
+            "is required (or a default in [upstream] url): upstream = { url = \"http://…\" }",
+        );
         return (None, strip_prefix);
     }
     // A password given as `basic_password` here replaces a default file, and the other way
@@ -465,16 +459,16 @@ mod tests {
         assert!(p.iter().any(|p| p.starts_with("apis[0].name:")), "{p:?}");
         let p = problems(&format!("[[routes]]\npath = \"/q\"\n{}", api("a", "/a")));
         assert!(p.iter().any(|p| p.starts_with("routes: top-level [[routes]] cannot be used with [[apis]]")), "{p:?}");
-        let p = problems(&format!(
-            "[upstream]\nurl = \"http://h:1\"\n{}",
-            api("a", "/a")
-        ));
-        assert!(p.iter().any(|p| p.starts_with("upstream.url:")), "{p:?}");
         let p = problems("[[apis]]\nname = \"a\"\nprefix = \"/a\"\n");
         assert_eq!(
             p,
-            ["apis[0].upstream: is required: upstream = { url = \"http://…\" }"]
+            [
+                "apis[0].upstream.url: is required (or a default in [upstream] url): upstream = { url = \"http://…\" }"
+            ]
         );
+        let c = load("[upstream]\nurl = \"http://h:1\"\n[[apis]]\nname = \"a\"\nprefix = \"/a\"\n")
+            .expect("the url from [upstream]");
+        assert_eq!(c.apis[0].upstream.origin.as_str(), "h:1");
         let p = problems(
             "[[apis]]\nname = \"a\"\nprefix = \"/a\"\nupstream = { url = \"ftp://h\", timeout = \"soon\", colour = 1, strip_prefix = \"yes\" }\n",
         );
