@@ -453,7 +453,8 @@ pub fn raise_open_files_limit(config: &Config) {
         + config
             .apis
             .iter()
-            .map(|a| a.upstream.max_connections + a.upstream.max_idle_connections)
+            .map(|a| config.upstream_of(a))
+            .map(|u| u.max_connections + u.max_idle_connections)
             .sum::<usize>()
         + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {

@@ -4,7 +4,7 @@
 //! ```text
 //! door (proxy | forward-auth | ext_authz gRPC)
 //!   -> RequestView { method, target, headers, peer, scheme, host }   as that door saw it
-//!   -> Gateway::check(view) -> Decision { outcome, verdict, route, facts }
+//!   -> Gateway::check(view) -> Decision { outcome, verdict, api, route, facts }
 //!        verdict: Pass { edits { remove, set }, body_limit } | Refuse(Refusal)
 //!   -> the door renders: the proxy applies the edits and streams the request on;
 //!      forward-auth answers with them as response headers; ext_authz as an OkHttpResponse

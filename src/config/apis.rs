@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use super::read::{Problem, Reader, key_name};
 use super::routes::{entries, field, read_route_list};
-use super::{KNOWN_KEYS, Route, Upstream, read_upstream};
+use super::{Config, KNOWN_KEYS, Route, Upstream, read_upstream};
 use crate::path;
 
 /// The name of the one API that `[upstream]` + `[[routes]]` make without `[[apis]]`: what
@@ -48,6 +48,32 @@ pub struct Api {
     /// This API's `[[apis.routes]]` (or the top-level `[[routes]]` for the default API).
     pub routes: Vec<Route>,
     pub ip: IpFilter,
+    /// True for the one API made of `[upstream]` and `[[routes]]` when there is no
+    /// `[[apis]]`: its upstream and routes are read from those ([`Config::routes_of`]), so
+    /// code that edits `config.routes` edits this API.
+    pub implicit: bool,
+}
+
+impl Config {
+    /// The routes of `api` (for the implicit API, `config.routes`).
+    #[must_use]
+    pub fn routes_of<'a>(&'a self, api: &'a Api) -> &'a [Route] {
+        if api.implicit {
+            &self.routes
+        } else {
+            &api.routes
+        }
+    }
+
+    /// The upstream of `api` (for the implicit API, `config.upstream`).
+    #[must_use]
+    pub fn upstream_of<'a>(&'a self, api: &'a Api) -> &'a Upstream {
+        if api.implicit {
+            &self.upstream
+        } else {
+            &api.upstream
+        }
+    }
 }
 
 /// `ip_allow` / `ip_deny`: CIDR lists on the client address.
@@ -136,6 +162,7 @@ pub(super) fn read_apis(
             audiences: None,
             routes: routes.to_vec(),
             ip: IpFilter::default(),
+            implicit: true,
         }];
     }
     if r.has("routes") {
@@ -243,6 +270,7 @@ fn read_api(
         audiences,
         routes,
         ip,
+        implicit: false,
     })
 }
 
@@ -349,7 +377,7 @@ fn read_api_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError, UpstreamAuthorization};
+    use crate::config::{ConfigError, UpstreamAuthorization};
 
     const ENTRA: &str = "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n";
 

@@ -102,8 +102,9 @@ fn live(
     metrics: &Metrics,
     listener_tls: bool,
 ) -> Result<LiveApi, UpstreamTlsError> {
+    let (upstream, routes) = (config.upstream_of(api), config.routes_of(api));
     let strip = (api.strip_prefix && api.prefix != "/").then(|| api.prefix.clone());
-    let forwarder = Forwarder::new(&api.upstream, config.server.trusted_proxies.clone())?
+    let forwarder = Forwarder::new(upstream, config.server.trusted_proxies.clone())?
         .with_client_tls(listener_tls)
         .with_strip_prefix(strip);
     let audiences = own_audiences.then(|| {
@@ -117,13 +118,13 @@ fn live(
     Ok(LiveApi {
         name: api.name.clone(),
         prefix: api.prefix.clone(),
-        policy: Policy::new(api.routes.clone()),
+        policy: Policy::new(routes.to_vec()),
         forwarder,
-        upstream_authorization: api.upstream.authorization.clone(),
+        upstream_authorization: upstream.authorization.clone(),
         audiences,
         ip: api.ip.clone(),
         any_body_limit: config.server.max_body.is_some()
-            || api.routes.iter().any(|r| r.max_body.is_some()),
+            || routes.iter().any(|r| r.max_body.is_some()),
         metrics: metrics.api(&api.name),
     })
 }

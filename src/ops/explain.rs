@@ -176,7 +176,10 @@ pub async fn explain(
         .iter()
         .filter(|a| path::is_under(&normalized, &a.prefix))
         .max_by_key(|a| a.prefix.len());
-    let policy = Policy::new(api.map(|a| a.routes.clone()).unwrap_or_default());
+    let policy = Policy::new(
+        api.map(|a| config.routes_of(a).to_vec())
+            .unwrap_or_default(),
+    );
     let route = policy.route(&opts.method, &normalized);
     let api_text = match api {
         _ if config.apis.len() == 1 && config.apis[0].prefix == "/" => String::new(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use entragate::config::{ARRAY_TABLES, KNOWN_KEYS, OIDC_KEYS, ROUTE_KEYS};
+use entragate::config::{API_KEYS, ARRAY_TABLES, KNOWN_KEYS, OIDC_KEYS, ROUTE_KEYS};
 
 const DOC: &str = "docs/configuration.md";
 
@@ -14,6 +14,7 @@ fn array_table_keys(table: &str) -> &'static [&'static str] {
     match table {
         "routes" => ROUTE_KEYS,
         "oidc" => OIDC_KEYS,
+        "apis" => API_KEYS,
         other => panic!(
             "[[{other}]] is an array of tables this test does not know: list its keys here so {DOC} is checked for them"
         ),

@@ -415,3 +415,73 @@ async fn a_converted_policy_admits_and_refuses_as_apim_would() {
         "only the good token reached the backend"
     );
 }
+
+#[test]
+fn an_export_with_several_apis_becomes_apis() {
+    let c = convert("arm-export-several-apis.json");
+    let config = load(&c);
+    let apis: Vec<(&str, &str, String)> = config
+        .apis
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.prefix.as_str(),
+                format!(
+                    "{}://{}{}",
+                    a.upstream.scheme, a.upstream.origin, a.upstream.base_path
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apis,
+        [
+            (
+                "ehrbase",
+                "/ehrbase",
+                "https://ehrbase.internal:8443/ehrbase".to_owned()
+            ),
+            // The policy's <set-backend-service> wins over the API's serviceUrl.
+            (
+                "fhir",
+                "/fhir/r4",
+                "http://fhir.internal:8080/fhir".to_owned()
+            ),
+            (
+                "status-page",
+                "/status",
+                "http://status.internal:8080".to_owned()
+            ),
+        ]
+    );
+    // [entra] from the first API's policy; another API's own audiences are its own.
+    assert_eq!(
+        config.entra.tenant_id,
+        "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10"
+    );
+    assert_eq!(config.entra.audiences, ["https://cdr.contoso.example"]);
+    assert_eq!(config.apis[0].audiences, None);
+    assert_eq!(
+        config.apis[1].audiences.as_deref(),
+        Some(&["api://fhir.contoso.example".to_owned()][..])
+    );
+    // Its <required-claims> is a rule on its prefix.
+    let rule = &config.apis[1].routes[0];
+    assert_eq!(rule.path, "/fhir/r4");
+    assert!(config.routes.is_empty());
+    assert!(
+        !rule.claims.is_empty() || !rule.roles.is_empty(),
+        "{rule:?}"
+    );
+    // The API without a token policy, and the unconverted rate limit, are named.
+    mentions(&c, "API status-page: it has no <validate-jwt> in APIM");
+    mentions(&c, "API fhir: other policies in the file, not converted");
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.starts_with("to edit before use")),
+        "{:?}",
+        c.warnings
+    );
+}
