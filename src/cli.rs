@@ -37,6 +37,10 @@ pub enum Command {
         /// Run the demo requests and exit (status 0 when all answers are as expected).
         #[arg(long)]
         once: bool,
+        /// Mint tokens shaped for this Entra cloud: global, usgov or china (v1 tokens' issuer
+        /// host; the gateway runs with `entra.cloud` set to it).
+        #[arg(long, default_value = "global", value_parser = parse_cloud)]
+        cloud: crate::config::Cloud,
     },
     /// Check the config, fetch the issuers' metadata and keys, and print the Entra
     /// app-registration checklist. Exit 0 all well, 1 a check failed, 2 bad config.
@@ -90,4 +94,10 @@ pub enum Format {
 pub enum LogFormatArg {
     Text,
     Json,
+}
+
+/// `--cloud`: `global`, `usgov` or `china`.
+fn parse_cloud(s: &str) -> Result<crate::config::Cloud, String> {
+    crate::config::Cloud::from_name(s)
+        .ok_or_else(|| format!("{s:?}: choose global, usgov or china"))
 }

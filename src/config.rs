@@ -7,6 +7,7 @@
 //! types with every default written out; nothing downstream re-parses strings.
 
 mod apis;
+mod cloud;
 mod read;
 mod routes;
 mod tls;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
+pub use cloud::Cloud;
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -297,6 +299,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.insecure_skip_verify",
     "entra.tenant_id",
     "entra.authority",
+    "entra.cloud",
     "entra.audiences",
     "entra.allowed_tenants",
     "entra.allowed_client_ids",
@@ -667,10 +670,36 @@ fn read_entra(r: &mut Reader) -> Entra {
             );
         }
     }
+    let cloud = match r.opt_string("entra.cloud") {
+        None => Cloud::Global,
+        Some(name) => Cloud::from_name(&name).unwrap_or_else(|| {
+            r.problem(
+                "entra.cloud",
+                format!("must be \"global\", \"usgov\" or \"china\", not {name:?}"),
+            );
+            Cloud::Global
+        }),
+    };
     let authority = r
-        .string("entra.authority", DEFAULT_AUTHORITY)
+        .string("entra.authority", cloud.authority())
         .trim_end_matches('/')
         .to_owned();
+    // An authority of another Microsoft cloud than `entra.cloud` is a mix-up; any other host
+    // (a local issuer, a proxy in front of Entra) is the operator's choice.
+    if r.has("entra.cloud")
+        && let Some(other) = Cloud::of_authority(&authority)
+        && other != cloud
+    {
+        r.problem(
+            "entra.authority",
+            format!(
+                "{authority:?} is a host of the {} cloud, but entra.cloud is {:?} (leave entra.authority out to use {})",
+                other.as_str(),
+                cloud.as_str(),
+                cloud.authority()
+            ),
+        );
+    }
     match authority.parse::<http::Uri>() {
         Ok(u)
             if matches!(u.scheme_str(), Some("https" | "http"))

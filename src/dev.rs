@@ -27,6 +27,8 @@ pub struct DevOptions {
     pub admin_listen: SocketAddr,
     /// Run the demo requests, print them, and exit (0 when every answer was as expected).
     pub once: bool,
+    /// The Entra cloud whose tokens the embedded issuer imitates (`entra.cloud`).
+    pub cloud: crate::config::Cloud,
 }
 
 /// Runs the demo. Returns whether every demo request got the expected answer.
@@ -36,6 +38,7 @@ pub struct DevOptions {
 pub async fn run(opts: DevOptions) -> Result<bool, Box<dyn std::error::Error>> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let issuer = DevIssuer::start(any, DEV_TENANT).await?;
+    issuer.set_cloud(opts.cloud);
     let echo = EchoUpstream::start(any).await?;
 
     let listener = bind_or_any(opts.listen).await;
@@ -54,13 +57,17 @@ url = "{upstream}"
 
 [entra]
 tenant_id = "{tenant}"
-authority = "{authority}"   # the embedded issuer; in production https://login.microsoftonline.com
+cloud = "{cloud}"   # v1 tokens' iss: https://{sts}/<tenant>/
+authority = "{authority}"   # the embedded issuer; in production {cloud_authority} (entra.cloud's)
 # Power BI asks Entra for a token whose audience is the URL's scheme+host:
 audiences = ["{gateway_url}", "api://entragate-dev"]
 jwks_min_refetch = "10s"
 "#,
         upstream = echo.url(),
         tenant = DEV_TENANT,
+        cloud = opts.cloud.as_str(),
+        sts = opts.cloud.v1_issuer_host(),
+        cloud_authority = opts.cloud.authority(),
         authority = issuer.authority(),
     );
     let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p))?;

@@ -63,11 +63,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             once,
+            cloud,
         } => runtime.block_on(async {
             match dev::run(dev::DevOptions {
                 listen,
                 admin_listen,
                 once,
+                cloud,
             })
             .await
             {

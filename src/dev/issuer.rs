@@ -7,6 +7,7 @@
 //! down to simulate an outage. `common`/`organizations` metadata uses the `{tenantid}`
 //! issuer template, as Entra's does.
 
+use crate::config::Cloud;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, RwLock};
@@ -124,6 +125,8 @@ pub fn sign_jwt(key: &SigningKey, header: &Value, claims: &Value) -> String {
 
 struct IssuerState {
     authority: String,
+    /// The Entra cloud whose tokens this issuer imitates (the v1 issuer's host).
+    cloud: RwLock<Cloud>,
     tenant_id: String,
     /// Published keys; the first signs new tokens.
     keys: RwLock<Vec<Arc<SigningKey>>>,
@@ -157,6 +160,7 @@ impl DevIssuer {
         let addr = listener.local_addr()?;
         let state = Arc::new(IssuerState {
             authority: format!("http://{addr}"),
+            cloud: RwLock::new(Cloud::Global),
             tenant_id: tenant_id.to_owned(),
             keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
             default_audience: RwLock::new("api://entragate-dev".to_owned()),
@@ -197,7 +201,16 @@ impl DevIssuer {
     /// The `iss` of tokens of `version`, for tenant `tid`.
     #[must_use]
     pub fn issuer(&self, version: TokenVersion, tid: &str) -> String {
-        issuer_for(&self.state.authority, version, tid)
+        issuer_for(&self.state.authority, self.state.cloud(), version, tid)
+    }
+
+    /// Mints and publishes tokens shaped for `cloud`: v1 tokens' `iss` is that cloud's
+    /// (`https://sts.chinacloudapi.cn/<tenant>/` for `china`); v2 tokens' stays
+    /// `<authority>/<tenant>/v2.0`, the authority being this issuer's own.
+    pub fn set_cloud(&self, cloud: Cloud) {
+        if let Ok(mut c) = self.state.cloud.write() {
+            *c = cloud;
+        }
     }
 
     /// Sets the audience `/dev/token` uses by default.
@@ -264,6 +277,7 @@ impl DevIssuer {
     pub fn claims(&self, version: TokenVersion, audience: &str) -> Map<String, Value> {
         user_claims(
             &self.state.authority,
+            self.state.cloud(),
             &self.state.tenant_id,
             version,
             audience,
@@ -287,16 +301,23 @@ fn default_header(key: &SigningKey, claims: &Map<String, Value>) -> Value {
     }
 }
 
-fn issuer_for(authority: &str, version: TokenVersion, tid: &str) -> String {
+impl IssuerState {
+    fn cloud(&self) -> Cloud {
+        self.cloud.read().map(|c| *c).unwrap_or_default()
+    }
+}
+
+fn issuer_for(authority: &str, cloud: Cloud, version: TokenVersion, tid: &str) -> String {
     match version {
-        // Entra's v1 issuer is always the sts.windows.net form, whatever the authority.
-        TokenVersion::V1 => format!("https://sts.windows.net/{tid}/"),
+        // Entra's v1 issuer is the cloud's sts form, whatever the authority.
+        TokenVersion::V1 => cloud.v1_issuer(tid),
         TokenVersion::V2 => format!("{authority}/{tid}/v2.0"),
     }
 }
 
 fn user_claims(
     authority: &str,
+    cloud: Cloud,
     tid: &str,
     version: TokenVersion,
     audience: &str,
@@ -306,7 +327,7 @@ fn user_claims(
         .map_or(0, |d| d.as_secs());
     let mut c = json!({
         "aud": audience,
-        "iss": issuer_for(authority, version, tid),
+        "iss": issuer_for(authority, cloud, version, tid),
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
@@ -346,7 +367,7 @@ fn metadata_issuer(state: &IssuerState, tenant: &str, version: TokenVersion) -> 
         } else {
             state.tenant_id.as_str()
         };
-    issuer_for(&state.authority, version, tid)
+    issuer_for(&state.authority, state.cloud(), version, tid)
 }
 
 fn unavailable() -> Response {
@@ -445,7 +466,7 @@ async fn mint_endpoint(State(s): State<Arc<IssuerState>>, Query(q): Query<MintQu
             .map(|a| a.clone())
             .unwrap_or_default(),
     };
-    let mut claims = user_claims(&s.authority, &s.tenant_id, version, &aud);
+    let mut claims = user_claims(&s.authority, s.cloud(), &s.tenant_id, version, &aud);
     if let Some(scp) = q.scp {
         claims.insert("scp".into(), json!(scp));
     }

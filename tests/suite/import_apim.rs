@@ -485,3 +485,28 @@ fn an_export_with_several_apis_becomes_apis() {
         c.warnings
     );
 }
+
+#[test]
+fn a_sovereign_authentication_endpoint_becomes_entra_cloud() {
+    for (endpoint, cloud, authority) in [
+        (
+            "https://login.partner.microsoftonline.cn",
+            "china",
+            "https://login.partner.microsoftonline.cn",
+        ),
+        (
+            "https://login.microsoftonline.us/",
+            "usgov",
+            "https://login.microsoftonline.us",
+        ),
+    ] {
+        let xml = format!(
+            r#"<policies><inbound><validate-azure-ad-token tenant-id="6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10" authentication-endpoint="{endpoint}"><audiences><audience>api://x</audience></audiences></validate-azure-ad-token></inbound></policies>"#
+        );
+        let c = import_apim::convert(&xml, "p").expect("converts");
+        mentions(&c, &format!("cloud = \"{cloud}\""));
+        assert!(!c.toml.contains("authority ="), "{}", c.toml);
+        let config = load(&c);
+        assert_eq!(config.entra.authority, authority);
+    }
+}

@@ -123,7 +123,10 @@ fn tenant(config: &Config, fetches: &[Fetch], out: &mut Vec<Item>) {
             .iter()
             .find(|f| f.source == "entra-v1")
             .and_then(|f| f.issuer.as_deref())
-            .and_then(|iss| iss.strip_prefix("https://sts.windows.net/"))
+            .and_then(|iss| {
+                iss.strip_prefix("https://sts.windows.net/")
+                    .or_else(|| iss.strip_prefix("https://sts.chinacloudapi.cn/"))
+            })
             .map(|rest| rest.trim_end_matches('/').to_owned())
             .filter(|g| is_guid(g));
         let fix = match guid {
