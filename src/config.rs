@@ -8,6 +8,7 @@
 
 mod apis;
 mod cloud;
+mod dev;
 mod read;
 mod routes;
 mod tls;
@@ -21,6 +22,10 @@ use jsonwebtoken::Algorithm;
 
 pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
 pub use cloud::Cloud;
+pub use dev::{
+    DEV_API_CLIENT_ID, DEV_APP_CLIENT_ID, DEV_APP_SECRET, DEV_CLIENT_KEYS, DEV_TENANT,
+    DEV_USER_KEYS, Dev, DevClient, DevUser, POWER_QUERY_CLIENT_ID, Secret, guid_from,
+};
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -55,6 +60,8 @@ pub struct Config {
     /// `[[apis]]`; without any, one API at `/` named [`DEFAULT_API`] made of `[upstream]`
     /// and `[[routes]]`. Never empty.
     pub apis: Vec<Api>,
+    /// `[dev]`: the `entragate dev` issuer's tenant (`serve` ignores it).
+    pub dev: Dev,
 }
 
 /// One `[[routes]]` rule.
@@ -321,6 +328,19 @@ pub const KNOWN_KEYS: &[&str] = &[
     "identity.name_header",
     "identity.claims_header",
     "identity.strip_headers",
+    "dev.tenant_id",
+    "dev.api_client_id",
+    "dev.api_uris",
+    "dev.scopes",
+    "dev.roles",
+    "dev.access_token_version",
+    "dev.token_lifetime",
+    "dev.code_lifetime",
+    "dev.refresh_token_lifetime",
+    "dev.https_listen",
+    "dev.ca_file",
+    "dev.users",
+    "dev.clients",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
@@ -354,7 +374,7 @@ impl Config {
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
         let apis = apis::read_apis(&mut r, &upstream, &routes, read_file);
-
+        let dev = dev::read_dev(&mut r);
         r.finish()?;
         Ok(Self {
             server,
@@ -365,6 +385,7 @@ impl Config {
             routes,
             oidc,
             apis,
+            dev,
         })
     }
 
@@ -390,6 +411,20 @@ impl Config {
             }
         }
         std::borrow::Cow::Owned(entra)
+    }
+
+    /// Reads only the `[dev]` section of `toml_text` (with the environment), for
+    /// `entragate dev --config FILE`: the rest of the file is the gateway's and need not be
+    /// complete, but an unknown key anywhere is still a problem.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load_dev(toml_text: &str, env: &[(String, String)]) -> Result<Dev, ConfigError> {
+        let mut r = Reader::new(toml_text, env)?;
+        r.reject_unknown(KNOWN_KEYS, ARRAY_TABLES, NOT_YET);
+        let dev = dev::read_dev(&mut r);
+        r.finish()?;
+        Ok(dev)
     }
 
     /// Reads the file at `path` and the process environment, then [`Config::load`].

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use entragate::cli::{Cli, Command, LogFormatArg};
 use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
-use entragate::ops::{check, explain, import_apim};
+use entragate::ops::{check, explain, import_apim, init};
 use entragate::{app, dev, reload, telemetry};
 
 /// Exit codes (SPEC §2): 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -63,13 +63,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             once,
-            cloud,
+            config,
         } => runtime.block_on(async {
             match dev::run(dev::DevOptions {
                 listen,
                 admin_listen,
                 once,
-                cloud,
+                config,
             })
             .await
             {
@@ -77,13 +77,36 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(RUNTIME_FAILURE),
                 Err(e) => {
                     eprintln!("entragate dev: {e}");
-                    ExitCode::from(RUNTIME_FAILURE)
+                    if e.is::<entragate::config::ConfigError>() {
+                        ExitCode::from(BAD_CONFIG)
+                    } else {
+                        ExitCode::from(RUNTIME_FAILURE)
+                    }
                 }
             }
         }),
-        Command::Check { config, format } => {
-            ExitCode::from(runtime.block_on(check::command(&path_of(config), format)))
-        }
+        Command::Init {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        } => ExitCode::from(init::command(&init::Args {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        })),
+        Command::Check {
+            config,
+            app,
+            format,
+        } => ExitCode::from(runtime.block_on(check::command(
+            &path_of(config),
+            app.as_deref(),
+            format,
+        ))),
         Command::Explain {
             config,
             offline,

@@ -2,8 +2,8 @@
 //! default `entra.authority` (and so the metadata URLs, the challenge's sign-in host and the
 //! v2 issuer, `<authority>/<tenant>/v2.0`) and the host of the v1 issuer
 //! (`https://<sts host>/<tenant>/`). Issuers are still read from each tenant's discovery
-//! document; these values are what the offline checks (`explain --offline`) and the `dev`
-//! issuer expect. Sources: learn.microsoft.com/entra/identity-platform/authentication-national-cloud
+//! document; these values are what the offline checks (`explain --offline`)
+//! expect. Sources: learn.microsoft.com/entra/identity-platform/authentication-national-cloud
 //! (authorities) and the national clouds' token references (v1 issuers).
 
 /// An Entra cloud instance.

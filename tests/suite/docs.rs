@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use entragate::config::{API_KEYS, ARRAY_TABLES, KNOWN_KEYS, OIDC_KEYS, ROUTE_KEYS};
+use entragate::config::{
+    API_KEYS, ARRAY_TABLES, DEV_CLIENT_KEYS, DEV_USER_KEYS, KNOWN_KEYS, OIDC_KEYS, ROUTE_KEYS,
+};
 
 const DOC: &str = "docs/configuration.md";
 
@@ -21,12 +23,25 @@ fn array_table_keys(table: &str) -> &'static [&'static str] {
     }
 }
 
+/// Arrays of tables inside a table (`[[dev.users]]`), each a key of `KNOWN_KEYS`, with
+/// their entries' keys.
+const NESTED_ARRAYS: &[(&str, &[&str])] = &[
+    ("dev.users", DEV_USER_KEYS),
+    ("dev.clients", DEV_CLIENT_KEYS),
+];
+
 /// Every key the config reader knows, spelled as the documentation writes it.
 fn known_keys() -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = KNOWN_KEYS.iter().map(|k| (*k).to_owned()).collect();
     for table in ARRAY_TABLES {
         for key in array_table_keys(table) {
             keys.insert(format!("{table}[].{key}"));
+        }
+    }
+    for (array, entry_keys) in NESTED_ARRAYS {
+        assert!(KNOWN_KEYS.contains(array), "{array} is a known key");
+        for key in *entry_keys {
+            keys.insert(format!("{array}[].{key}"));
         }
     }
     keys
@@ -40,6 +55,7 @@ fn tables() -> BTreeSet<String> {
         .map(|(table, _)| table.to_owned())
         .collect();
     tables.extend(ARRAY_TABLES.iter().map(|t| format!("{t}[]")));
+    tables.extend(NESTED_ARRAYS.iter().map(|(t, _)| format!("{t}[]")));
     tables
 }
 
