@@ -36,6 +36,9 @@ impl Via {
 #[derive(Debug)]
 pub struct Entry<'a> {
     pub via: Via,
+    /// The API the request was for (`[[apis]]` `name`, `default` without `[[apis]]`);
+    /// `None` when it was under no API or refused before the match.
+    pub api: Option<&'a str>,
     /// The method decided on (for forward-auth, the original request's).
     pub method: &'a str,
     /// The path decided on, without the query (AQL, search terms may carry personal data).
@@ -68,6 +71,7 @@ pub fn log(e: &Entry<'_>) {
     tracing::info!(
         target: "entragate::access",
         via = e.via.as_str(),
+        api = e.api,
         method = %e.method,
         path = %e.path,
         status = e.status,

@@ -190,7 +190,7 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     let metrics = Arc::new(Metrics::new());
     let client = idp_client(config.entra.metadata_timeout)?;
     let keys = Arc::new(KeyStore::new(
-        &config.entra,
+        &config.key_entra(),
         &config.oidc,
         &client,
         &metrics,
@@ -312,7 +312,7 @@ impl Running {
         let old_keys = current.validator.keys();
         let client = idp_client(config.entra.metadata_timeout)?;
         let keys = Arc::new(KeyStore::reusing(
-            &config.entra,
+            &config.key_entra(),
             &config.oidc,
             &client,
             &self.metrics,
@@ -453,8 +453,12 @@ fn same_listener_tls(
 /// what the configured connection caps may use.
 pub fn raise_open_files_limit(config: &Config) {
     let needed = config.server.limits.max_connections
-        + config.upstream.max_connections
-        + config.upstream.max_idle_connections
+        + config
+            .apis
+            .iter()
+            .map(|a| config.upstream_of(a))
+            .map(|u| u.max_connections + u.max_idle_connections)
+            .sum::<usize>()
         + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < needed as u64 => tracing::warn!(

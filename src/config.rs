@@ -6,6 +6,8 @@
 //! environment variable when that is where the value came from). The result is a set of runtime
 //! types with every default written out; nothing downstream re-parses strings.
 
+mod apis;
+mod cloud;
 mod dev;
 mod limits;
 mod read;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
+pub use cloud::Cloud;
 pub use dev::{
     DEV_API_CLIENT_ID, DEV_APP_CLIENT_ID, DEV_APP_SECRET, DEV_CLIENT_KEYS, DEV_TENANT,
     DEV_USER_KEYS, Dev, DevClient, DevUser, POWER_QUERY_CLIENT_ID, Secret, guid_from,
@@ -58,6 +62,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[oidc]]`: further OpenID Connect issuers.
     pub oidc: Vec<Oidc>,
+    /// `[[apis]]`; without any, one API at `/` named [`DEFAULT_API`] made of `[upstream]`
+    /// and `[[routes]]`. Never empty.
+    pub apis: Vec<Api>,
     /// `[dev]`: the `entragate dev` issuer's tenant (`serve` ignores it).
     pub dev: Dev,
     /// `[[limits]]`, in order.
@@ -84,6 +91,10 @@ pub struct Route {
     pub anonymous: bool,
     /// Overrides `server.max_body` on this route (`Some(None)` = no limit here).
     pub max_body: Option<Option<u64>>,
+    /// Entra authentication context the token's `acrs` must hold (step-up), if any.
+    pub auth_context: Option<String>,
+    /// `ip_allow` / `ip_deny` on the client address.
+    pub ip: IpFilter,
 }
 
 /// One `[[oidc]]` issuer.
@@ -306,6 +317,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.insecure_skip_verify",
     "entra.tenant_id",
     "entra.authority",
+    "entra.cloud",
     "entra.audiences",
     "entra.allowed_tenants",
     "entra.allowed_client_ids",
@@ -348,7 +360,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
 /// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
-pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "limits"];
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "apis", "limits"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];
@@ -376,8 +388,10 @@ impl Config {
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
+        let apis = apis::read_apis(&mut r, &upstream, &routes, read_file);
         let dev = dev::read_dev(&mut r);
-        let limits = limits::read_limits(&mut r);
+        let api_names: Vec<&str> = apis.iter().map(|a| a.name.as_str()).collect();
+        let limits = limits::read_limits(&mut r, &api_names);
         let limits_store = limits::read_store(&mut r);
         let revocation = limits::read_revocation(&mut r);
         r.finish()?;
@@ -389,11 +403,36 @@ impl Config {
             identity,
             routes,
             oidc,
+            apis,
             dev,
             limits,
             limits_store,
             revocation,
         })
+    }
+
+    /// The `[entra]` the key store holds Entra tokens to: `entra.audiences` plus every
+    /// `[[apis]]` `audiences`, so a token for any API verifies; the gateway then holds each
+    /// token to its own API's list.
+    #[must_use]
+    pub fn key_entra(&self) -> std::borrow::Cow<'_, Entra> {
+        let mut extra = self
+            .apis
+            .iter()
+            .filter_map(|a| a.audiences.as_ref())
+            .flatten()
+            .filter(|a| !self.entra.audiences.contains(a))
+            .peekable();
+        if extra.peek().is_none() {
+            return std::borrow::Cow::Borrowed(&self.entra);
+        }
+        let mut entra = self.entra.clone();
+        for a in extra {
+            if !entra.audiences.contains(a) {
+                entra.audiences.push(a.clone());
+            }
+        }
+        std::borrow::Cow::Owned(entra)
     }
 
     /// Reads only the `[dev]` section of `toml_text` (with the environment), for
@@ -688,10 +727,36 @@ fn read_entra(r: &mut Reader) -> Entra {
             );
         }
     }
+    let cloud = match r.opt_string("entra.cloud") {
+        None => Cloud::Global,
+        Some(name) => Cloud::from_name(&name).unwrap_or_else(|| {
+            r.problem(
+                "entra.cloud",
+                format!("must be \"global\", \"usgov\" or \"china\", not {name:?}"),
+            );
+            Cloud::Global
+        }),
+    };
     let authority = r
-        .string("entra.authority", DEFAULT_AUTHORITY)
+        .string("entra.authority", cloud.authority())
         .trim_end_matches('/')
         .to_owned();
+    // An authority of another Microsoft cloud than `entra.cloud` is a mix-up; any other host
+    // (a local issuer, a proxy in front of Entra) is the operator's choice.
+    if r.has("entra.cloud")
+        && let Some(other) = Cloud::of_authority(&authority)
+        && other != cloud
+    {
+        r.problem(
+            "entra.authority",
+            format!(
+                "{authority:?} is a host of the {} cloud, but entra.cloud is {:?} (leave entra.authority out to use {})",
+                other.as_str(),
+                cloud.as_str(),
+                cloud.authority()
+            ),
+        );
+    }
     match authority.parse::<http::Uri>() {
         Ok(u)
             if matches!(u.scheme_str(), Some("https" | "http"))

@@ -121,7 +121,7 @@ impl ExtAuthz {
             request_id,
         );
         let decision = gw.check(&view).await;
-        record.decided(&view, decision.outcome, decision.facts);
+        record.decided(&view, &decision);
         let (response, status) = match decision.verdict {
             Verdict::Refuse(refusal) => (denied(&refusal), refusal.status),
             Verdict::Pass(pass) => (ok(&pass.edits), StatusCode::OK),

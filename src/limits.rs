@@ -16,9 +16,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use http::header::{HeaderName, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue};
-use ipnet::IpNet;
 
 use crate::auth::Claims;
 use crate::config::{LimitKey, LimitKind, LimitRule, LimitsStore, OnError, path_matches};
@@ -73,7 +72,6 @@ pub struct Limiter {
     rules: Vec<Rule>,
     store: Store,
     on_error: OnError,
-    trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,7 +83,6 @@ impl Limiter {
         rules: &[LimitRule],
         store: &LimitsStore,
         redis: Option<Arc<crate::redis::Client>>,
-        trusted_proxies: Vec<IpNet>,
         metrics: &Arc<Metrics>,
     ) -> Option<Self> {
         if rules.is_empty() {
@@ -124,7 +121,6 @@ impl Limiter {
             rules,
             store,
             on_error,
-            trusted_proxies,
             metrics: Arc::clone(metrics),
         })
     }
@@ -150,26 +146,28 @@ impl Limiter {
     }
 
     /// Counts the request against every limit it falls under; `Some` when one refuses.
-    /// `path` is the normalised path; `peer` and `headers` give the client address for
-    /// `ip` keys.
+    /// `path` is the normalised path, `api` the name of the API it is under, `client` the
+    /// client address under the trusted-proxy rules (`Gateway::client_address`), for `ip`
+    /// keys.
     pub async fn check(
         &self,
         path: &str,
+        api: &str,
         claims: &Claims,
-        peer: Option<IpAddr>,
-        headers: &HeaderMap,
+        client: Option<IpAddr>,
     ) -> Option<Refused> {
-        let mut ip = None;
         let mut applying: Vec<(usize, Cow<'_, str>)> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let paths = &rule.config.paths;
             if !paths.is_empty() && !paths.iter().any(|p| path_matches(p, path)) {
                 continue;
             }
+            let apis = &rule.config.apis;
+            if !apis.is_empty() && !apis.iter().any(|a| a == api) {
+                continue;
+            }
             let key = if rule.config.key == LimitKey::Ip {
-                let addr =
-                    *ip.get_or_insert_with(|| client_ip(peer, headers, &self.trusted_proxies));
-                addr.map(|a| Cow::Owned(a.to_string()))
+                client.map(|a| Cow::Owned(a.to_string()))
             } else {
                 key_of(&rule.config.key, claims)
             };
@@ -290,37 +288,6 @@ pub fn key_of<'c>(key: &LimitKey, claims: &'c Claims) -> Option<Cow<'c, str>> {
     }
 }
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
-/// `X-Forwarded-For` entry that is not one (the same rule as `server.trusted_proxies`
-/// everywhere).
-#[must_use]
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let mut client = peer;
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    for entry in entries.iter().rev() {
-        let Ok(ip) = entry.parse::<IpAddr>() else {
-            // Garbage from beyond the trusted proxies: stop at the last trusted hop.
-            break;
-        };
-        client = ip;
-        if !is_trusted(&ip) {
-            break;
-        }
-    }
-    Some(client)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,38 +322,6 @@ mod tests {
         assert_eq!(key_of(&LimitKey::User, &v1).as_deref(), Some("s"));
     }
 
-    #[test]
-    fn the_client_address_follows_the_trusted_proxy_rules() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
-        let mut h = HeaderMap::new();
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.2.3.4, 10.0.0.9"),
-        );
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.8"));
-        let ip = |peer: &str, h: &HeaderMap| {
-            client_ip(Some(peer.parse().expect("ip")), h, &trusted).map(|a| a.to_string())
-        };
-        // An untrusted peer's header is ignored.
-        assert_eq!(ip("192.0.2.1", &h).as_deref(), Some("192.0.2.1"));
-        // A trusted peer: the right-most address that is not a trusted proxy.
-        assert_eq!(ip("10.0.0.1", &h).as_deref(), Some("1.2.3.4"));
-        // A forged left-most entry does not win over the real client.
-        let mut h2 = HeaderMap::new();
-        h2.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 5.5.5.5"),
-        );
-        assert_eq!(ip("10.0.0.1", &h2).as_deref(), Some("5.5.5.5"));
-        // Garbage stops the walk.
-        h2.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, junk"));
-        assert_eq!(ip("10.0.0.1", &h2).as_deref(), Some("10.0.0.1"));
-        assert_eq!(
-            ip("10.0.0.1", &HeaderMap::new()).as_deref(),
-            Some("10.0.0.1")
-        );
-    }
-
     fn limiter(rules: Vec<LimitRule>) -> Limiter {
         Limiter::new(
             &rules,
@@ -396,7 +331,6 @@ mod tests {
                 timeout: Duration::from_millis(100),
             },
             None,
-            Vec::new(),
             &Arc::new(Metrics::new()),
         )
         .expect("limits")
@@ -411,6 +345,7 @@ mod tests {
             burst: rate.per_second_ceil(),
             kind: LimitKind::Rate,
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            apis: Vec::new(),
         }
     }
 
@@ -418,18 +353,53 @@ mod tests {
     async fn a_reload_with_the_same_limits_keeps_counting() {
         let rules = vec![rule("per-user", LimitKey::User, "1/h", &[])];
         let c = claims(serde_json::json!({"oid": "o1"}));
-        let h = HeaderMap::new();
         let old = limiter(rules.clone());
-        assert!(old.check("/", &c, None, &h).await.is_none());
+        assert!(old.check("/", "default", &c, None).await.is_none());
         let mut same = limiter(rules);
         same.keep_counters_of(&old);
-        assert!(same.check("/", &c, None, &h).await.is_some(), "still spent");
+        assert!(
+            same.check("/", "default", &c, None).await.is_some(),
+            "still spent"
+        );
         let mut changed = limiter(vec![rule("per-user", LimitKey::User, "2/h", &[])]);
         changed.keep_counters_of(&old);
         assert!(
-            changed.check("/", &c, None, &h).await.is_none(),
+            changed.check("/", "default", &c, None).await.is_none(),
             "new limits start over"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_with_apis_counts_only_under_those_apis() {
+        let mut per_user = rule("ehrbase-only", LimitKey::User, "1/h", &[]);
+        per_user.apis = vec!["ehrbase".into()];
+        let l = limiter(vec![per_user]);
+        let c = claims(serde_json::json!({"oid": "o1"}));
+        // Another API: never counted, however often.
+        for _ in 0..3 {
+            assert!(l.check("/fhir/x", "fhir", &c, None).await.is_none());
+        }
+        assert!(l.check("/ehrbase/x", "ehrbase", &c, None).await.is_none());
+        let r = l
+            .check("/ehrbase/x", "ehrbase", &c, None)
+            .await
+            .expect("refused");
+        assert_eq!(&*r.name, "ehrbase-only");
+        assert!(l.check("/fhir/x", "fhir", &c, None).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ip_limit_counts_the_address_it_is_given() {
+        let l = limiter(vec![rule("per-ip", LimitKey::Ip, "1/h", &[])]);
+        let c = claims(serde_json::json!({"oid": "o1"}));
+        let a = Some("192.0.2.1".parse().expect("ip"));
+        let b = Some("192.0.2.2".parse().expect("ip"));
+        assert!(l.check("/", "default", &c, a).await.is_none());
+        assert!(l.check("/", "default", &c, a).await.is_some());
+        assert!(l.check("/", "default", &c, b).await.is_none());
+        // No address known: not counted under an ip limit.
+        assert!(l.check("/", "default", &c, None).await.is_none());
+        assert!(l.check("/", "default", &c, None).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -439,13 +409,15 @@ mod tests {
             rule("per-user", LimitKey::User, "2/min", &["/query"]),
         ]);
         let c = claims(serde_json::json!({"oid": "o1", "tid": "t1"}));
-        let h = HeaderMap::new();
         // Outside /query only the wide limit applies.
         for _ in 0..5 {
-            assert!(l.check("/data", &c, None, &h).await.is_none());
+            assert!(l.check("/data", "default", &c, None).await.is_none());
         }
-        assert!(l.check("/query/aql", &c, None, &h).await.is_none());
-        let r = l.check("/query/aql", &c, None, &h).await.expect("refused");
+        assert!(l.check("/query/aql", "default", &c, None).await.is_none());
+        let r = l
+            .check("/query/aql", "default", &c, None)
+            .await
+            .expect("refused");
         assert_eq!(&*r.name, "per-user");
         let get = |n: &HeaderName| {
             r.headers
@@ -461,12 +433,12 @@ mod tests {
         assert_eq!(get(&RATELIMIT).as_deref(), Some("\"per-user\";r=0;t=30"));
         assert_eq!(get(&RETRY_AFTER).as_deref(), Some("30"));
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert!(l.check("/query/aql", &c, None, &h).await.is_none());
+        assert!(l.check("/query/aql", "default", &c, None).await.is_none());
         assert_eq!(l.metrics.limits.rate_limited("per-user"), 1);
         // A token without the key's claim is not counted.
         let anon = claims(serde_json::json!({"tid": "t1"}));
         for _ in 0..5 {
-            assert!(l.check("/query/x", &anon, None, &h).await.is_none());
+            assert!(l.check("/query/x", "default", &anon, None).await.is_none());
         }
     }
 }

@@ -108,6 +108,52 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: String,
+    outcome: &'static str,
+}
+
+/// The outcome labels of `entragate_api_requests` (the first label of [`Outcome::labels`]).
+const API_OUTCOMES: [&str; 8] = [
+    "allowed",
+    "preflight",
+    "anonymous",
+    "denied",
+    "refused",
+    "upstream_error",
+    "shed",
+    "client_closed",
+];
+
+/// The request counters of one API (`[[apis]]` `name`), by outcome: resolved once per API
+/// name and kept across reloads, so counting is one atomic add.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    pub name: String,
+    /// By [`API_OUTCOMES`].
+    requests: Vec<Counter>,
+}
+
+impl ApiMetrics {
+    /// Counts one request of this API.
+    pub fn record(&self, outcome: Outcome) {
+        let label = outcome.labels().0;
+        if let Some(i) = API_OUTCOMES.iter().position(|o| *o == label) {
+            self.requests[i].inc();
+        }
+    }
+
+    /// Requests of this API so far whose outcome label is `outcome`.
+    #[must_use]
+    pub fn requests(&self, outcome: &str) -> u64 {
+        API_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.requests[i].get())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     class: &'static str,
 }
@@ -335,6 +381,8 @@ pub struct Metrics {
     key_fetches: Family<FetchLabels, Counter>,
     stale_served: Family<SourceLabels, Counter>,
     key_sources: SourceMap,
+    api_requests: Family<ApiLabels, Counter>,
+    apis: Mutex<BTreeMap<String, Arc<ApiMetrics>>>,
     /// Listener certificate reloads (stay at zero without TLS).
     pub tls_reloads: Arc<ReloadCounters>,
     /// Rate limits, their store and the revocation list.
@@ -428,9 +476,17 @@ impl Metrics {
             by_result,
         );
         let tls_reloads = Arc::new(ReloadCounters { ok, error });
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "entragate_api_requests",
+            "Requests by API ([[apis]] name; \"default\" without [[apis]]) and outcome; requests under no API are not counted here (reason no_api in entragate_requests).",
+            api_requests.clone(),
+        );
         let limits = limit_metrics(&mut registry);
         Self {
             limits,
+            api_requests,
+            apis: Mutex::default(),
             registry,
             requests,
             auth_latency,
@@ -516,6 +572,33 @@ impl Metrics {
             stale_served,
         });
         sources.insert(name.to_owned(), Arc::clone(&m));
+        m
+    }
+
+    /// The counters of the API `name`, created on first use (every outcome present from the
+    /// first scrape) and shared afterwards, across reloads.
+    #[must_use]
+    pub fn api(&self, name: &str) -> Arc<ApiMetrics> {
+        let mut apis = lock(&self.apis);
+        if let Some(m) = apis.get(name) {
+            return Arc::clone(m);
+        }
+        let requests = API_OUTCOMES
+            .iter()
+            .map(|outcome| {
+                self.api_requests
+                    .get_or_create(&ApiLabels {
+                        api: name.to_owned(),
+                        outcome,
+                    })
+                    .clone()
+            })
+            .collect();
+        let m = Arc::new(ApiMetrics {
+            name: name.to_owned(),
+            requests,
+        });
+        apis.insert(name.to_owned(), Arc::clone(&m));
         m
     }
 

@@ -61,6 +61,13 @@ pub enum Reason {
     RateLimited,
     /// The token's `oid`, client, `tid` or `jti` is on the revocation list (401).
     Revoked,
+    /// The path is under no `[[apis]]` prefix (404 once authenticated).
+    NoApi,
+    /// The client address is refused by an API's or a route's `ip_allow` / `ip_deny` (403).
+    IpDenied,
+    /// The route's `auth_context` is not in the token's `acrs` (401, Entra's claims
+    /// challenge).
+    AuthContextRequired,
 }
 
 impl Reason {
@@ -94,11 +101,14 @@ impl Reason {
             Self::BadForwardedRequest => "bad_forwarded_request",
             Self::RateLimited => "rate_limited",
             Self::Revoked => "revoked",
+            Self::NoApi => "no_api",
+            Self::IpDenied => "ip_denied",
+            Self::AuthContextRequired => "auth_context_required",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 29] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -125,6 +135,9 @@ impl Reason {
         Self::BadForwardedRequest,
         Self::RateLimited,
         Self::Revoked,
+        Self::NoApi,
+        Self::IpDenied,
+        Self::AuthContextRequired,
     ];
 
     /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).

@@ -25,6 +25,9 @@ pub struct LimitRule {
     /// Normalised path patterns (segment-wise prefixes, `*` = any one segment); empty =
     /// every path.
     pub paths: Vec<String>,
+    /// Names of the `[[apis]]` it applies to (`"default"` is the one API of a config
+    /// without `[[apis]]`); empty = every API.
+    pub apis: Vec<String>,
 }
 
 /// What a limit counts by: always a verified claim, or the client address under the
@@ -156,10 +159,10 @@ pub struct Revocation {
     pub file: Option<String>,
 }
 
-pub(super) fn read_limits(r: &mut Reader) -> Vec<LimitRule> {
+pub(super) fn read_limits(r: &mut Reader, api_names: &[&str]) -> Vec<LimitRule> {
     let mut out: Vec<LimitRule> = Vec::new();
     for (name, dict) in entries(r, "limits", LIMIT_KEYS) {
-        if let Some(rule) = read_limit(r, &name, &dict) {
+        if let Some(rule) = read_limit(r, &name, &dict, api_names) {
             if out.iter().any(|o| o.name == rule.name) {
                 r.problem(
                     &format!("{name}.name"),
@@ -172,7 +175,7 @@ pub(super) fn read_limits(r: &mut Reader) -> Vec<LimitRule> {
     out
 }
 
-fn read_limit(r: &mut Reader, name: &str, d: &Dict) -> Option<LimitRule> {
+fn read_limit(r: &mut Reader, name: &str, d: &Dict, api_names: &[&str]) -> Option<LimitRule> {
     let limit_name: Option<String> = field(r, d, name, "name", "a string");
     let limit_name = match limit_name {
         Some(n)
@@ -256,11 +259,18 @@ fn read_limit(r: &mut Reader, name: &str, d: &Dict) -> Option<LimitRule> {
             "applies to kind = \"rate\" only (a quota allows its whole count in its window)",
         );
     }
-    if d.contains_key("apis") {
-        r.problem(
-            &format!("{name}.apis"),
-            "needs [[apis]], which this version does not have; use paths",
-        );
+    let apis =
+        field::<Vec<String>>(r, d, name, "apis", "a list of [[apis]] names").unwrap_or_default();
+    for api in &apis {
+        if !api_names.contains(&api.as_str()) {
+            r.problem(
+                &format!("{name}.apis"),
+                format!(
+                    "{api:?} names no API (the APIs are: {})",
+                    api_names.join(", ")
+                ),
+            );
+        }
     }
     let paths = field::<Vec<String>>(r, d, name, "paths", "a list of paths")
         .unwrap_or_default()
@@ -297,6 +307,7 @@ fn read_limit(r: &mut Reader, name: &str, d: &Dict) -> Option<LimitRule> {
         burst,
         kind,
         paths,
+        apis,
     })
 }
 
@@ -447,7 +458,8 @@ mod tests {
             assert!(text.contains(key), "{key} not named in:\n{text}");
         }
         assert!(
-            text.contains("limits[0].apis") && text.contains("needs [[apis]]"),
+            text.contains("limits[0].apis")
+                && text.contains("\"ehrbase\" names no API (the APIs are: default)"),
             "{text}"
         );
     }

@@ -31,6 +31,8 @@ const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
 const PAYLOAD_TOO_LARGE: &str = r#"{"error":"payload_too_large"}"#;
 const METHOD_NOT_ALLOWED: &str = r#"{"error":"method_not_allowed"}"#;
 const RATE_LIMITED: &str = r#"{"error":"rate_limited"}"#;
+const NOT_FOUND: &str = r#"{"error":"not_found"}"#;
+const FORBIDDEN: &str = r#"{"error":"forbidden"}"#;
 
 /// Seconds a client is asked to wait when no signing keys are usable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -113,7 +115,8 @@ impl Refusal {
         }
     }
 
-    /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s);
+    /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s), or
+    /// names the authentication context a route requires (`auth_context_required`);
     /// `origin` (`scheme://host`) feeds an RFC 9728 metadata URL that follows the request.
     #[must_use]
     pub fn proxy(
@@ -155,6 +158,17 @@ impl Refusal {
             Reason::BadPath => (StatusCode::BAD_REQUEST, None, None, BAD_PATH),
             // Decided with its headers by `rate_limited`; this is the bare shape.
             Reason::RateLimited => (StatusCode::TOO_MANY_REQUESTS, None, None, RATE_LIMITED),
+            // After authentication: nothing here, and no list of what is.
+            Reason::NoApi => (StatusCode::NOT_FOUND, None, None, NOT_FOUND),
+            // The address, not the token: a sign-in would not help.
+            Reason::IpDenied => (StatusCode::FORBIDDEN, None, None, FORBIDDEN),
+            // Step-up: Entra's claims challenge names the context to sign in with.
+            Reason::AuthContextRequired => (
+                StatusCode::UNAUTHORIZED,
+                Some(challenges.insufficient_claims(scope, origin)),
+                None,
+                INVALID_TOKEN,
+            ),
             // Not the token's fault either: retry later rather than prompt a new sign-in.
             Reason::KeysUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -199,6 +213,11 @@ impl Refusal {
             StatusCode::SERVICE_UNAVAILABLE => Self {
                 status: StatusCode::UNAUTHORIZED,
                 challenge: Some(challenges.get(Kind::InvalidToken, origin)),
+                ..full
+            },
+            // nginx turns a 404 into a 500: 403, the body still saying `not_found`.
+            StatusCode::NOT_FOUND => Self {
+                status: StatusCode::FORBIDDEN,
                 ..full
             },
             _ => full,
@@ -269,7 +288,35 @@ mod tests {
                 "{reason}: {}",
                 r.status
             );
-            assert!(r.challenge.is_some(), "{reason} has no challenge");
+            // nginx copies a challenge only from a 401; a 403 of the address or of no API
+            // carries none (a sign-in would not help).
+            if r.status == StatusCode::UNAUTHORIZED || reason.is_forbidden() {
+                assert!(r.challenge.is_some(), "{reason} has no challenge");
+            }
+        }
+    }
+
+    #[test]
+    fn no_api_ip_denied_and_auth_context_answers() {
+        let c = challenges();
+        let r = Refusal::proxy(Reason::NoApi, "", &c, None);
+        assert_eq!((r.status.as_u16(), r.body), (404, NOT_FOUND));
+        assert!(r.challenge.is_none());
+        let r = Refusal::forward_auth(Reason::NoApi, "", &c, None);
+        assert_eq!((r.status.as_u16(), r.body), (403, NOT_FOUND));
+        for r in [
+            Refusal::proxy(Reason::IpDenied, "", &c, None),
+            Refusal::forward_auth(Reason::IpDenied, "", &c, None),
+        ] {
+            assert_eq!((r.status.as_u16(), r.body), (403, FORBIDDEN));
+            assert!(r.challenge.is_none());
+        }
+        for r in [
+            Refusal::proxy(Reason::AuthContextRequired, "c1", &c, None),
+            Refusal::forward_auth(Reason::AuthContextRequired, "c1", &c, None),
+        ] {
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(r.challenge, Some(c.insufficient_claims("c1", None)));
         }
     }
 

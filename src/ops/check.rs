@@ -184,7 +184,7 @@ pub async fn run(
     let client =
         crate::app::idp_client(config.entra.metadata_timeout).map_err(|e| e.to_string())?;
     // The same sources, names and URLs as `serve` uses.
-    let store = KeyStore::new(&config.entra, &config.oidc, &client, &Metrics::new());
+    let store = KeyStore::new(&config.key_entra(), &config.oidc, &client, &Metrics::new());
     let mut fetches = Vec::new();
     for issuer in &store.issuers {
         let s = &issuer.source;

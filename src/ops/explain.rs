@@ -164,32 +164,77 @@ pub async fn explain(
     let client = crate::app::idp_client(config.entra.metadata_timeout)
         .map_err(|e| ExplainError::Client(e.to_string()))?;
     let keys = Arc::new(KeyStore::new(
-        &config.entra,
+        &config.key_entra(),
         &config.oidc,
         &client,
         &Metrics::new(),
     ));
     let validator = Validator::new(&config.entra, Arc::clone(&keys));
-    let policy = Policy::new(config.routes.clone());
+    // The API the gateway would pick: the longest prefix the path is under.
+    let api = config
+        .apis
+        .iter()
+        .filter(|a| path::is_under(&normalized, &a.prefix))
+        .max_by_key(|a| a.prefix.len());
+    let policy = Policy::new(
+        api.map(|a| config.routes_of(a).to_vec())
+            .unwrap_or_default(),
+    );
     let route = policy.route(&opts.method, &normalized);
+    let api_text = match api {
+        _ if config.apis.len() == 1 && config.apis[0].prefix == "/" => String::new(),
+        Some(a) => format!("API {} (prefix {}), ", a.name, a.prefix),
+        None => "under no [[apis]] prefix (404 once authenticated), ".into(),
+    };
+    let step_up = |r: &crate::config::Route| {
+        r.auth_context.as_ref().map_or_else(String::new, |c| {
+            format!(", step-up: acrs must contain {c} (else 401 with Entra's claims challenge)")
+        })
+    };
+    let ip_text = |f: &crate::config::IpFilter| {
+        if f.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", client address: allow [{}], deny [{}] (not checked here)",
+                f.allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                f.deny
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    };
     let route_text = match route {
         None => format!(
-            "{} {}: no [[routes]] rule matches, a valid token suffices",
-            opts.method, opts.path
+            "{} {}: {api_text}no [[routes]] rule matches, a valid token suffices{}",
+            opts.method,
+            opts.path,
+            api.map(|a| ip_text(&a.ip)).unwrap_or_default()
         ),
         Some(r) if r.anonymous => format!(
-            "{} {}: anonymous route {} (a token, if sent, must still be valid)",
-            opts.method, opts.path, r.path
+            "{} {}: {api_text}anonymous route {} (a token, if sent, must still be valid){}",
+            opts.method,
+            opts.path,
+            r.path,
+            ip_text(&r.ip)
         ),
         Some(r) => format!(
-            "{} {}: route {} (scopes [{}], roles [{}], clients [{}], claims {:?})",
+            "{} {}: {api_text}route {} (scopes [{}], roles [{}], clients [{}], claims {:?}{}){}",
             opts.method,
             opts.path,
             r.path,
             r.scopes.join(" "),
             r.roles.join(" "),
             r.clients.join(" "),
-            r.claims
+            r.claims,
+            step_up(r),
+            ip_text(&r.ip)
         ),
     };
 
@@ -203,9 +248,41 @@ pub async fn explain(
     };
     let now = unix_now();
     let offline_issuers = expected_issuers(&config.entra, &keys);
-    let diagnosis = validator
+    let mut diagnosis = validator
         .diagnose(&decoded, route, &offline_issuers, now)
         .await;
+    // What the gateway decides after the token and the route's rules: the API's audiences,
+    // the route's authentication context, and a path under no API.
+    let claims = &decoded.claims;
+    let own_audiences = config.apis.iter().any(|a| a.audiences.is_some());
+    let mut more = Vec::new();
+    if let Some(a) = api
+        && own_audiences
+        && claims.ver.is_some()
+    {
+        let wanted = a.audiences.as_ref().unwrap_or(&config.entra.audiences);
+        let ok = claims.aud.iter().flat_map(|x| x.iter()).any(|x| {
+            wanted
+                .iter()
+                .any(|w| crate::keys::trim_slash(w) == crate::keys::trim_slash(x))
+        });
+        if !ok {
+            more.push(Reason::AudienceMismatch);
+        }
+    }
+    if api.is_none() {
+        more.push(Reason::NoApi);
+    }
+    if let Some(context) = route.and_then(|r| r.auth_context.as_deref())
+        && !claims.values("acrs").is_some_and(|v| v.contains(&context))
+    {
+        more.push(Reason::AuthContextRequired);
+    }
+    for r in more {
+        if !diagnosis.reasons.contains(&r) {
+            diagnosis.reasons.push(r);
+        }
+    }
 
     let header = decode_part(token.split('.').next().unwrap_or(""));
     let claims_json = decode_part(token.split('.').nth(1).unwrap_or(""));

@@ -195,7 +195,7 @@ impl Row {
 fn forward_auth_status(status: u16) -> u16 {
     match status {
         400 | 503 => 401,
-        405 | 413 => 403,
+        404 | 405 | 413 => 403,
         s => s,
     }
 }
@@ -737,14 +737,121 @@ async fn every_door_decides_every_row_the_same() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every refusal reason the three doors share is in the table (keys_unavailable and
-    // bad_forwarded_request have tests of their own, below).
+    // bad_forwarded_request have tests of their own, below; the [[apis]] reasons are in
+    // the table of `every_door_decides_apis_the_same`).
     for reason in Reason::ALL {
         if matches!(
             reason,
             Reason::KeysUnavailable | Reason::BadForwardedRequest
-        ) {
+        ) || API_REASONS.contains(&reason)
+        {
             continue;
         }
+        assert!(
+            rows.iter().any(|r| r.reason == format!("denied/{reason}")),
+            "no row refused with {reason}"
+        );
+    }
+}
+
+/// The reasons of `[[apis]]`, step-up and the IP filter, decided by the table below.
+const API_REASONS: [Reason; 3] = [Reason::NoApi, Reason::AuthContextRequired, Reason::IpDenied];
+
+/// One API at `/data` (no API elsewhere), with a step-up route and IP-filtered routes. The
+/// client address: for the proxy and forward-auth, what the trusted peer (loopback) forwards
+/// in `X-Forwarded-For`; for `ext_authz`, the downstream address Envoy reports (203.0.113.7
+/// in `common::ext_authz::request`), so the rows send that same address.
+const APIS: &str = r#"
+[[apis]]
+name = "data"
+prefix = "/data"
+
+[[apis.routes]]
+path = "/data/admin"
+auth_context = "c1"
+
+[[apis.routes]]
+path = "/data/guarded"
+ip_deny = ["203.0.113.0/24"]
+
+[[apis.routes]]
+path = "/data/lan"
+ip_allow = ["203.0.113.0/24"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_decides_apis_the_same() {
+    let extra = Extra {
+        server: "trusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"127.0.0.1:0\"\n".into(),
+        tail: APIS.into(),
+        ..Extra::default()
+    };
+    let h = Harness::start_with(extra.clone()).await;
+    let fa = forward_auth_gateway(&h, &extra, None).await;
+    let v1 = h.claims(TokenVersion::V1);
+    let good = h.issuer.mint(&v1);
+    let stepped_claims = with(v1.clone(), "acrs", json!(["c1"]));
+    let stepped = h.issuer.mint(&stepped_claims);
+    let client = "203.0.113.7";
+    let rows = vec![
+        Row::new("a path of the API", "GET", "/data/x")
+            .bearer(&good)
+            .identity(&v1),
+        Row::new("under no API, no token", "GET", "/other/x").refused(401, Reason::MissingToken),
+        Row::new("under no API, Power Query's probe", "GET", "/")
+            .header("authorization", "Bearer")
+            .refused(401, Reason::EmptyBearer),
+        Row::new("under no API, a valid token", "GET", "/other/x")
+            .bearer(&good)
+            .refused(404, Reason::NoApi),
+        Row::new("under no API, an invalid token", "GET", "/datax")
+            .bearer("abc.def")
+            .refused(401, Reason::Malformed),
+        Row::new("a route's auth context, absent", "DELETE", "/data/admin/1")
+            .bearer(&good)
+            .refused(401, Reason::AuthContextRequired),
+        Row::new("a route's auth context, present", "DELETE", "/data/admin/1")
+            .bearer(&stepped)
+            .identity(&stepped_claims),
+        Row::new("a denied client address", "GET", "/data/guarded")
+            .header("x-forwarded-for", client)
+            .bearer(&good)
+            .refused(403, Reason::IpDenied),
+        Row::new(
+            "a denied client address, no token",
+            "GET",
+            "/data/guarded/x",
+        )
+        .header("x-forwarded-for", client)
+        .refused(403, Reason::IpDenied),
+        Row::new("an allowed client address", "GET", "/data/lan")
+            .header("x-forwarded-for", client)
+            .bearer(&good)
+            .identity(&v1),
+    ];
+    let mut failures = Vec::new();
+    for row in &rows {
+        let want = row.expected();
+        let fa_want = Seen {
+            status: forward_auth_status(want.status),
+            ..want.clone()
+        };
+        for (door, got, want) in [
+            ("proxy", through_proxy(&h, row).await, &want),
+            (
+                "forward-auth",
+                through_forward_auth(&fa, row).await,
+                &fa_want,
+            ),
+            ("ext_authz", through_ext_authz(&h, row).await, &want),
+        ] {
+            if &got != want {
+                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for reason in API_REASONS {
         assert!(
             rows.iter().any(|r| r.reason == format!("denied/{reason}")),
             "no row refused with {reason}"

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use entragate::config::{
-    ARRAY_TABLES, DEV_CLIENT_KEYS, DEV_USER_KEYS, KNOWN_KEYS, LIMIT_KEYS, OIDC_KEYS, ROUTE_KEYS,
+    API_KEYS, ARRAY_TABLES, DEV_CLIENT_KEYS, DEV_USER_KEYS, KNOWN_KEYS, LIMIT_KEYS, OIDC_KEYS,
+    ROUTE_KEYS,
 };
 
 const DOC: &str = "docs/configuration.md";
@@ -17,6 +18,7 @@ fn array_table_keys(table: &str) -> &'static [&'static str] {
         "routes" => ROUTE_KEYS,
         "oidc" => OIDC_KEYS,
         "limits" => LIMIT_KEYS,
+        "apis" => API_KEYS,
         other => panic!(
             "[[{other}]] is an array of tables this test does not know: list its keys here so {DOC} is checked for them"
         ),

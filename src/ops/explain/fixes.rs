@@ -182,6 +182,30 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
             "the token's oid, client, tenant or jti is on the revocation list (entragate revoked lists it)".into(),
             "If the identity is safe again: entragate unrevoke with the same --oid/--client/--tenant/--jti; otherwise the user or app needs new credentials (and, with --issued-before, a token issued after that time).".into(),
         ),
+        Reason::NoApi => (
+            "the path is under no [[apis]] prefix".into(),
+            "Call a path under one of the [[apis]] prefixes (the gateway answers 404 to a valid token elsewhere), or add an [[apis]] entry for this path.".into(),
+        ),
+        Reason::IpDenied => (
+            "the client address is refused by ip_allow / ip_deny".into(),
+            "Call from an address the API's and the route's ip_allow admit and ip_deny does not name; behind a proxy, list the proxy in server.trusted_proxies so the address it forwards is the one checked.".into(),
+        ),
+        Reason::AuthContextRequired => {
+            let needed = cx
+                .route
+                .and_then(|r| r.auth_context.as_deref())
+                .unwrap_or("?");
+            let has = c.values("acrs").unwrap_or_default().join(" ");
+            (
+                format!(
+                    "the route {} requires the authentication context {needed}; the token's acrs is [{has}]",
+                    route_path(cx)
+                ),
+                format!(
+                    "The gateway answers 401 with Entra's claims challenge (error=\"insufficient_claims\"): the client must pass its claims to MSAL (WithClaims / claims=) and sign in again, which runs the Conditional Access policy targeting authentication context {needed} (MFA, a compliant device). Create that context under Entra ID -> Protection -> Conditional Access -> Authentication contexts and target a policy at it. App-only tokens cannot step up: give app-only callers a route without auth_context."
+                ),
+            )
+        }
         Reason::Malformed
         | Reason::MissingToken
         | Reason::EmptyBearer

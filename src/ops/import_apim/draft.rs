@@ -34,6 +34,13 @@ impl Table {
     fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
+
+    /// Replaces the value of `key` (a line `key = …` written by [`Table::set`]).
+    pub(super) fn replace(&mut self, key: &str, value: &str, why: &str) {
+        let start = format!("{key} = ");
+        self.lines.retain(|l| !l.starts_with(&start));
+        self.set(key, value, why);
+    }
 }
 
 /// The whole output.
@@ -49,6 +56,8 @@ pub(super) struct Draft {
     pub oidc: Vec<Table>,
     /// `[[limits]]` entries.
     pub limits: Vec<Table>,
+    /// `[[apis]]` entries, each with its `[[apis.routes]]`.
+    pub apis: Vec<(Table, Vec<Table>)>,
     /// Attributes and elements with no equivalent, as comments at the end.
     pub unconverted: Vec<String>,
 }
@@ -67,6 +76,18 @@ impl Draft {
             if !table.is_empty() {
                 let _ = writeln!(o, "\n{name}");
                 for l in &table.lines {
+                    let _ = writeln!(o, "{l}");
+                }
+            }
+        }
+        for (api, routes) in &self.apis {
+            let _ = writeln!(o, "\n[[apis]]");
+            for l in &api.lines {
+                let _ = writeln!(o, "{l}");
+            }
+            for r in routes {
+                let _ = writeln!(o, "\n[[apis.routes]]");
+                for l in &r.lines {
                     let _ = writeln!(o, "{l}");
                 }
             }

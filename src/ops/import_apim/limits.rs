@@ -4,7 +4,7 @@
 
 use roxmltree::{Document, Node};
 
-use super::draft::{Table, string};
+use super::draft::{Table, string, strings};
 
 /// The policies this converts.
 pub(super) const POLICIES: [&str; 4] = ["rate-limit", "rate-limit-by-key", "quota", "quota-by-key"];
@@ -61,20 +61,28 @@ fn rate(calls: u64, seconds: u64, quota: bool) -> Option<String> {
 
 /// The `[[limits]]` tables of `doc`'s limit policies; what cannot be converted goes to
 /// `unconverted`.
-pub(super) fn convert(doc: &Document, limits: &mut Vec<Table>, unconverted: &mut Vec<String>) {
+/// The limits of `doc`; `api` names the `[[apis]]` entry whose policy it is (the limit is
+/// then scoped to it with `apis`, its name prefixed with the API's), `None` for a policy
+/// over everything.
+pub(super) fn convert(
+    doc: &Document,
+    api: Option<&str>,
+    limits: &mut Vec<Table>,
+    unconverted: &mut Vec<String>,
+) {
     let mut n = 0;
     for node in doc
         .descendants()
         .filter(|n| n.is_element() && POLICIES.contains(&n.tag_name().name()))
     {
         n += 1;
-        if let Some(t) = one(node, n, unconverted) {
+        if let Some(t) = one(node, n, api, unconverted) {
             limits.push(t);
         }
     }
 }
 
-fn one(node: Node, n: usize, unconverted: &mut Vec<String>) -> Option<Table> {
+fn one(node: Node, n: usize, api: Option<&str>, unconverted: &mut Vec<String>) -> Option<Table> {
     let tag = node.tag_name().name();
     let quota = tag.starts_with("quota");
     let what = format!(
@@ -127,11 +135,14 @@ fn one(node: Node, n: usize, unconverted: &mut Vec<String>) -> Option<Table> {
         }
     };
     let mut t = Table::default();
-    t.set(
-        "name",
-        &string(&format!("{tag}-{n}")),
-        &format!("from {what}"),
-    );
+    let name = match api {
+        Some(api) => format!("{api}-{tag}-{n}"),
+        None => format!("{tag}-{n}"),
+    };
+    t.set("name", &string(&name), &format!("from {what}"));
+    if let Some(api) = api {
+        t.set("apis", &strings(&[api]), "the API whose policy it is");
+    }
     t.set("key", &string(&key), why);
     t.set(
         "rate",
