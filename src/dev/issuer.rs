@@ -276,14 +276,28 @@ impl DevIssuer {
     /// clients that insist on https) with a generated CA, written to `dev.ca_file` or a
     /// file in the temp directory. A taken `https_listen` port falls back to a free one.
     ///
+    /// When the CA cannot be written to the temp directory (no `dev.ca_file`), the issuer
+    /// starts without HTTPS and says so on stderr.
+    ///
     /// # Errors
-    /// When a listener cannot be bound or the CA cannot be written.
+    /// When a listener cannot be bound or the CA cannot be written to `dev.ca_file`.
     pub async fn start_with(addr: SocketAddr, dev: Dev) -> Result<Self, StartError> {
         let https_listen = dev.https_listen;
         let ca_path = dev.ca_file.clone();
         let mut issuer = Self::start_inner(addr, dev).await?;
         let tls = DevTls::generate()?;
-        let ca_file = tls.write_ca(ca_path.as_deref())?;
+        let ca_file = match tls.write_ca(ca_path.as_deref()) {
+            Ok(f) => f,
+            // The default place (the temp directory) may not be writable, as in the
+            // shipped image: the demo still runs, without the HTTPS listener MSAL needs.
+            Err(e) if ca_path.is_none() => {
+                eprintln!(
+                    "entragate dev: {e}; HTTPS for MSAL clients is off (set dev.ca_file to a writable path)"
+                );
+                return Ok(issuer);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let listener = match tokio::net::TcpListener::bind(https_listen).await {
             Ok(l) => l,
             Err(_) => tokio::net::TcpListener::bind(SocketAddr::new(https_listen.ip(), 0)).await?,
