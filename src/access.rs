@@ -53,8 +53,25 @@ pub struct Entry<'a> {
     pub upstream: Option<Duration>,
 }
 
-/// Writes the event.
+/// Writes the event: through [`crate::telemetry`]'s line buffers with the fixed formatter of
+/// [`line`] when [`crate::telemetry::access_format`] allows it, else as a `tracing` event
+/// (the same bytes, see `line`'s tests).
 pub fn log(e: &Entry<'_>) {
+    if !tracing::enabled!(target: "entragate::access", tracing::Level::INFO) {
+        return;
+    }
+    let elapsed_us = u64::try_from(e.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match crate::telemetry::access_format() {
+        Some(format) => crate::telemetry::sink::write_with(|buf| {
+            line::write(buf, format, e, std::time::SystemTime::now(), elapsed_us);
+        }),
+        None => log_event(e, elapsed_us),
+    }
+}
+
+/// The event as `tracing` sees it: how the line was written before [`line`], and still is
+/// when it carries colours or a span.
+fn log_event(e: &Entry<'_>, elapsed_us: u64) {
     let (outcome, reason) = e.outcome.labels();
     tracing::info!(
         target: "entragate::access",
@@ -71,7 +88,7 @@ pub fn log(e: &Entry<'_>) {
         client.ip = e.client_ip.map(tracing::field::display),
         request_id = e.request_id,
         upstream.ms = e.upstream.map(millis),
-        elapsed_us = u64::try_from(e.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        elapsed_us,
         "request"
     );
 }
@@ -80,3 +97,5 @@ pub fn log(e: &Entry<'_>) {
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
+
+pub mod line;
