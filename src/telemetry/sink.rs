@@ -35,8 +35,20 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// One thread's pending lines.
 #[derive(Debug, Default)]
 struct Slot {
-    buf: Mutex<Vec<u8>>,
+    buf: Mutex<Pending>,
 }
+
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// When the first of them was appended, in [`FIRST`] order: a sweep writes the threads'
+    /// buffers in this order, so that a line logged after another thread's whole buffer (the
+    /// last words at shutdown) comes after it.
+    first: u64,
+}
+
+/// Counts buffers going from empty to not empty (one atomic add per buffer, not per line).
+static FIRST: AtomicU64 = AtomicU64::new(0);
 
 enum Msg {
     /// A full buffer from one thread.
@@ -57,6 +69,8 @@ pub struct Sink {
 
 static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
 static DROPPED_BEFORE: AtomicU64 = AtomicU64::new(0);
+/// The last flush did not get through to stderr in time: later lines are not written.
+static STUCK: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static SLOT: Arc<Slot> = register();
@@ -102,19 +116,28 @@ pub fn active() -> bool {
 }
 
 /// Appends one line (or several whole lines) that `fill` writes to this thread's buffer.
-/// Without a sink, or after it closed, the bytes go straight to stderr.
+/// Without a sink, or after it closed, the bytes go straight to stderr; after a close that
+/// stderr did not take in time, they are counted as dropped (a write could block for ever).
 pub fn write_with(fill: impl FnOnce(&mut Vec<u8>)) {
     let Some(sink) = SINK.get().filter(|s| !s.closed.load(Ordering::Relaxed)) else {
+        if STUCK.load(Ordering::Relaxed) {
+            DROPPED_BEFORE.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         return direct(fill);
     };
     let mut fill = Some(fill);
     let appended = SLOT.try_with(|slot| {
-        let mut buf = lock(&slot.buf);
-        if let Some(f) = fill.take() {
-            f(&mut buf);
+        let mut pending = lock(&slot.buf);
+        if pending.bytes.is_empty() {
+            pending.first = FIRST.fetch_add(1, Ordering::Relaxed);
         }
-        if buf.len() >= BATCH_BYTES {
-            let full = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES + 1024));
+        if let Some(f) = fill.take() {
+            f(&mut pending.bytes);
+        }
+        if pending.bytes.len() >= BATCH_BYTES {
+            let full =
+                std::mem::replace(&mut pending.bytes, Vec::with_capacity(BATCH_BYTES + 1024));
             // Sent while the slot is held: the writer, which takes slots before draining the
             // channel, can never write this thread's later lines before this batch.
             sink.hand_over(full);
@@ -186,11 +209,13 @@ impl Sink {
         }
         drop(tx);
         let done = ack_rx.recv_timeout(wait).is_ok();
-        if done {
+        if !done {
+            STUCK.store(true, Ordering::Relaxed);
+        } else {
             // Lines appended by a thread that saw the sink open just before it closed.
             let slots = lock(&self.slots);
             for slot in slots.iter() {
-                let rest = std::mem::take(&mut *lock(&slot.buf));
+                let rest = std::mem::take(&mut lock(&slot.buf).bytes);
                 if !rest.is_empty() {
                     direct(|line| line.extend_from_slice(&rest));
                 }
@@ -225,15 +250,16 @@ impl Sink {
     }
 
     /// Takes every thread's buffer, then writes what the channel held before them (batches
-    /// handed over earlier), then the buffers: each thread's lines stay in order.
+    /// handed over earlier), then the buffers, oldest first: each thread's lines stay in
+    /// order.
     fn sweep(&self, rx: &Receiver<Msg>, out: &mut Box<dyn std::io::Write + Send>) {
         let mut taken = Vec::new();
         {
             let mut slots = lock(&self.slots);
             slots.retain(|slot| {
-                let mut buf = lock(&slot.buf);
-                if !buf.is_empty() {
-                    taken.push(std::mem::take(&mut *buf));
+                let mut pending = lock(&slot.buf);
+                if !pending.bytes.is_empty() {
+                    taken.push((pending.first, std::mem::take(&mut pending.bytes)));
                 }
                 // Still used by its thread (the list holds the other reference)?
                 Arc::strong_count(slot) > 1
@@ -246,8 +272,9 @@ impl Sink {
                 Msg::Flush(ack) => acks.extend(ack),
             }
         }
-        let mut all = Vec::with_capacity(taken.iter().map(Vec::len).sum());
-        for buf in &taken {
+        taken.sort_unstable_by_key(|(first, _)| *first);
+        let mut all = Vec::with_capacity(taken.iter().map(|(_, b)| b.len()).sum());
+        for (_, buf) in &taken {
             all.extend_from_slice(buf);
         }
         if !all.is_empty() && out.write_all(&all).and_then(|()| out.flush()).is_err() {
