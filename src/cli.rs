@@ -1,4 +1,4 @@
-//! Command line: `entragate serve | dev | check | explain | import-apim`.
+//! Command line: `entragate serve | dev | init | check | explain | import-apim`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,12 +38,39 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Write a gateway config, an `az` script that creates or updates the API's Entra app
+    /// registration, and the registration as a Graph application object, all agreeing.
+    /// Never overwrites a file without --force. Exit 0 written, 2 bad input.
+    Init {
+        /// The API's public URL, scheme and host only: https://cdr.example.org (or api://…).
+        #[arg(long)]
+        url: String,
+        /// Directory (tenant) ID, or "organizations" (or "common") for a multi-tenant API
+        /// [default: the tenant `az` is signed in to, filled in by entra-app.sh]
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Client applications to pre-authorize: power-query, power-bi, power-platform,
+        /// posit-connect (comma-separated).
+        #[arg(long, default_value = DEFAULT_CLIENTS)]
+        clients: String,
+        /// Directory to write entragate.toml, entra-app.sh and entra-app.json into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Overwrite the files if they exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check the config, fetch the issuers' metadata and keys, and print the Entra
-    /// app-registration checklist. Exit 0 all well, 1 a check failed, 2 bad config.
+    /// app-registration checklist; with --app, compare an application object with the config
+    /// instead, offline. Exit 0 all well, 1 a check failed, 2 bad config.
     Check {
         /// Config file [default: $ENTRAGATE_CONFIG, then ./entragate.toml]
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// An application object to compare with the config (`az ad app show --id …`
+        /// output, Graph JSON, the portal's manifest, or entra-app.json); nothing is fetched.
+        #[arg(long)]
+        app: Option<PathBuf>,
         /// Output for people (text) or scripts (json).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -77,6 +104,9 @@ pub enum Command {
         policy: PathBuf,
     },
 }
+
+/// What `init --clients` defaults to: Power BI Desktop and the Power BI service.
+pub const DEFAULT_CLIENTS: &str = "power-query,power-bi";
 
 /// Output format of `check` and `explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

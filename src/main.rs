@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use entragate::cli::{Cli, Command, LogFormatArg};
 use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
-use entragate::ops::{check, explain, import_apim};
+use entragate::ops::{check, explain, import_apim, init};
 use entragate::{app, dev, reload, telemetry};
 
 /// Exit codes (SPEC §2): 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -79,9 +79,28 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Check { config, format } => {
-            ExitCode::from(runtime.block_on(check::command(&path_of(config), format)))
-        }
+        Command::Init {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        } => ExitCode::from(init::command(&init::Args {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        })),
+        Command::Check {
+            config,
+            app,
+            format,
+        } => ExitCode::from(runtime.block_on(check::command(
+            &path_of(config),
+            app.as_deref(),
+            format,
+        ))),
         Command::Explain {
             config,
             offline,

@@ -20,6 +20,7 @@ mod hostile_tokens;
 mod idp_faults;
 mod import_apim;
 mod ingress;
+mod init;
 mod keys;
 mod layers;
 mod observability;

@@ -53,6 +53,9 @@ pub(super) fn fetch_item(f: &Fetch) -> Item {
     }
 }
 
+/// How to confirm the registration's side without the admin center.
+const BY_APP: &str = "Or compare the registration itself, offline: az ad app show --id <client ID> > app.json && entragate check --app app.json";
+
 /// The checklist proper.
 pub(super) fn items(config: &Config, fetches: &[Fetch]) -> Vec<Item> {
     let mut out = Vec::new();
@@ -73,12 +76,12 @@ pub(super) fn items(config: &Config, fetches: &[Fetch]) -> Vec<Item> {
         "expose_scope",
         Status::Todo,
         format!("Expose an API: the Application ID URI is {uri} and the scope user_impersonation is exposed (Power Query asks for it: AADSTS650053 otherwise)"),
-    ));
+    ).fix(BY_APP));
     out.push(Item::new(
         "preauthorize",
         Status::Todo,
         "Expose an API -> Add a client application: a672d62c-fc7b-4e81-a576-e60dc46e951d (Power BI Desktop / Power Query) and b52893c8-bc2e-47fc-918b-77022b299bbc (Power BI service refresh) pre-authorized for user_impersonation (AADSTS650057 otherwise)",
-    ));
+    ).fix(BY_APP));
     out.push(Item::new(
         "offline_access",
         Status::Todo,

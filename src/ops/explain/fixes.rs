@@ -138,7 +138,7 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
                     c.scp.as_deref().unwrap_or("")
                 ),
                 format!(
-                    "Expose the scope under Expose an API -> Add a scope, have the client request it and consent to it (user or admin consent). Power Query only asks for user_impersonation: for Power BI, add user_impersonation to the route's scopes. Missing scp altogether means the scope was never consented or requested ({}).",
+                    "Expose the scope under Expose an API -> Add a scope, have the client request it and consent to it (user or admin consent). Power Query only asks for user_impersonation: for Power BI, add user_impersonation to the route's scopes. Missing scp altogether means the scope was never consented or requested ({}). `entragate check --app` (with `az ad app show` output) compares the registration's scopes with every route.",
                     app_id_uri_hint(cx)
                 ),
             )
@@ -151,7 +151,7 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
                     route_path(cx),
                     c.roles().collect::<Vec<_>>().join(" ")
                 ),
-                "Define the role under App roles in the API's registration and assign it: for an app-only (client-credentials) token, add it to the client under API permissions -> Application permissions and grant admin consent; for a user, assign it under Enterprise applications -> Users and groups.".into(),
+                "Define the role under App roles in the API's registration and assign it: for an app-only (client-credentials) token, add it to the client under API permissions -> Application permissions and grant admin consent; for a user, assign it under Enterprise applications -> Users and groups. `entragate check --app` (with `az ad app show` output) compares the registration's app roles with every route.".into(),
             )
         }
         Reason::ClientNotAllowedOnRoute => {
@@ -205,7 +205,7 @@ fn audience(cx: &Context<'_>) -> (String, String) {
     if is_guid(aud) {
         let fix = if version == Some(TokenVersion::V2) {
             format!(
-                "v2 tokens always carry the API's Application (client) ID as aud; Entra issues them because the API's manifest sets accessTokenAcceptedVersion to 2. If {aud} is this API's client ID, add it to entra.audiences (keep the Application ID URI too, so v1 tokens still pass)."
+                "v2 tokens always carry the API's Application (client) ID as aud; Entra issues them because the API's manifest sets accessTokenAcceptedVersion to 2. If {aud} is this API's client ID, add it to entra.audiences (keep the Application ID URI too, so v1 tokens still pass); `entragate check --app` compares the registration's appId and identifierUris with entra.audiences."
             )
         } else {
             format!(
