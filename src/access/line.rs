@@ -139,7 +139,7 @@ fn debug_str(buf: &mut Vec<u8>, s: &str) {
 /// byte without an early exit, which the compiler turns into vector code.
 fn plain(s: &str) -> bool {
     !s.bytes().fold(false, |special, b| {
-        special | (b < 0x20) | (b >= 0x7f) | (b == b'"') | (b == b'\\')
+        special | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
     })
 }
 

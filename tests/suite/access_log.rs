@@ -171,7 +171,11 @@ async fn every_access_line_is_written_by_a_graceful_stop_in_text_and_json() {
                 assert_eq!(v["message"], "request");
                 assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
                 assert!(v["path"].as_str().is_some(), "{line}");
-                assert_eq!(v["status"], if i.is_multiple_of(2) { 200 } else { 401 }, "{line}");
+                assert_eq!(
+                    v["status"],
+                    if i.is_multiple_of(2) { 200 } else { 401 },
+                    "{line}"
+                );
                 assert_eq!(
                     v["jwt.tid"].as_str(),
                     i.is_multiple_of(2).then_some(TENANT),
