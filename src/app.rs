@@ -428,11 +428,6 @@ impl Running {
             "shutting down: draining in-flight requests"
         );
         let drained = self.shutdown(grace).await;
-        // The drained requests' lines (in their threads' log buffers) go out before the
-        // last words.
-        let _ =
-            tokio::task::spawn_blocking(|| crate::telemetry::flush_wait(Duration::from_secs(1)))
-                .await;
         if drained {
             tracing::info!("all requests finished; bye");
         } else {

@@ -115,13 +115,6 @@ pub fn flush() {
     sink::flush();
 }
 
-/// Writes out every buffered line and waits for it, at most `wait` (a blocking call).
-/// Whether everything was written.
-#[must_use]
-pub fn flush_wait(wait: std::time::Duration) -> bool {
-    sink::flush_wait(wait)
-}
-
 /// Log lines lost so far (stderr blocked past the queue's limit, or not writable).
 #[must_use]
 pub fn dropped_lines() -> u64 {

@@ -168,18 +168,6 @@ pub fn flush() {
     }
 }
 
-/// Asks the writer to write out every buffer now and waits (at most `wait`) until it has.
-/// Whether it did; `true` without a sink.
-#[must_use]
-pub fn flush_wait(wait: Duration) -> bool {
-    let Some(sink) = SINK.get() else { return true };
-    let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-    let sent = lock(&sink.tx)
-        .as_ref()
-        .is_some_and(|tx| tx.send(Msg::Flush(Some(ack_tx))).is_ok());
-    sent && ack_rx.recv_timeout(wait).is_ok()
-}
-
 /// Lines lost so far: dropped while stderr was blocked, or not writable.
 #[must_use]
 pub fn dropped_lines() -> u64 {
