@@ -83,7 +83,8 @@ pub struct Applied {
 /// 1. sensitive headers: marks `Authorization`/`Cookie` before anything could log them;
 /// 2. request id: every request gets an `x-request-id` (kept if the client sent one) so the
 ///    decision log, the upstream and the client can be correlated;
-/// 3. trace span: carries the request id into every event of the request;
+/// 3. trace span: carries the request id into every event of the request (only while `debug`
+///    is enabled, the span's level; otherwise the layer is left out);
 /// 4. propagate request id: echoes it on the response, including refusals;
 /// 5. load shedding: past `server.max_in_flight` requests at once, answer 503 with
 ///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
@@ -124,6 +125,9 @@ pub fn main_router(
         }
         Mode::ForwardAuth => Router::new().fallback(forward_auth::handle).with_state(gw),
     };
+    // The span is at `debug`: below that it would be built and timed for every request and
+    // never seen. `RUST_LOG` is read once at startup, so this holds for the process.
+    let request_spans = tracing::enabled!(tracing::Level::DEBUG);
     router.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
@@ -134,16 +138,21 @@ pub fn main_router(
             .layer(SetRequestIdLayer::x_request_id(
                 proxy::request_id::MakeRequestIds,
             ))
-            .layer(TraceLayer::new_for_http().make_span_with(
-                |req: &http::Request<axum::body::Body>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::debug_span!("request", request_id = %id)
-                },
-            ))
+            .option_layer(request_spans.then(|| {
+                ServiceBuilder::new()
+                    .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))
+                    .layer(TraceLayer::new_for_http().make_span_with(
+                        |req: &http::Request<axum::body::Body>| {
+                            let id = req
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::debug_span!("request", request_id = %id)
+                        },
+                    ))
+                    .into_inner()
+            }))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
                 let metrics = Arc::clone(&metrics);

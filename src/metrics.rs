@@ -387,6 +387,9 @@ pub struct Metrics {
     pub tls_reloads: Arc<ReloadCounters>,
     /// Rate limits, their store and the revocation list.
     pub limits: LimitMetrics,
+    /// Log lines lost (stderr blocked past the queue's limit, or closed); kept by the log
+    /// writer, copied here when `/metrics` is rendered.
+    log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -483,6 +486,12 @@ impl Metrics {
             api_requests.clone(),
         );
         let limits = limit_metrics(&mut registry);
+        let log_dropped = Counter::default();
+        registry.register(
+            "entragate_log_lines_dropped",
+            "Log lines lost because stderr was blocked past the log queue's limit (16 MiB) or closed.",
+            log_dropped.clone(),
+        );
         Self {
             limits,
             api_requests,
@@ -498,6 +507,15 @@ impl Metrics {
             stale_served,
             key_sources,
             tls_reloads,
+            log_dropped,
+        }
+    }
+
+    /// Brings `entragate_log_lines_dropped_total` up to `total`, the log writer's count.
+    pub fn set_log_lines_dropped(&self, total: u64) {
+        let now = self.log_dropped.get();
+        if total > now {
+            self.log_dropped.inc_by(total - now);
         }
     }
 

@@ -3,6 +3,7 @@
 //! loopback, so they run in parallel like separate binaries would. Run one area with
 //! `cargo test --test suite <module>::`, e.g. `cargo test --test suite hostile_tokens::`.
 
+mod access_log;
 mod apis;
 mod cache;
 mod challenge;
