@@ -186,7 +186,7 @@ async fn every_access_line_is_written_by_a_graceful_stop_in_text_and_json() {
                 assert!(humantime::parse_rfc3339(stamp).is_ok(), "{line}");
                 assert!(
                     rest.starts_with(
-                        " INFO entragate::access: request via=\"proxy\" method=GET path="
+                        " INFO entragate::access: request via=\"proxy\" api=\"default\" method=GET path="
                     ),
                     "{line}"
                 );
