@@ -14,7 +14,7 @@ use figment::value::{Dict, Tag, Value};
 use ipnet::IpNet;
 
 use super::read::{Problem, Reader, key_name};
-use super::routes::{entries, field, read_route_list};
+use super::routes::{entries, field, is_label_name, read_route_list};
 use super::{Config, KNOWN_KEYS, Route, Upstream, read_upstream};
 use crate::path;
 
@@ -205,14 +205,7 @@ fn read_api(
 ) -> Option<Api> {
     let name = field::<String>(r, d, entry, "name", "a string");
     let name = match name {
-        Some(n)
-            if !n.is_empty()
-                && n.len() <= 64
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
-        {
-            Some(n)
-        }
+        Some(n) if is_label_name(&n) => Some(n),
         Some(n) => {
             r.problem(
                 &format!("{entry}.name"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use figment::value::Dict;
 
 use super::read::Reader;
-use super::routes::{entries, field};
+use super::routes::{entries, field, is_label_name};
 use crate::path;
 
 /// The keys of a `[[limits]]` entry.
@@ -178,14 +178,7 @@ pub(super) fn read_limits(r: &mut Reader, api_names: &[&str]) -> Vec<LimitRule> 
 fn read_limit(r: &mut Reader, name: &str, d: &Dict, api_names: &[&str]) -> Option<LimitRule> {
     let limit_name: Option<String> = field(r, d, name, "name", "a string");
     let limit_name = match limit_name {
-        Some(n)
-            if !n.is_empty()
-                && n.len() <= 64
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
-        {
-            Some(n)
-        }
+        Some(n) if is_label_name(&n) => Some(n),
         Some(n) => {
             r.problem(
                 &format!("{name}.name"),

@@ -87,6 +87,15 @@ fn entries_of(
     out
 }
 
+/// A name that appears in metric labels, log fields and headers (`[[apis]]`, `[[limits]]`):
+/// 1-64 letters, digits, `-`, `_` or `.`.
+pub(super) fn is_label_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 pub(super) fn field<T: DeserializeOwned>(
     r: &mut Reader,
     dict: &Dict,
