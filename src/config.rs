@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use jsonwebtoken::Algorithm;
 
 pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
 pub use cloud::Cloud;
@@ -234,6 +233,49 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
         }
+    }
+}
+
+/// A JWS signature algorithm a token may be signed with (`entra.algorithms`): the RSA ones
+/// only. `none`, HMAC and every other name have no value here, so they cannot be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+}
+
+impl Algorithm {
+    /// All of them, in the order of their names in `entra.algorithms`' documentation.
+    pub const ALL: [Self; 6] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+    ];
+
+    /// The `alg` value (RFC 7518 §3.1).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+        }
+    }
+
+    /// The algorithm named `alg`, exactly (names are case-sensitive, RFC 7515 §4.1.1).
+    #[must_use]
+    pub fn from_name(alg: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == alg)
     }
 }
 
@@ -790,17 +832,12 @@ fn read_entra(r: &mut Reader) -> Entra {
     let algorithms = r
         .strings_or("entra.algorithms", &["RS256"])
         .iter()
-        .filter_map(|name| match name.as_str() {
-            "RS256" => Some(Algorithm::RS256),
-            "RS384" => Some(Algorithm::RS384),
-            "RS512" => Some(Algorithm::RS512),
-            "PS256" => Some(Algorithm::PS256),
-            "PS384" => Some(Algorithm::PS384),
-            "PS512" => Some(Algorithm::PS512),
-            other => {
+        .filter_map(|name| match Algorithm::from_name(name) {
+            Some(alg) => Some(alg),
+            None => {
                 r.problem(
                     "entra.algorithms",
-                    format!("{other:?} is not allowed; choose among RS256, RS384, RS512, PS256, PS384, PS512"),
+                    format!("{name:?} is not allowed; choose among RS256, RS384, RS512, PS256, PS384, PS512"),
                 );
                 None
             }

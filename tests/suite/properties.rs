@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entragate::auth::bearer::{self, Bearer};
 use entragate::auth::token::{Audience, Claims, decode};
 use entragate::auth::{Reason, Validator};
-use entragate::config::{Config, ConfigError, Entra, MAX_DURATION};
+use entragate::config::{Algorithm, Config, ConfigError, Entra, MAX_DURATION};
 use entragate::forward_auth::{
     BadForwarded, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI,
     X_ORIGINAL_URL, original, original_origin,
@@ -23,7 +23,6 @@ use entragate::forward_auth::{
 use entragate::keys::{IssuerPolicy, KeyStore};
 use entragate::path::{BadPath, is_under, normalize};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
