@@ -5,7 +5,7 @@
 //! door (proxy | forward-auth | ext_authz gRPC)
 //!   -> RequestView { method, target, headers, peer, scheme, host }   as that door saw it
 //!   -> Gateway::check(view) -> Decision { outcome, verdict, api, route, facts }
-//!        verdict: Pass { edits { remove, set }, body_limit } | Refuse(Refusal)
+//!        verdict: Pass { api, edits { remove, set }, body_limit } | Refuse(Refusal)
 //!   -> the door renders: the proxy applies the edits and streams the request on;
 //!      forward-auth answers with them as response headers; ext_authz as an OkHttpResponse
 //!      or DeniedHttpResponse
@@ -165,16 +165,16 @@ impl Gateway {
         {
             return self.pass(view, Outcome::Preflight, api, route, None);
         }
-        // 8. Authenticate: the bearer credential, then the token.
-        let anonymous = route.is_some_and(|r| r.anonymous);
-        let token = match bearer::extract(headers) {
+        // 8. Authenticate: the bearer credential, then the token. An anonymous route (there
+        //    is one only under an API) passes without one.
+        let bearer = bearer::extract(headers);
+        if let (Some(api), Some(r), Bearer::Missing | Bearer::Empty) = (api, route, &bearer)
+            && r.anonymous
+        {
+            return self.pass(view, Outcome::Anonymous, api, route, None);
+        }
+        let token = match bearer {
             Bearer::Token(t) => t,
-            Bearer::Missing | Bearer::Empty if anonymous => {
-                if let Some(api) = api {
-                    return self.pass(view, Outcome::Anonymous, api, route, None);
-                }
-                return self.refuse(view, Reason::MissingToken, route, Facts::default());
-            }
             Bearer::Missing => {
                 return self
                     .refuse(view, Reason::MissingToken, route, Facts::default())
@@ -236,20 +236,9 @@ impl Gateway {
         if let Some(r) = route.filter(|r| !r.anonymous)
             && let Err(f) = policy::authorize(r, &principal)
         {
-            let refusal = Refusal::for_door(
-                view.via,
-                f.reason,
-                &f.scope,
-                &self.challenges,
-                self.origin(view).as_deref(),
-            );
-            return refused(
-                Outcome::Denied(f.reason),
-                refusal,
-                route,
-                Facts::of(&principal),
-            )
-            .in_api(Some(api));
+            return self
+                .refuse_scoped(view, f.reason, &f.scope, route, Facts::of(&principal))
+                .in_api(Some(api));
         }
         // 12. Step-up: the route's authentication context must be in `acrs`; otherwise
         //     Entra's claims challenge, which sends the user through that context's
@@ -258,20 +247,10 @@ impl Gateway {
             && let Some(context) = &r.auth_context
             && !has_auth_context(&principal, context)
         {
-            let refusal = Refusal::for_door(
-                view.via,
-                Reason::AuthContextRequired,
-                context,
-                &self.challenges,
-                self.origin(view).as_deref(),
-            );
-            return refused(
-                Outcome::Denied(Reason::AuthContextRequired),
-                refusal,
-                route,
-                Facts::of(&principal),
-            )
-            .in_api(Some(api));
+            let reason = Reason::AuthContextRequired;
+            return self
+                .refuse_scoped(view, reason, context, route, Facts::of(&principal))
+                .in_api(Some(api));
         }
         // 13. Rate limits and quotas (src/limits.rs): only for requests that would pass,
         //     counted on verified claims or the client address.
@@ -318,10 +297,23 @@ impl Gateway {
                 "no usable signing keys: answering 401 with Retry-After (forward-auth cannot send 503 through nginx)"
             );
         }
+        self.refuse_scoped(view, reason, "", route, facts)
+    }
+
+    /// A refusal of `reason` whose challenge names `scope`: what the route accepts (403
+    /// `insufficient_scope`), or the authentication context it requires.
+    fn refuse_scoped<'g>(
+        &self,
+        view: &RequestView<'_, '_>,
+        reason: Reason,
+        scope: &str,
+        route: Option<&'g Route>,
+        facts: Facts,
+    ) -> Decision<'g> {
         let refusal = Refusal::for_door(
             view.via,
             reason,
-            "",
+            scope,
             &self.challenges,
             self.origin(view).as_deref(),
         );
@@ -383,7 +375,11 @@ impl Gateway {
         }
         Decision {
             outcome,
-            verdict: Verdict::Pass(Pass { edits, body_limit }),
+            verdict: Verdict::Pass(Pass {
+                api,
+                edits,
+                body_limit,
+            }),
             api: Some(api),
             route,
             facts,
@@ -624,41 +620,41 @@ mod tests {
             ("authorization", "Bearer a.b.c"),
             ("x-forwarded-for", "192.0.2.9, 203.0.113.5"),
         ]);
-        // From a trusted proxy, the address it forwards is the client's.
-        let d = decide_from(&gw, Via::Proxy, "GET", "/ehrbase/x", &xff, Some("10.1.1.1")).await;
-        assert_eq!(d.outcome, Outcome::Denied(Reason::IpDenied));
-        let d = decide_from(
-            &gw,
-            Via::ForwardAuth,
-            "GET",
-            "/ehrbase/x",
-            &xff,
-            Some("10.1.1.1"),
-        )
-        .await;
-        assert_eq!(d.outcome, Outcome::Denied(Reason::IpDenied));
-        // From anyone else the header is the client's own word: the peer counts.
-        let d = decide_from(
-            &gw,
-            Via::Proxy,
-            "GET",
-            "/ehrbase/x",
-            &xff,
-            Some("198.51.100.1"),
-        )
-        .await;
-        assert_eq!(d.outcome, Outcome::Denied(Reason::Malformed));
-        // Envoy reports the client itself (its own xff_num_trusted_hops).
-        let d = decide_from(
-            &gw,
-            Via::ExtAuthz,
-            "GET",
-            "/ehrbase/x",
-            &xff,
-            Some("10.1.1.1"),
-        )
-        .await;
-        assert_eq!(d.outcome, Outcome::Denied(Reason::Malformed));
+        for (via, peer, want, why) in [
+            (
+                Via::Proxy,
+                "10.1.1.1",
+                Reason::IpDenied,
+                "a trusted proxy forwards the client's",
+            ),
+            (
+                Via::ForwardAuth,
+                "10.1.1.1",
+                Reason::IpDenied,
+                "the ingress forwards it",
+            ),
+            // From anyone else the header is the client's own word: the peer counts.
+            (
+                Via::Proxy,
+                "198.51.100.1",
+                Reason::Malformed,
+                "an untrusted peer's header",
+            ),
+            // Envoy reports the client itself (its own xff_num_trusted_hops).
+            (
+                Via::ExtAuthz,
+                "10.1.1.1",
+                Reason::Malformed,
+                "Envoy's downstream address",
+            ),
+        ] {
+            let d = decide_from(&gw, via, "GET", "/ehrbase/x", &xff, Some(peer)).await;
+            assert_eq!(
+                d.outcome,
+                Outcome::Denied(want),
+                "{via:?} from {peer}: {why}"
+            );
+        }
     }
 
     fn status(d: &Decision<'_>) -> StatusCode {

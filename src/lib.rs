@@ -33,6 +33,7 @@ pub mod redis;
 pub mod reload;
 pub mod revocation;
 pub mod server;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -43,7 +43,7 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
         Some(peer.ip()),
         request_id.as_ref().and_then(|v| v.to_str().ok()),
     );
-    let (decision, api) = {
+    let decision = {
         let view = RequestView {
             via: Via::Proxy,
             method: method.as_str(),
@@ -56,21 +56,15 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
         };
         let decision = gw.check(&view).await;
         record.decided(&view, &decision);
-        (decision.verdict, decision.api)
+        decision.verdict
     };
     // The gateway is the hop the client's `Connection` header speaks to: the headers it
     // names were read (above) and end here, before the decision's edits, so they cannot name
     // the verified identity or the upstream credentials away.
     headers::remove_hop_by_hop(req.headers_mut());
-    let (response, outcome, upstream) = match (decision, api) {
-        (Verdict::Refuse(refusal), _) => (refusal.into_response(), None, None),
-        // A pass always names its API; without one there is nowhere to send it.
-        (Verdict::Pass(_), None) => (
-            json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
-            None,
-            None,
-        ),
-        (Verdict::Pass(pass), Some(api)) => {
+    let (response, outcome, upstream) = match decision {
+        Verdict::Refuse(refusal) => (refusal.into_response(), None, None),
+        Verdict::Pass(pass) => {
             pass.edits.apply(req.headers_mut());
             if let Some(limit) = pass.body_limit {
                 // The declared length was within the limit; a streamed body is cut off there
@@ -81,7 +75,7 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
                     usize::try_from(limit).unwrap_or(usize::MAX),
                 ));
             }
-            forward(gw, &api.forwarder, req, peer).await
+            forward(gw, &pass.api.forwarder, req, peer).await
         }
     };
     record.finish(response.status().as_u16(), outcome, upstream);

@@ -13,6 +13,7 @@
 //! connection, and its success closes the circuit. No request ever waits longer than
 //! `timeout` for Redis.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -452,10 +453,6 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<
     }
     line.truncate(line.len() - 2);
     Ok(line)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The SHA-1 of a script, hex, as `EVALSHA` names it.

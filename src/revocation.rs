@@ -16,6 +16,7 @@
 pub mod entry;
 pub mod store;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 
 use std::path::PathBuf;
@@ -276,10 +277,6 @@ impl Revocations {
             }
         });
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub struct Decision<'g> {
     /// What the log line and the request counter say (a door may replace it with what
     /// happened afterwards: the upstream failed, the client went away).
     pub outcome: Outcome,
-    pub verdict: Verdict,
+    pub verdict: Verdict<'g>,
     /// The API the request is for (`None`: its path is under no API, or it was refused
     /// before the API match). The proxy forwards to its upstream.
     pub api: Option<&'g LiveApi>,
@@ -42,16 +42,18 @@ impl<'g> Decision<'g> {
 
 /// Pass or refuse.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum Verdict<'g> {
     /// On to the upstream, after these edits.
-    Pass(Pass),
+    Pass(Pass<'g>),
     /// Answered here, with this.
     Refuse(Refusal),
 }
 
 /// A request that goes on to the upstream.
-#[derive(Debug, Default)]
-pub struct Pass {
+#[derive(Debug)]
+pub struct Pass<'g> {
+    /// The API whose upstream it goes to.
+    pub api: &'g LiveApi,
     pub edits: Edits,
     /// The body limit that applies while the body streams (the declared `Content-Length`
     /// was already checked against it).

@@ -6,6 +6,7 @@
 //! when `min_refetch` has passed since the last fetch of any cause. A failed fetch leaves the
 //! previous set in service until it is `max_stale` old.
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,11 +324,6 @@ fn jitter(max: Duration) -> Duration {
     );
     let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
     Duration::from_nanos(h.finish() % nanos)
-}
-
-/// Locks a mutex that guards only quick, non-panicking sections.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A source whose fetches fail at once (nothing listens on port 9): only the cooldown

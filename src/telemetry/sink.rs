@@ -16,10 +16,11 @@
 //! buffered, waiting up to [`CLOSE_WAIT`] for stderr; lines logged after that are written
 //! directly.
 
+use crate::sync::lock;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A thread's buffer is handed to the writer once it holds this much.
@@ -82,10 +83,6 @@ fn register() -> Arc<Slot> {
         lock(&sink.slots).push(Arc::clone(&slot));
     }
     slot
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Starts the writer thread writing to `out` and installs the sink. `None` when one is

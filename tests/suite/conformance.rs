@@ -666,6 +666,33 @@ async fn through_ext_authz(h: &Harness, row: &Row) -> Seen {
 /// The forward-auth gateway: the same config as `h`'s in forward-auth mode, trusting
 /// loopback, with the same issuer and upstream (or, with `closed`, an authority on that
 /// port, where nothing listens).
+/// Each row through the three doors: what differs from the row's expectation (forward-auth
+/// in its 401/403 shape), one line per row and door.
+async fn every_door(h: &Harness, fa: &Running, rows: &[Row]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for row in rows {
+        let want = row.expected();
+        let fa_want = Seen {
+            status: forward_auth_status(want.status),
+            ..want.clone()
+        };
+        for (door, got, want) in [
+            ("proxy", through_proxy(h, row).await, &want),
+            (
+                "forward-auth",
+                through_forward_auth(fa, row).await,
+                &fa_want,
+            ),
+            ("ext_authz", through_ext_authz(h, row).await, &want),
+        ] {
+            if &got != want {
+                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
+            }
+        }
+    }
+    failures
+}
+
 async fn forward_auth_gateway(h: &Harness, extra: &Extra, closed: Option<u16>) -> Running {
     let extra = Extra {
         server: format!(
@@ -714,27 +741,7 @@ async fn every_door_decides_every_row_the_same() {
     let fa = forward_auth_gateway(&h, &extra, None).await;
     let rows = rows(&h);
     assert!(rows.len() >= 40, "{} rows", rows.len());
-    let mut failures = Vec::new();
-    for row in &rows {
-        let want = row.expected();
-        let fa_want = Seen {
-            status: forward_auth_status(want.status),
-            ..want.clone()
-        };
-        for (door, got, want) in [
-            ("proxy", through_proxy(&h, row).await, &want),
-            (
-                "forward-auth",
-                through_forward_auth(&fa, row).await,
-                &fa_want,
-            ),
-            ("ext_authz", through_ext_authz(&h, row).await, &want),
-        ] {
-            if &got != want {
-                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
-            }
-        }
-    }
+    let failures = every_door(&h, &fa, &rows).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every refusal reason the three doors share is in the table (keys_unavailable and
     // bad_forwarded_request have tests of their own, below; the [[apis]] reasons are in
@@ -829,27 +836,7 @@ async fn every_door_decides_apis_the_same() {
             .bearer(&good)
             .identity(&v1),
     ];
-    let mut failures = Vec::new();
-    for row in &rows {
-        let want = row.expected();
-        let fa_want = Seen {
-            status: forward_auth_status(want.status),
-            ..want.clone()
-        };
-        for (door, got, want) in [
-            ("proxy", through_proxy(&h, row).await, &want),
-            (
-                "forward-auth",
-                through_forward_auth(&fa, row).await,
-                &fa_want,
-            ),
-            ("ext_authz", through_ext_authz(&h, row).await, &want),
-        ] {
-            if &got != want {
-                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
-            }
-        }
-    }
+    let failures = every_door(&h, &fa, &rows).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for reason in API_REASONS {
         assert!(
