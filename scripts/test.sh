@@ -74,7 +74,9 @@ make_venv() {
     fi
 }
 pip_pinned() { # package==version, what it is for
-    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -qix "$1"; then
+    # grep without -q reads pip's whole output: an early exit would make pip fail on a closed
+    # pipe, which pipefail reads as "not installed".
+    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -ix "$1" >/dev/null; then
         "$VENV/bin/pip" install --quiet --disable-pip-version-check "$1"
         echo "scripts/test.sh: installed $2 (PyPI $1, in $VENV)"
     fi
