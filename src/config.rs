@@ -197,8 +197,35 @@ pub struct Upstream {
     /// one to finish, within `timeout`.
     pub max_connections: usize,
     pub authorization: UpstreamAuthorization,
+    /// `upstream.protocol`: the HTTP version spoken to the upstream.
+    pub protocol: UpstreamProtocol,
     /// Used only with an `https` scheme.
     pub tls: UpstreamTls,
+}
+
+/// `upstream.protocol`: how the gateway speaks to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only (`"http1"`, the default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`"h2c"`); only for an `http` upstream.
+    H2c,
+    /// HTTP/2 when the upstream's TLS handshake offers it by ALPN, else HTTP/1.1
+    /// (`"auto"`); an `http` upstream is HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The key's value, as written in the config.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 /// What the upstream receives in `Authorization`.
@@ -357,6 +384,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.client_cert",
     "upstream.client_key",
     "upstream.insecure_skip_verify",
+    "upstream.protocol",
     "entra.tenant_id",
     "entra.authority",
     "entra.cloud",
@@ -652,8 +680,28 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
         }
     };
     let tls = tls::read_upstream_tls(r, read_file, scheme == http::uri::Scheme::HTTPS);
+    let protocol = match r.string("upstream.protocol", "http1").as_str() {
+        "http1" => UpstreamProtocol::Http1,
+        "h2c" if scheme == http::uri::Scheme::HTTPS => {
+            r.problem(
+                "upstream.protocol",
+                "\"h2c\" is HTTP/2 without TLS, for an http:// upstream; for HTTP/2 to an https:// upstream use \"auto\" (HTTP/2 when the upstream offers it by ALPN)",
+            );
+            UpstreamProtocol::Http1
+        }
+        "h2c" => UpstreamProtocol::H2c,
+        "auto" => UpstreamProtocol::Auto,
+        other => {
+            r.problem(
+                "upstream.protocol",
+                format!("must be \"http1\", \"h2c\" or \"auto\", not {other:?}"),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
     Upstream {
         tls,
+        protocol,
         origin,
         scheme,
         base_path,

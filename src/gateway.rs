@@ -37,7 +37,7 @@ pub use decision::{Decision, Edits, Pass, Verdict};
 pub use identity::IdentityHeaders;
 pub use metadata::ResourceMetadataDoc;
 pub use record::{AccessRecord, CLIENT_CLOSED};
-pub use refusal::{Limit, Refusal};
+pub use refusal::{Limit, Refusal, grpc_response, grpc_status};
 pub use view::{RequestView, origin, split_target};
 
 use crate::access::Via;

@@ -15,9 +15,11 @@ use axum::extract::{ConnectInfo, State};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::access::{self, Via};
-use crate::gateway::{AccessRecord, Gateway, RequestView, SharedGateway, Verdict};
+use crate::gateway::{
+    AccessRecord, Gateway, RequestView, SharedGateway, Verdict, grpc_response, grpc_status,
+};
 use crate::metrics::{Metrics, Outcome};
-use crate::upstream::{Forwarder, UpstreamError, headers};
+use crate::upstream::{Forwarder, UpstreamError, protocol};
 
 /// The proxy listener's only handler: decide, then mutate and forward, or refuse.
 pub async fn handle(
@@ -35,6 +37,9 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
     // was set (or kept from the client) by the request-id layer in front of this handler.
     let method = req.method().clone();
     let uri = req.uri().clone();
+    // A gRPC client reads a gRPC status, not the HTTP one: refusals and the upstream's
+    // failures are rendered as one (`Refusal::into_grpc_response`).
+    let grpc = protocol::is_grpc(req.headers());
     let request_id = req.headers().get(access::REQUEST_ID).cloned();
     let mut record = AccessRecord::start(
         &gw.metrics,
@@ -61,8 +66,10 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
     // The gateway is the hop the client's `Connection` header speaks to: the headers it
     // names were read (above) and end here, before the decision's edits, so they cannot name
     // the verified identity or the upstream credentials away.
-    headers::remove_hop_by_hop(req.headers_mut());
+    // `te: trailers` stays (gRPC needs it); the upstream's protocol decides whether it goes on.
+    protocol::end_hop(req.headers_mut());
     let (response, outcome, upstream) = match decision {
+        Verdict::Refuse(refusal) if grpc => (refusal.into_grpc_response(), None, None),
         Verdict::Refuse(refusal) => (refusal.into_response(), None, None),
         Verdict::Pass(pass) => {
             pass.edits.apply(req.headers_mut());
@@ -75,7 +82,17 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
                     usize::try_from(limit).unwrap_or(usize::MAX),
                 ));
             }
-            forward(gw, &pass.api.forwarder, req, peer).await
+            let (response, outcome, upstream) = forward(gw, &pass.api.forwarder, req, peer).await;
+            // The gateway's own answers (502, 504, 413, 400) as gRPC statuses; the upstream's
+            // answers pass as they are.
+            let response = match outcome {
+                Some(_) if grpc => {
+                    let (code, message) = grpc_status(response.status());
+                    grpc_response(code, message)
+                }
+                _ => response,
+            };
+            (response, outcome, upstream)
         }
     };
     record.finish(response.status().as_u16(), outcome, upstream);

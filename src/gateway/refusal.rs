@@ -11,6 +11,12 @@
 //!   pass status, headers and body on; nginx passes only the status and, on a 401, the one
 //!   `WWW-Authenticate`.
 //!
+//! - [`Refusal::into_grpc_response`] is the proxy's answer to a gRPC request
+//!   (`content-type: application/grpc…`): a gRPC status in a Trailers-Only response (HTTP
+//!   200, `grpc-status`, `grpc-message`, the same `WWW-Authenticate`), since a gRPC client
+//!   reads the status and not the HTTP code. [`grpc_status`] is the one table from the
+//!   HTTP status to the gRPC code, also used for the upstream's failures (502, 504).
+//!
 //! The reason itself never reaches the client; it goes to the decision log and the metrics.
 
 use axum::body::Body;
@@ -243,6 +249,26 @@ impl Refusal {
         .chain(self.extra.iter().cloned())
     }
 
+    /// The refusal as a gRPC status: HTTP 200, `content-type: application/grpc`,
+    /// `grpc-status` from [`grpc_status`], a `grpc-message`, and the challenge, `Retry-After`
+    /// and rate-limit headers of the HTTP answer; no body (a Trailers-Only response).
+    #[must_use]
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let (code, message) = grpc_status(self.status);
+        let mut r = grpc_response(code, message);
+        let h = r.headers_mut();
+        if let Some(c) = self.challenge {
+            h.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static(s));
+        }
+        for (name, value) in self.extra {
+            h.insert(name, value);
+        }
+        r
+    }
+
     /// The refusal as an HTTP response.
     #[must_use]
     pub fn into_response(self) -> Response<Body> {
@@ -256,10 +282,106 @@ impl Refusal {
     }
 }
 
+/// The gRPC status code and `grpc-message` for an answer of the gateway's own with HTTP
+/// `status`. The gRPC project's HTTP-to-gRPC mapping (and Envoy's local replies) for
+/// 401, 403, 404, 502, 503; where the gateway knows the cause, the code that names it:
+///
+/// | HTTP | gRPC | why |
+/// |---|---|---|
+/// | 401 | 16 `UNAUTHENTICATED` | no, or no valid, token |
+/// | 403 | 7 `PERMISSION_DENIED` | the route's scopes / roles / clients / claims, the IP filter |
+/// | 400 | 3 `INVALID_ARGUMENT` | the request itself (two `Authorization` headers, a path that cannot be normalised) |
+/// | 404 | 12 `UNIMPLEMENTED` | no API serves the path, as for a method the server lacks |
+/// | 405 | 12 `UNIMPLEMENTED` | `CONNECT` |
+/// | 413 | 8 `RESOURCE_EXHAUSTED` | the body is over its limit, as a gRPC server answers a message over its maximum |
+/// | 429 | 8 `RESOURCE_EXHAUSTED` | over a `[[limits]]` entry (gRPC's code for quotas) |
+/// | 502, 503 | 14 `UNAVAILABLE` | the upstream unreachable, no usable keys: retryable |
+/// | 504 | 4 `DEADLINE_EXCEEDED` | no upstream response within `upstream.timeout` |
+/// | other | 2 `UNKNOWN` | |
+#[must_use]
+pub fn grpc_status(status: StatusCode) -> (u8, &'static str) {
+    match status.as_u16() {
+        401 => (
+            16,
+            "unauthenticated: a valid Microsoft Entra ID bearer token is required",
+        ),
+        403 => (7, "permission denied"),
+        400 => (3, "invalid request"),
+        404 => (12, "not found"),
+        405 => (12, "method not allowed"),
+        413 => (8, "payload too large"),
+        429 => (8, "rate limited"),
+        502 => (14, "upstream unavailable"),
+        503 => (14, "temporarily unavailable"),
+        504 => (4, "upstream timeout"),
+        _ => (2, "unknown"),
+    }
+}
+
+/// A Trailers-Only gRPC response with `code` and `message` (ASCII without `%`, so it needs
+/// no percent-encoding), which no cache keeps.
+#[must_use]
+pub fn grpc_response(code: u8, message: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
+    h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Challenge;
+
+    #[test]
+    fn every_refusal_is_a_grpc_status_with_the_same_challenge() {
+        let c = challenges();
+        for reason in Reason::ALL {
+            let http = Refusal::proxy(reason, "s", &c, None);
+            let expected = match http.status.as_u16() {
+                401 => "16",
+                403 => "7",
+                400 => "3",
+                404 => "12",
+                429 => "8",
+                503 => "14",
+                other => panic!("{reason}: no gRPC code chosen for {other}"),
+            };
+            let challenge = http.challenge.clone();
+            let r = http.into_grpc_response();
+            assert_eq!(r.status(), StatusCode::OK, "{reason}");
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert_eq!(r.headers()["grpc-status"], expected, "{reason}");
+            assert!(r.headers().contains_key("grpc-message"));
+            assert_eq!(
+                r.headers().get(header::WWW_AUTHENTICATE),
+                challenge.as_ref(),
+                "{reason}"
+            );
+        }
+        let r = Refusal::limit(Via::Proxy, Limit::BodyTooLarge).into_grpc_response();
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(grpc_status(StatusCode::GATEWAY_TIMEOUT).0, 4);
+        assert_eq!(grpc_status(StatusCode::BAD_GATEWAY).0, 14);
+        assert_eq!(grpc_status(StatusCode::IM_A_TEAPOT).0, 2);
+        // grpc-message is sent as is: nothing in it needs percent-encoding.
+        for s in [400, 401, 403, 404, 405, 413, 429, 502, 503, 504, 418] {
+            let (_, m) = grpc_status(StatusCode::from_u16(s).expect("status"));
+            assert!(
+                m.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%'),
+                "{m}"
+            );
+        }
+    }
 
     fn challenges() -> Challenges {
         Challenges::new(

@@ -10,6 +10,7 @@
 pub mod app;
 mod checklist;
 mod limits;
+mod upstream;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -247,6 +248,7 @@ pub async fn run(
     let mut items: Vec<Item> = fetches.iter().map(checklist::fetch_item).collect();
     items.extend(checklist::items(config, &fetches));
     items.extend(limits::items(config).await);
+    items.extend(upstream::items(config));
     Ok(Report {
         ok: !items.iter().any(|i| i.status == Status::Fail),
         config_path: path.to_owned(),

@@ -5,7 +5,8 @@
 //! them) plus the CAs in `upstream.ca_file`, so a private CA is added, not swapped in.
 //! An upstream that asks for a client certificate (mTLS) gets `upstream.client_cert` with
 //! `upstream.client_key`. `upstream.insecure_skip_verify` turns verification off, with a
-//! warning at every start. The upstream always speaks HTTP/1.1 (ALPN `http/1.1`).
+//! warning at every start. ALPN offers `http/1.1` only, unless `upstream.protocol = "auto"`:
+//! then `h2, http/1.1`, and the upstream's choice decides the connection's HTTP version.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
 
 /// The upstream connector: plain TCP for `http`, TLS on top for `https`.
 pub type Connector = HttpsConnector<HttpConnector>;
@@ -54,11 +55,15 @@ pub fn connector(upstream: &Upstream) -> Result<Connector, UpstreamTlsError> {
             .with_root_certificates(RootCertStore::empty())
             .with_no_client_auth()
     };
-    Ok(HttpsConnectorBuilder::new()
+    let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+        .enable_http1();
+    Ok(if upstream.protocol == UpstreamProtocol::Auto {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    })
 }
 
 fn client_config(upstream: &Upstream) -> Result<ClientConfig, UpstreamTlsError> {

@@ -10,9 +10,12 @@
 //! upstream closed it as the request went out), a replayable request — `GET`, `HEAD`,
 //! `OPTIONS` or `TRACE` with no body, as Go's and nginx's clients also retry — is sent once
 //! more on another connection; anything else gets 502. At most `upstream.max_connections`
-//! requests are with the upstream at once (each holds an HTTP/1.1 connection until its response
-//! body ends); more wait for a slot within `upstream.timeout`, so a wave of slow requests cannot
-//! open connections until the process runs out of file descriptors. Every failure's cause is logged at
+//! requests are with the upstream at once (each holds an HTTP/1.1 connection, or an HTTP/2
+//! stream, until its response body ends); more wait for a slot within `upstream.timeout`, so a
+//! wave of slow requests cannot open connections until the process runs out of file
+//! descriptors. The HTTP version is [`super::protocol`]'s (`upstream.protocol`); on HTTP/2 the
+//! same retry and the same 502 / 504 apply (a stream refused or reset before its response is
+//! 502, a `GOAWAY` that ends an unstarted request is retried by hyper's pool itself). Every failure's cause is logged at
 //! `warn` under the target `entragate::upstream` (no headers, no token).
 
 use std::net::SocketAddr;
@@ -30,8 +33,8 @@ use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::headers;
-use crate::config::Upstream;
+use super::{headers, protocol};
+use crate::config::{Upstream, UpstreamProtocol};
 use crate::telemetry::ErrorChain;
 use crate::tls::upstream::{Connector, UpstreamTlsError};
 
@@ -67,6 +70,8 @@ pub struct Forwarder {
     client_proto: &'static str,
     /// The API prefix removed from the path the upstream receives (`strip_prefix`).
     strip_prefix: Option<String>,
+    /// `upstream.protocol`, with `auto` on plain `http` already HTTP/1.1.
+    protocol: UpstreamProtocol,
 }
 
 impl Forwarder {
@@ -74,7 +79,12 @@ impl Forwarder {
     /// An `https` upstream whose TLS client cannot be built (e.g. no trusted roots).
     pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>) -> Result<Self, UpstreamTlsError> {
         let connector = crate::tls::upstream::connector(upstream)?;
+        let protocol = protocol::effective(upstream.protocol, &upstream.scheme);
         let client = Client::builder(TokioExecutor::new())
+            // h2c: every connection is HTTP/2 with prior knowledge. (`auto` needs nothing
+            // here: a connection whose ALPN chose h2 is HTTP/2.)
+            .http2_only(protocol == UpstreamProtocol::H2c)
+            .timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(upstream.idle_timeout)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             // Unbounded, a burst of concurrent requests would leave as many idle connections
@@ -94,6 +104,7 @@ impl Forwarder {
             trusted_proxies,
             client_proto: "http",
             strip_prefix: None,
+            protocol,
         })
     }
 
@@ -149,10 +160,8 @@ impl Forwarder {
             self.client_proto,
             original_host,
         );
-        parts.headers.insert(header::HOST, self.host.clone());
         parts.uri = self.upstream_uri(&parts.uri);
-        // Whatever the client spoke (HTTP/1.0, 1.1 or 2), the upstream connection is HTTP/1.1.
-        parts.version = Version::HTTP_11;
+        protocol::prepare(self.protocol, &mut parts, &self.host);
 
         let replay = Replay::of(&parts, &body);
         let request = Request::from_parts(parts, body);
@@ -305,6 +314,7 @@ impl http_body::Body for Slotted {
 struct Replay {
     method: Method,
     uri: Uri,
+    version: Version,
     headers: HeaderMap,
 }
 
@@ -317,6 +327,7 @@ impl Replay {
         replayable.then(|| Self {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
+            version: parts.version,
             headers: parts.headers.clone(),
         })
     }
@@ -326,7 +337,7 @@ impl Replay {
         *r.method_mut() = self.method;
         *r.uri_mut() = self.uri;
         *r.headers_mut() = self.headers;
-        *r.version_mut() = Version::HTTP_11;
+        *r.version_mut() = self.version;
         r
     }
 }

@@ -17,6 +17,7 @@ mod docs;
 mod explain;
 mod ext_authz;
 mod forward_auth;
+mod grpc;
 mod hardening;
 mod hostile_tokens;
 mod idp_faults;
