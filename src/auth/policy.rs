@@ -250,4 +250,28 @@ mod tests {
             Some("b")
         );
     }
+
+    #[test]
+    fn grpc_methods_are_paths_of_two_segments() {
+        // gRPC's `/package.Service/Method`: a rule on the service covers its methods, a rule
+        // on one method only that one; the dots are no dot segments to normalisation.
+        let mut method = route(&["cancel"], &[]);
+        method.path = "/shop.v1.Orders/Cancel".into();
+        let mut service = route(&["orders"], &[]);
+        service.path = "/shop.v1.Orders".into();
+        let p = Policy::new(vec![method, service]);
+        let scope = |path: &str| {
+            let normalized = crate::path::normalize(path).expect("normalises");
+            assert_eq!(normalized, path, "a gRPC path is its own normal form");
+            p.route(&Method::POST, &normalized)
+                .map(|r| r.scopes[0].clone())
+        };
+        assert_eq!(scope("/shop.v1.Orders/Cancel").as_deref(), Some("cancel"));
+        assert_eq!(scope("/shop.v1.Orders/Get").as_deref(), Some("orders"));
+        assert_eq!(scope("/shop.v1.OrdersAdmin/Get"), None);
+        assert_eq!(
+            scope("/shop.v1.Orders/CancelAll").as_deref(),
+            Some("orders")
+        );
+    }
 }
