@@ -58,6 +58,9 @@ impl Authorization for Seen {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        if let Some(ms) = text("x-sleep-ms").and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let seen = json!({
             "x-auth-subject": text("x-auth-subject"),
             "x-auth-scopes": text("x-auth-scopes"),
@@ -322,6 +325,23 @@ async fn grpc_refusals_are_grpc_statuses_with_the_http_challenge() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // Counted by their reasons, like the HTTP refusals (the count is written as the
+    // response goes out, so it may trail the client by a moment).
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "refusals counted",
+        || async {
+            let text = h.metrics_text().await;
+            [
+                "entragate_requests_total{outcome=\"denied\",reason=\"missing_token\"} 2",
+                "entragate_requests_total{outcome=\"denied\",reason=\"scope_missing\"} 2",
+            ]
+            .iter()
+            .all(|series| text.contains(series))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -366,6 +386,28 @@ async fn an_unreachable_grpc_upstream_is_unavailable() {
     assert_eq!(http.status(), 502);
 }
 
+#[tokio::test]
+async fn an_upstream_past_its_timeout_is_deadline_exceeded() {
+    let (up, _task) = tonic_upstream().await;
+    let h = gateway(
+        format!("http://{up}"),
+        "protocol = \"h2c\"\ntimeout = \"1s\"",
+    )
+    .await;
+    let mut client = AuthorizationClient::new(channel(h.gw.addr).await);
+    let t = token(&h, "grpc.check");
+    let mut req = with_token(CheckRequest::default(), Some(&t));
+    req.metadata_mut()
+        .insert("x-sleep-ms", "5000".parse().expect("ascii"));
+    let status = client.check(req).await.expect_err("too slow");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The connection stays usable for the next call.
+    let answer = client
+        .check(with_token(CheckRequest::default(), Some(&t)))
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
 /// An HTTP/2 upstream answering every request with JSON (its version, `te`, `host` and
 /// `:authority`, and the request's trailers) followed by trailers of its own
 /// (`x-upstream-trailer`, and `x-echo` = the request trailer `x-client-trailer`). Counts its
@@ -378,6 +420,12 @@ struct H2Upstream {
 
 impl H2Upstream {
     async fn start(tls: Option<&pki::Pair>) -> Self {
+        Self::start_with(tls, false).await
+    }
+
+    /// With `goaway`, a plain h2c upstream that ends every connection after its first answer
+    /// (a graceful `GOAWAY`), as a server does at its keep-alive or max-requests limit.
+    async fn start_with(tls: Option<&pki::Pair>, goaway: bool) -> Self {
         let acceptor = tls.map(|pair| {
             use rustls::pki_types::pem::PemObject as _;
             let chain = vec![
@@ -416,6 +464,27 @@ impl H2Upstream {
                         Some(a) => {
                             let Ok(tls) = a.accept(tcp).await else { return };
                             let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                        None if goaway => {
+                            let (tx, mut answered) = tokio::sync::mpsc::channel::<()>(1);
+                            let service = hyper::service::service_fn(move |req| {
+                                let tx = tx.clone();
+                                async move {
+                                    let r = answer(req).await;
+                                    let _ = tx.try_send(());
+                                    r
+                                }
+                            });
+                            let builder = builder.http2_only();
+                            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                            tokio::pin!(conn);
+                            tokio::select! {
+                                _ = conn.as_mut() => {}
+                                _ = answered.recv() => {
+                                    conn.as_mut().graceful_shutdown();
+                                    let _ = conn.await;
+                                }
+                            }
                         }
                         None => {
                             let _ = builder
@@ -549,6 +618,30 @@ async fn trailers_pass_both_ways_over_h2c_and_one_connection_carries_many_stream
         assert_eq!(parts.status, 200);
     }
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_ends_each_h2_connection_costs_no_request() {
+    let up = H2Upstream::start_with(None, true).await;
+    let h = Harness::to_upstream(format!("http://{}", up.addr), "protocol = \"h2c\"").await;
+    let auth = format!("Bearer {}", h.token(TokenVersion::V2));
+    for i in 0..5 {
+        // A GET, then a POST with a body: neither is lost to the closed connection.
+        let r = h
+            .client
+            .get(h.url("/echo"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 200, "GET {i}");
+        let (parts, _, _) = h2_call(h.gw.addr, "/echo", &[("authorization", &auth)], None).await;
+        assert_eq!(parts.status, 200, "POST {i}");
+    }
+    // Connections were ended under the gateway (a request can still ride one whose GOAWAY
+    // was not sent yet, so not necessarily ten).
+    let opened = up.connections.load(Ordering::SeqCst);
+    assert!((2..=10).contains(&opened), "{opened} upstream connections");
 }
 
 #[tokio::test]
