@@ -1,8 +1,8 @@
-//! Rate limits and the kill switch across replicas, with a real Redis 7: two gateways (each
-//! its own listeners, token cache, Redis connections and revocation copy) sharing one
-//! `redis-server` enforce one combined limit, follow `limits_store.on_error` while Redis is
-//! down and resume when it is back, and refuse a revoked identity within a second, cached
-//! tokens included.
+//! Rate limits and the kill switch across replicas, with a real Redis 7: two `entragate serve`
+//! processes sharing one `redis-server` enforce one combined limit and refuse a revoked
+//! identity within a second, cached tokens included; gateways in this process (each its own
+//! listeners, token cache, Redis connections and revocation copy) follow
+//! `limits_store.on_error` while Redis is down and resume when it is back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,7 +12,10 @@ use entragate::app::Running;
 use entragate::keys::TokenVersion;
 use serde_json::json;
 
-use crate::common::process::{Proc, TempFile};
+use entragate::dev::DevIssuer;
+
+use crate::common::metrics::series;
+use crate::common::process::{Gateway, Proc, TempFile, start_upstreams};
 use crate::common::redis::Redis;
 use crate::common::tokens::with;
 use crate::common::{self, Extra, Harness};
@@ -52,22 +55,48 @@ async fn status(client: &reqwest::Client, url: &str, token: &str) -> u16 {
         .map_or(0, |r| r.status().as_u16())
 }
 
+/// Two `entragate serve` processes with `lines` after their `[entra]` section (top-level
+/// tables such as `[[limits]]` and `[limits_store]`), the same issuer and upstream.
+async fn two_processes(issuer: &DevIssuer, upstream: &str, lines: &str) -> [Gateway; 2] {
+    let a = Gateway::start_with(issuer, upstream, "", lines, &[], &[]).await;
+    let b = Gateway::start_with(issuer, upstream, "", lines, &[], &[]).await;
+    [a, b]
+}
+
+/// The admin `/metrics` text of a gateway process.
+async fn scrape(client: &reqwest::Client, gw: &Gateway) -> String {
+    client
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics text")
+}
+
+/// The sum of every series of the family `name` (`name{...} value` lines).
+fn family_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_sharing_redis_enforce_one_combined_limit() {
+async fn two_gateway_processes_sharing_redis_enforce_one_combined_limit() {
     let redis = Redis::start().await;
+    let (issuer, echo) = start_upstreams().await;
     // 40/s with a burst of 10, counted per client: both gateways see the same client.
     let mut extra = limits(&redis, "allow", "40/s", 10);
     // This test is about one combined count, not about a slow Redis: a loaded machine
     // (the whole suite in parallel) must not turn counted requests into uncounted ones
     // through limits_store.timeout and on_error = "allow".
     extra.tail.push_str("timeout = \"1s\"\n");
-    let h = Harness::start_with(extra.clone()).await;
-    let b = replica(&h, &extra).await;
-    let token = h.token(TokenVersion::V2);
-    let urls = [
-        format!("http://{}/data", h.gw.addr),
-        format!("http://{}/data", b.addr),
-    ];
+    let gateways = two_processes(&issuer, &echo.url(), &format!("\n{}", extra.tail)).await;
+    let client = common::client();
+    let token = issuer.mint(&issuer.claims(TokenVersion::V2, common::AUDIENCE));
+    let urls = gateways.each_ref().map(|g| g.url("/data"));
     let allowed = Arc::new(AtomicU64::new(0));
     let limited = Arc::new(AtomicU64::new(0));
     let other = Arc::new(AtomicU64::new(0));
@@ -76,7 +105,7 @@ async fn two_gateways_sharing_redis_enforce_one_combined_limit() {
     let mut tasks = Vec::new();
     // Four clients per gateway, each as fast as it can go: far above 40/s in total.
     for url in urls.iter().flat_map(|u| std::iter::repeat_n(u.clone(), 4)) {
-        let (client, token) = (h.client.clone(), token.clone());
+        let (client, token) = (client.clone(), token.clone());
         let (allowed, limited, other) = (allowed.clone(), limited.clone(), other.clone());
         tasks.push(tokio::spawn(async move {
             while started.elapsed() < run {
@@ -104,8 +133,16 @@ async fn two_gateways_sharing_redis_enforce_one_combined_limit() {
         "combined limit: {allowed} allowed, {limited} refused in {elapsed:.2} s (want {want:.0})"
     );
     assert_eq!(other, 0, "only 200 and 429");
-    for (name, m) in [("a", &h.gw.metrics), ("b", &b.metrics)] {
-        assert_eq!(m.limits.store_errors(), 0, "gateway {name}: Redis errors");
+    let texts = [
+        scrape(&client, &gateways[0]).await,
+        scrape(&client, &gateways[1]).await,
+    ];
+    for (name, text) in ["a", "b"].iter().zip(&texts) {
+        assert_eq!(
+            family_sum(text, "entragate_limits_store_errors_total"),
+            0,
+            "gateway {name}: Redis errors"
+        );
     }
     assert!(
         limited > allowed,
@@ -115,10 +152,10 @@ async fn two_gateways_sharing_redis_enforce_one_combined_limit() {
         (got - want).abs() <= want * 0.05,
         "{allowed} allowed in {elapsed:.2} s across both gateways; one combined limit allows {want:.0} (±5%)"
     );
-    // Both gateways took part, and both refused.
-    for (name, m) in [("a", &h.gw.metrics), ("b", &b.metrics)] {
+    // Both processes took part, and both refused.
+    for (name, text) in ["a", "b"].iter().zip(&texts) {
         assert!(
-            m.limits.rate_limited("per-client") > 0,
+            series(text, "entragate_rate_limited_total{limit=\"per-client\"}") > 0,
             "gateway {name} refused none"
         );
     }
@@ -264,42 +301,40 @@ async fn command(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_oid_is_refused_by_both_replicas_within_a_second() {
     let redis = Redis::start().await;
-    let extra = Extra {
-        tail: format!("[limits_store]\nurl = \"{}\"\n", redis.url()),
-        ..Extra::default()
-    };
-    let h = Harness::start_with(extra.clone()).await;
-    let b = replica(&h, &extra).await;
+    let (issuer, echo) = start_upstreams().await;
+    let lines = format!("\n[limits_store]\nurl = \"{}\"\n", redis.url());
+    let gateways = two_processes(&issuer, &echo.url(), &lines).await;
+    let client = common::client();
     let victim = "6f1e7b2a-0000-4000-8000-00000000dead";
-    let token = h
-        .issuer
-        .mint(&with(h.claims(TokenVersion::V2), "oid", json!(victim)));
-    let bystander = h.token(TokenVersion::V2);
-    let urls = [h.url("/data"), format!("http://{}/data", b.addr)];
+    let claims = issuer.claims(TokenVersion::V2, common::AUDIENCE);
+    let token = issuer.mint(&with(claims.clone(), "oid", json!(victim)));
+    let bystander = issuer.mint(&claims);
+    let urls = gateways.each_ref().map(|g| g.url("/data"));
     // In both caches.
     for url in &urls {
         for _ in 0..2 {
-            assert_eq!(status(&h.client, url, &token).await, 200);
+            assert_eq!(status(&client, url, &token).await, 200);
         }
     }
-    let cache_hits = h.gw.metrics.token_cache().0 + b.metrics.token_cache().0;
-    assert!(cache_hits >= 2, "the token is cached on both");
+    for gw in &gateways {
+        let text = scrape(&client, gw).await;
+        assert!(
+            series(&text, "entragate_token_cache_lookups_total{result=\"hit\"}") >= 1,
+            "the token is cached on {}",
+            gw.addr
+        );
+    }
 
-    let file = config_file(&h, &extra);
-    let (code, out, err) = command(&[
-        "revoke",
-        "--config",
-        file.as_str(),
-        "--oid",
-        &victim.to_uppercase(),
-    ])
-    .await;
+    // The command reads the same config file as the first process.
+    let file = gateways[0].config.as_str();
+    let (code, out, err) =
+        command(&["revoke", "--config", file, "--oid", &victim.to_uppercase()]).await;
     assert_eq!(code, 0, "{out}{err}");
     let revoked_at = Instant::now();
     let mut refused = [None, None];
     while refused.iter().any(Option::is_none) && revoked_at.elapsed() < Duration::from_secs(3) {
         for (i, url) in urls.iter().enumerate() {
-            if refused[i].is_none() && status(&h.client, url, &token).await == 401 {
+            if refused[i].is_none() && status(&client, url, &token).await == 401 {
                 refused[i] = Some(revoked_at.elapsed());
             }
         }
@@ -313,7 +348,12 @@ async fn a_revoked_oid_is_refused_by_both_replicas_within_a_second() {
         );
     }
     // The refusal: 401 invalid_token, counted as revoked by kind; others pass.
-    let r = h.get_with_token("/data", &token).await;
+    let r = client
+        .get(&urls[0])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"]
         .to_str()
@@ -324,17 +364,21 @@ async fn a_revoked_oid_is_refused_by_both_replicas_within_a_second() {
         r.text().await.expect("body"),
         r#"{"error":"invalid_token"}"#
     );
-    assert!(h.gw.metrics.limits.revoked("oid") > 0);
-    assert!(
-        h.gw.metrics.requests(entragate::metrics::Outcome::Denied(
-            entragate::auth::Reason::Revoked
-        )) > 0
-    );
+    for gw in &gateways {
+        let text = scrape(&client, gw).await;
+        assert!(series(&text, "entragate_revoked_total{kind=\"oid\"}") > 0);
+        assert!(
+            series(
+                &text,
+                "entragate_requests_total{outcome=\"denied\",reason=\"revoked\"}"
+            ) > 0
+        );
+    }
     for url in &urls {
-        assert_eq!(status(&h.client, url, &bystander).await, 200);
+        assert_eq!(status(&client, url, &bystander).await, 200);
     }
     // Listed, with its default expiry (now + entra.max_token_lifetime, 28 h).
-    let (code, out, err) = command(&["revoked", "--config", file.as_str()]).await;
+    let (code, out, err) = command(&["revoked", "--config", file]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("oid={victim} until=")), "{out}");
     assert!(out.contains("# 1 entry in force in Redis"), "{out}");
@@ -357,12 +401,12 @@ async fn a_revoked_oid_is_refused_by_both_replicas_within_a_second() {
     );
 
     // Unrevoked: accepted again on both.
-    let (code, out, err) = command(&["unrevoke", "--config", file.as_str(), "--oid", victim]).await;
+    let (code, out, err) = command(&["unrevoke", "--config", file, "--oid", victim]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("removed 1 entry"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(2);
     for url in &urls {
-        while status(&h.client, url, &token).await != 200 {
+        while status(&client, url, &token).await != 200 {
             assert!(
                 Instant::now() < deadline,
                 "{url} still refuses after unrevoke"
