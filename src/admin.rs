@@ -54,6 +54,8 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics
+        .set_log_lines_dropped(crate::telemetry::dropped_lines());
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),

@@ -83,7 +83,8 @@ pub struct Applied {
 /// 1. sensitive headers: marks `Authorization`/`Cookie` before anything could log them;
 /// 2. request id: every request gets an `x-request-id` (kept if the client sent one) so the
 ///    decision log, the upstream and the client can be correlated;
-/// 3. trace span: carries the request id into every event of the request;
+/// 3. trace span: carries the request id into every event of the request (only while `debug`
+///    is enabled, the span's level; otherwise the layer is left out);
 /// 4. propagate request id: echoes it on the response, including refusals;
 /// 5. load shedding: past `server.max_in_flight` requests at once, answer 503 with
 ///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
@@ -124,6 +125,9 @@ pub fn main_router(
         }
         Mode::ForwardAuth => Router::new().fallback(forward_auth::handle).with_state(gw),
     };
+    // The span is at `debug`: below that it would be built and timed for every request and
+    // never seen. `RUST_LOG` is read once at startup, so this holds for the process.
+    let request_spans = tracing::enabled!(tracing::Level::DEBUG);
     router.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
@@ -134,16 +138,21 @@ pub fn main_router(
             .layer(SetRequestIdLayer::x_request_id(
                 proxy::request_id::MakeRequestIds,
             ))
-            .layer(TraceLayer::new_for_http().make_span_with(
-                |req: &http::Request<axum::body::Body>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::debug_span!("request", request_id = %id)
-                },
-            ))
+            .option_layer(request_spans.then(|| {
+                ServiceBuilder::new()
+                    .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))
+                    .layer(TraceLayer::new_for_http().make_span_with(
+                        |req: &http::Request<axum::body::Body>| {
+                            let id = req
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::debug_span!("request", request_id = %id)
+                        },
+                    ))
+                    .into_inner()
+            }))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
                 let metrics = Arc::clone(&metrics);
@@ -190,18 +199,17 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     let metrics = Arc::new(Metrics::new());
     let client = idp_client(config.entra.metadata_timeout)?;
     let keys = Arc::new(KeyStore::new(
-        &config.entra,
+        &config.key_entra(),
         &config.oidc,
         &client,
         &metrics,
     ));
     let mut refreshers = keys.spawn_refresh();
-    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::build(
-        config,
-        keys,
-        &metrics,
-        config.server.tls.is_some(),
-    )?));
+    let built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
+    // The shared revocation list is in force from the first request (bounded by
+    // limits_store.timeout; the file was read by build).
+    built.revocations.refresh().await;
+    let gateway: SharedGateway = Arc::new(ArcSwap::from_pointee(built));
 
     let (shutdown, signal) = watch::channel(false);
     let mode = config.server.mode;
@@ -313,25 +321,29 @@ impl Running {
         let old_keys = current.validator.keys();
         let client = idp_client(config.entra.metadata_timeout)?;
         let keys = Arc::new(KeyStore::reusing(
-            &config.entra,
+            &config.key_entra(),
             &config.oidc,
             &client,
             &self.metrics,
             Some(old_keys),
         ));
         let fresh = keys.unstarted(Some(old_keys));
-        let gateway = Gateway::build(
+        let mut gateway = Gateway::build(
             config,
             Arc::clone(&keys),
             &self.metrics,
             self.config.server.tls.is_some(),
         )?;
+        if let (Some(new), Some(old)) = (gateway.limiter.as_mut(), current.limiter.as_ref()) {
+            new.keep_counters_of(old);
+        }
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,
             futures_util::future::join_all(first_fetches),
         )
         .await;
+        gateway.revocations.refresh().await;
         self.refreshers.retain(|r| !r.is_finished());
         self.refreshers
             .extend(fresh.iter().map(|s| tokio::spawn(Arc::clone(s).run())));
@@ -450,8 +462,12 @@ fn same_listener_tls(
 /// what the configured connection caps may use.
 pub fn raise_open_files_limit(config: &Config) {
     let needed = config.server.limits.max_connections
-        + config.upstream.max_connections
-        + config.upstream.max_idle_connections
+        + config
+            .apis
+            .iter()
+            .map(|a| config.upstream_of(a))
+            .map(|u| u.max_connections + u.max_idle_connections)
+            .sum::<usize>()
         + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < needed as u64 => tracing::warn!(

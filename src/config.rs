@@ -6,6 +6,10 @@
 //! environment variable when that is where the value came from). The result is a set of runtime
 //! types with every default written out; nothing downstream re-parses strings.
 
+mod apis;
+mod cloud;
+mod dev;
+mod limits;
 mod read;
 mod routes;
 mod tls;
@@ -15,8 +19,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use jsonwebtoken::Algorithm;
 
+pub use apis::{API_KEYS, Api, DEFAULT_API, IpFilter};
+pub use cloud::Cloud;
+pub use dev::{
+    DEV_API_CLIENT_ID, DEV_APP_CLIENT_ID, DEV_APP_SECRET, DEV_CLIENT_KEYS, DEV_TENANT,
+    DEV_USER_KEYS, Dev, DevClient, DevUser, POWER_QUERY_CLIENT_ID, Secret, guid_from,
+};
+pub use limits::{
+    LIMIT_KEYS, LimitKey, LimitKind, LimitRule, LimitsStore, OnError, Rate, Revocation,
+    path_matches,
+};
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
@@ -48,6 +61,17 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[[oidc]]`: further OpenID Connect issuers.
     pub oidc: Vec<Oidc>,
+    /// `[[apis]]`; without any, one API at `/` named [`DEFAULT_API`] made of `[upstream]`
+    /// and `[[routes]]`. Never empty.
+    pub apis: Vec<Api>,
+    /// `[dev]`: the `entragate dev` issuer's tenant (`serve` ignores it).
+    pub dev: Dev,
+    /// `[[limits]]`, in order.
+    pub limits: Vec<LimitRule>,
+    /// `[limits_store]`: where counters and the shared revocation list live.
+    pub limits_store: LimitsStore,
+    /// `[revocation]`.
+    pub revocation: Revocation,
 }
 
 /// One `[[routes]]` rule.
@@ -66,6 +90,10 @@ pub struct Route {
     pub anonymous: bool,
     /// Overrides `server.max_body` on this route (`Some(None)` = no limit here).
     pub max_body: Option<Option<u64>>,
+    /// Entra authentication context the token's `acrs` must hold (step-up), if any.
+    pub auth_context: Option<String>,
+    /// `ip_allow` / `ip_deny` on the client address.
+    pub ip: IpFilter,
 }
 
 /// One `[[oidc]]` issuer.
@@ -208,6 +236,49 @@ impl Default for Limits {
     }
 }
 
+/// A JWS signature algorithm a token may be signed with (`entra.algorithms`): the RSA ones
+/// only. `none`, HMAC and every other name have no value here, so they cannot be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+}
+
+impl Algorithm {
+    /// All of them, in the order of their names in `entra.algorithms`' documentation.
+    pub const ALL: [Self; 6] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+    ];
+
+    /// The `alg` value (RFC 7518 §3.1).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+        }
+    }
+
+    /// The algorithm named `alg`, exactly (names are case-sensitive, RFC 7515 §4.1.1).
+    #[must_use]
+    pub fn from_name(alg: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == alg)
+    }
+}
+
 /// `[entra]`
 #[derive(Debug, Clone)]
 pub struct Entra {
@@ -288,6 +359,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.insecure_skip_verify",
     "entra.tenant_id",
     "entra.authority",
+    "entra.cloud",
     "entra.audiences",
     "entra.allowed_tenants",
     "entra.allowed_client_ids",
@@ -309,11 +381,28 @@ pub const KNOWN_KEYS: &[&str] = &[
     "identity.name_header",
     "identity.claims_header",
     "identity.strip_headers",
+    "dev.tenant_id",
+    "dev.api_client_id",
+    "dev.api_uris",
+    "dev.scopes",
+    "dev.roles",
+    "dev.access_token_version",
+    "dev.token_lifetime",
+    "dev.code_lifetime",
+    "dev.refresh_token_lifetime",
+    "dev.https_listen",
+    "dev.ca_file",
+    "dev.users",
+    "dev.clients",
+    "limits_store.url",
+    "limits_store.on_error",
+    "limits_store.timeout",
+    "revocation.file",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
 /// [`ROUTE_KEYS`] and [`OIDC_KEYS`].
-pub const ARRAY_TABLES: &[&str] = &["routes", "oidc"];
+pub const ARRAY_TABLES: &[&str] = &["routes", "oidc", "apis", "limits"];
 
 /// Keys of the product contract that this version refuses rather than silently ignores.
 const NOT_YET: &[(&str, &str)] = &[];
@@ -341,6 +430,12 @@ impl Config {
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
         let oidc = routes::read_oidc(&mut r);
+        let apis = apis::read_apis(&mut r, &upstream, &routes, read_file);
+        let dev = dev::read_dev(&mut r);
+        let api_names: Vec<&str> = apis.iter().map(|a| a.name.as_str()).collect();
+        let limits = limits::read_limits(&mut r, &api_names);
+        let limits_store = limits::read_store(&mut r);
+        let revocation = limits::read_revocation(&mut r);
         r.finish()?;
         Ok(Self {
             server,
@@ -350,7 +445,50 @@ impl Config {
             identity,
             routes,
             oidc,
+            apis,
+            dev,
+            limits,
+            limits_store,
+            revocation,
         })
+    }
+
+    /// The `[entra]` the key store holds Entra tokens to: `entra.audiences` plus every
+    /// `[[apis]]` `audiences`, so a token for any API verifies; the gateway then holds each
+    /// token to its own API's list.
+    #[must_use]
+    pub fn key_entra(&self) -> std::borrow::Cow<'_, Entra> {
+        let mut extra = self
+            .apis
+            .iter()
+            .filter_map(|a| a.audiences.as_ref())
+            .flatten()
+            .filter(|a| !self.entra.audiences.contains(a))
+            .peekable();
+        if extra.peek().is_none() {
+            return std::borrow::Cow::Borrowed(&self.entra);
+        }
+        let mut entra = self.entra.clone();
+        for a in extra {
+            if !entra.audiences.contains(a) {
+                entra.audiences.push(a.clone());
+            }
+        }
+        std::borrow::Cow::Owned(entra)
+    }
+
+    /// Reads only the `[dev]` section of `toml_text` (with the environment), for
+    /// `entragate dev --config FILE`: the rest of the file is the gateway's and need not be
+    /// complete, but an unknown key anywhere is still a problem.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load_dev(toml_text: &str, env: &[(String, String)]) -> Result<Dev, ConfigError> {
+        let mut r = Reader::new(toml_text, env)?;
+        r.reject_unknown(KNOWN_KEYS, ARRAY_TABLES, NOT_YET);
+        let dev = dev::read_dev(&mut r);
+        r.finish()?;
+        Ok(dev)
     }
 
     /// Reads the file at `path` and the process environment, then [`Config::load`].
@@ -631,10 +769,36 @@ fn read_entra(r: &mut Reader) -> Entra {
             );
         }
     }
+    let cloud = match r.opt_string("entra.cloud") {
+        None => Cloud::Global,
+        Some(name) => Cloud::from_name(&name).unwrap_or_else(|| {
+            r.problem(
+                "entra.cloud",
+                format!("must be \"global\", \"usgov\" or \"china\", not {name:?}"),
+            );
+            Cloud::Global
+        }),
+    };
     let authority = r
-        .string("entra.authority", DEFAULT_AUTHORITY)
+        .string("entra.authority", cloud.authority())
         .trim_end_matches('/')
         .to_owned();
+    // An authority of another Microsoft cloud than `entra.cloud` is a mix-up; any other host
+    // (a local issuer, a proxy in front of Entra) is the operator's choice.
+    if r.has("entra.cloud")
+        && let Some(other) = Cloud::of_authority(&authority)
+        && other != cloud
+    {
+        r.problem(
+            "entra.authority",
+            format!(
+                "{authority:?} is a host of the {} cloud, but entra.cloud is {:?} (leave entra.authority out to use {})",
+                other.as_str(),
+                cloud.as_str(),
+                cloud.authority()
+            ),
+        );
+    }
     match authority.parse::<http::Uri>() {
         Ok(u)
             if matches!(u.scheme_str(), Some("https" | "http"))
@@ -668,17 +832,12 @@ fn read_entra(r: &mut Reader) -> Entra {
     let algorithms = r
         .strings_or("entra.algorithms", &["RS256"])
         .iter()
-        .filter_map(|name| match name.as_str() {
-            "RS256" => Some(Algorithm::RS256),
-            "RS384" => Some(Algorithm::RS384),
-            "RS512" => Some(Algorithm::RS512),
-            "PS256" => Some(Algorithm::PS256),
-            "PS384" => Some(Algorithm::PS384),
-            "PS512" => Some(Algorithm::PS512),
-            other => {
+        .filter_map(|name| match Algorithm::from_name(name) {
+            Some(alg) => Some(alg),
+            None => {
                 r.problem(
                     "entra.algorithms",
-                    format!("{other:?} is not allowed; choose among RS256, RS384, RS512, PS256, PS384, PS512"),
+                    format!("{name:?} is not allowed; choose among RS256, RS384, RS512, PS256, PS384, PS512"),
                 );
                 None
             }

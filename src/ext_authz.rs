@@ -121,7 +121,7 @@ impl ExtAuthz {
             request_id,
         );
         let decision = gw.check(&view).await;
-        record.decided(&view, decision.outcome, decision.facts);
+        record.decided(&view, &decision);
         let (response, status) = match decision.verdict {
             Verdict::Refuse(refusal) => (denied(&refusal), refusal.status),
             Verdict::Pass(pass) => (ok(&pass.edits), StatusCode::OK),
@@ -177,6 +177,7 @@ fn denied(refusal: &Refusal) -> CheckResponse {
         StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable("keys unavailable"),
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::invalid_argument("payload too large"),
         StatusCode::METHOD_NOT_ALLOWED => tonic::Status::invalid_argument("method not allowed"),
+        StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted("rate limited"),
         _ => tonic::Status::permission_denied("forbidden"),
     };
     let mut response = CheckResponse::with_status(status);

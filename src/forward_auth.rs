@@ -247,7 +247,7 @@ pub async fn handle(
         host,
     };
     let decision = gw.check(&view).await;
-    record.decided(&view, decision.outcome, decision.facts);
+    record.decided(&view, &decision);
     let response = match decision.verdict {
         Verdict::Refuse(refusal) => refusal.into_response(),
         Verdict::Pass(pass) => allow(pass.edits),

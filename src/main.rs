@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use entragate::cli::{Cli, Command, LogFormatArg};
 use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
-use entragate::ops::{check, explain, import_apim};
+use entragate::ops::{check, explain, import_apim, init, revoke};
 use entragate::{app, dev, reload, telemetry};
 
 /// The static (musl) image's allocator: musl's own malloc takes a lock per call and returns
@@ -69,11 +69,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             once,
+            config,
         } => runtime.block_on(async {
             match dev::run(dev::DevOptions {
                 listen,
                 admin_listen,
                 once,
+                config,
             })
             .await
             {
@@ -81,13 +83,36 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(RUNTIME_FAILURE),
                 Err(e) => {
                     eprintln!("entragate dev: {e}");
-                    ExitCode::from(RUNTIME_FAILURE)
+                    if e.is::<entragate::config::ConfigError>() {
+                        ExitCode::from(BAD_CONFIG)
+                    } else {
+                        ExitCode::from(RUNTIME_FAILURE)
+                    }
                 }
             }
         }),
-        Command::Check { config, format } => {
-            ExitCode::from(runtime.block_on(check::command(&path_of(config), format)))
-        }
+        Command::Init {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        } => ExitCode::from(init::command(&init::Args {
+            url,
+            tenant,
+            clients,
+            out,
+            force,
+        })),
+        Command::Check {
+            config,
+            app,
+            format,
+        } => ExitCode::from(runtime.block_on(check::command(
+            &path_of(config),
+            app.as_deref(),
+            format,
+        ))),
         Command::Explain {
             config,
             offline,
@@ -107,6 +132,23 @@ fn main() -> ExitCode {
             ExitCode::from(runtime.block_on(explain::command(args)))
         }
         Command::ImportApim { policy } => ExitCode::from(import_apim::command(&policy)),
+        Command::Revoke {
+            config,
+            subject,
+            issued_before,
+            until,
+        } => ExitCode::from(runtime.block_on(revoke::revoke(
+            &path_of(config),
+            &subject,
+            issued_before.as_deref(),
+            until.as_deref(),
+        ))),
+        Command::Unrevoke { config, subject } => {
+            ExitCode::from(runtime.block_on(revoke::unrevoke(&path_of(config), &subject)))
+        }
+        Command::Revoked { config } => {
+            ExitCode::from(runtime.block_on(revoke::list(&path_of(config))))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! combination is present from the first scrape. Recording is an atomic add on a handle
 //! resolved once; `/metrics` is the registry's OpenMetrics text.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -108,6 +109,52 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: String,
+    outcome: &'static str,
+}
+
+/// The outcome labels of `entragate_api_requests` (the first label of [`Outcome::labels`]).
+const API_OUTCOMES: [&str; 8] = [
+    "allowed",
+    "preflight",
+    "anonymous",
+    "denied",
+    "refused",
+    "upstream_error",
+    "shed",
+    "client_closed",
+];
+
+/// The request counters of one API (`[[apis]]` `name`), by outcome: resolved once per API
+/// name and kept across reloads, so counting is one atomic add.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    pub name: String,
+    /// By [`API_OUTCOMES`].
+    requests: Vec<Counter>,
+}
+
+impl ApiMetrics {
+    /// Counts one request of this API.
+    pub fn record(&self, outcome: Outcome) {
+        let label = outcome.labels().0;
+        if let Some(i) = API_OUTCOMES.iter().position(|o| *o == label) {
+            self.requests[i].inc();
+        }
+    }
+
+    /// Requests of this API so far whose outcome label is `outcome`.
+    #[must_use]
+    pub fn requests(&self, outcome: &str) -> u64 {
+        API_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.requests[i].get())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     class: &'static str,
 }
@@ -126,6 +173,87 @@ struct FetchLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// What a revocation entry names, for `entragate_revoked_total{kind}`.
+pub const REVOKED_KINDS: [&str; 4] = ["oid", "client", "tenant", "jti"];
+/// Ways a call to the limits store (Redis) fails, for `entragate_limits_store_errors_total`.
+pub const STORE_ERRORS: [&str; 5] = ["timeout", "io", "down", "protocol", "script"];
+
+/// Rate limits, the limits store and the revocation list.
+#[derive(Debug)]
+pub struct LimitMetrics {
+    rate_limited: Family<LimitLabels, Counter>,
+    /// Time of each call to the shared store (Redis).
+    pub store_latency: Latency,
+    /// By [`STORE_ERRORS`].
+    store_errors: Vec<Counter>,
+    /// By [`REVOKED_KINDS`].
+    revoked: Vec<Counter>,
+    /// Entries of the revocation list in force (file and Redis).
+    pub revocation_entries: Gauge,
+    /// Failed refreshes of the revocation list (file unreadable, Redis unreachable).
+    pub revocation_refresh_errors: Counter,
+}
+
+impl LimitMetrics {
+    /// A request refused by the limit `name`.
+    pub fn record_rate_limited(&self, name: &str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: name.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Requests refused by the limit `name` so far.
+    #[must_use]
+    pub fn rate_limited(&self, name: &str) -> u64 {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: name.to_owned(),
+            })
+            .get()
+    }
+
+    /// A failed store call, by [`crate::redis::Error::kind`] (or `script`).
+    pub fn record_store_error(&self, kind: &str) {
+        if let Some(i) = STORE_ERRORS.iter().position(|k| *k == kind) {
+            self.store_errors[i].inc();
+        }
+    }
+
+    /// Failed store calls so far.
+    #[must_use]
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.iter().map(Counter::get).sum()
+    }
+
+    /// A request refused by a revocation entry of `kind` ([`REVOKED_KINDS`]).
+    pub fn record_revoked(&self, kind: &str) {
+        if let Some(i) = REVOKED_KINDS.iter().position(|k| *k == kind) {
+            self.revoked[i].inc();
+        }
+    }
+
+    /// Refusals by a revocation entry of `kind` so far.
+    #[must_use]
+    pub fn revoked(&self, kind: &str) -> u64 {
+        REVOKED_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.revoked[i].get())
+    }
 }
 
 /// Latency buckets from 100 µs to 60 s.
@@ -254,8 +382,15 @@ pub struct Metrics {
     key_fetches: Family<FetchLabels, Counter>,
     stale_served: Family<SourceLabels, Counter>,
     key_sources: SourceMap,
+    api_requests: Family<ApiLabels, Counter>,
+    apis: Mutex<BTreeMap<String, Arc<ApiMetrics>>>,
     /// Listener certificate reloads (stay at zero without TLS).
     pub tls_reloads: Arc<ReloadCounters>,
+    /// Rate limits, their store and the revocation list.
+    pub limits: LimitMetrics,
+    /// Log lines lost (stderr blocked past the queue's limit, or closed); kept by the log
+    /// writer, copied here when `/metrics` is rendered.
+    log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -345,7 +480,23 @@ impl Metrics {
             by_result,
         );
         let tls_reloads = Arc::new(ReloadCounters { ok, error });
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "entragate_api_requests",
+            "Requests by API ([[apis]] name; \"default\" without [[apis]]) and outcome; requests under no API are not counted here (reason no_api in entragate_requests).",
+            api_requests.clone(),
+        );
+        let limits = limit_metrics(&mut registry);
+        let log_dropped = Counter::default();
+        registry.register(
+            "entragate_log_lines_dropped",
+            "Log lines lost because stderr was blocked past the log queue's limit (16 MiB) or closed.",
+            log_dropped.clone(),
+        );
         Self {
+            limits,
+            api_requests,
+            apis: Mutex::default(),
             registry,
             requests,
             auth_latency,
@@ -357,6 +508,15 @@ impl Metrics {
             stale_served,
             key_sources,
             tls_reloads,
+            log_dropped,
+        }
+    }
+
+    /// Brings `entragate_log_lines_dropped_total` up to `total`, the log writer's count.
+    pub fn set_log_lines_dropped(&self, total: u64) {
+        let now = self.log_dropped.get();
+        if total > now {
+            self.log_dropped.inc_by(total - now);
         }
     }
 
@@ -434,6 +594,33 @@ impl Metrics {
         m
     }
 
+    /// The counters of the API `name`, created on first use (every outcome present from the
+    /// first scrape) and shared afterwards, across reloads.
+    #[must_use]
+    pub fn api(&self, name: &str) -> Arc<ApiMetrics> {
+        let mut apis = lock(&self.apis);
+        if let Some(m) = apis.get(name) {
+            return Arc::clone(m);
+        }
+        let requests = API_OUTCOMES
+            .iter()
+            .map(|outcome| {
+                self.api_requests
+                    .get_or_create(&ApiLabels {
+                        api: name.to_owned(),
+                        outcome,
+                    })
+                    .clone()
+            })
+            .collect();
+        let m = Arc::new(ApiMetrics {
+            name: name.to_owned(),
+            requests,
+        });
+        apis.insert(name.to_owned(), Arc::clone(&m));
+        m
+    }
+
     /// OpenMetrics text ([`CONTENT_TYPE`]).
     #[must_use]
     pub fn render(&self) -> String {
@@ -443,6 +630,61 @@ impl Metrics {
             tracing::warn!("metrics encoding failed");
         }
         out
+    }
+}
+
+fn limit_metrics(registry: &mut Registry) -> LimitMetrics {
+    let rate_limited = Family::<LimitLabels, Counter>::default();
+    registry.register(
+        "entragate_rate_limited",
+        "Requests refused with 429, by the [[limits]] entry that refused them.",
+        rate_limited.clone(),
+    );
+    let store_latency = Latency::new();
+    registry.register(
+        "entragate_limits_store_duration_seconds",
+        "Time of each call to the limits store (Redis): one per request under a limit, and the revocation list's refreshes.",
+        store_latency.0.clone(),
+    );
+    let by_kind = Family::<KindLabels, Counter>::default();
+    let store_errors = STORE_ERRORS
+        .iter()
+        .map(|kind| by_kind.get_or_create(&KindLabels { kind }).clone())
+        .collect();
+    registry.register(
+        "entragate_limits_store_errors",
+        "Failed calls to the limits store (Redis), by kind; requests then follow limits_store.on_error.",
+        by_kind,
+    );
+    let by_kind = Family::<KindLabels, Counter>::default();
+    let revoked = REVOKED_KINDS
+        .iter()
+        .map(|kind| by_kind.get_or_create(&KindLabels { kind }).clone())
+        .collect();
+    registry.register(
+        "entragate_revoked",
+        "Requests refused as revoked, by the kind of entry that matched (oid, client, tenant, jti).",
+        by_kind,
+    );
+    let revocation_entries = Gauge::default();
+    registry.register(
+        "entragate_revocation_entries",
+        "Revocation entries in force (file and Redis).",
+        revocation_entries.clone(),
+    );
+    let revocation_refresh_errors = Counter::default();
+    registry.register(
+        "entragate_revocation_refresh_errors",
+        "Failed refreshes of the revocation list (the last good copy stays in force).",
+        revocation_refresh_errors.clone(),
+    );
+    LimitMetrics {
+        rate_limited,
+        store_latency,
+        store_errors,
+        revoked,
+        revocation_entries,
+        revocation_refresh_errors,
     }
 }
 
@@ -460,10 +702,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

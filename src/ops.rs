@@ -2,13 +2,15 @@
 //!
 //! [`check`] reviews a config and the identity provider behind it and prints the Entra
 //! app-registration checklist; [`explain`] says why a given token is accepted or refused, in
-//! Entra terms; [`import_apim`] turns an Azure API Management policy into entragate TOML.
-//! All three reuse the gateway's own config loading, key fetching and validation, so what they
+//! Entra terms; [`import_apim`] turns an Azure API Management policy into entragate TOML;
+//! [`init`] writes a config and the Entra app registration that agree with it. All of them reuse the gateway's own config loading, key fetching and validation, so what they
 //! say is what `serve` does.
 
 pub mod check;
 pub mod explain;
 pub mod import_apim;
+pub mod init;
+pub mod revoke;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-/// The process's one crypto provider: aws-lc-rs, as `jsonwebtoken` and `reqwest` use.
+/// The process's one crypto provider: aws-lc-rs, as token verification and `reqwest` use.
 #[must_use]
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

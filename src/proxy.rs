@@ -17,7 +17,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use crate::access::{self, Via};
 use crate::gateway::{AccessRecord, Gateway, RequestView, SharedGateway, Verdict};
 use crate::metrics::{Metrics, Outcome};
-use crate::upstream::{UpstreamError, headers};
+use crate::upstream::{Forwarder, UpstreamError, headers};
 
 /// The proxy listener's only handler: decide, then mutate and forward, or refuse.
 pub async fn handle(
@@ -51,11 +51,11 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
             readable: true,
             headers: req.headers(),
             peer: Some(peer.ip()),
-            scheme: gw.forwarder.client_proto(),
+            scheme: gw.client_proto,
             host: host(&req),
         };
         let decision = gw.check(&view).await;
-        record.decided(&view, decision.outcome, decision.facts);
+        record.decided(&view, &decision);
         decision.verdict
     };
     // The gateway is the hop the client's `Connection` header speaks to: the headers it
@@ -75,7 +75,7 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
                     usize::try_from(limit).unwrap_or(usize::MAX),
                 ));
             }
-            forward(gw, req, peer).await
+            forward(gw, &pass.api.forwarder, req, peer).await
         }
     };
     record.finish(response.status().as_u16(), outcome, upstream);
@@ -86,11 +86,12 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
 /// in the outcome.
 async fn forward(
     gw: &Gateway,
+    forwarder: &Forwarder,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> (Response<Body>, Option<Outcome>, Option<Duration>) {
     let sent = Instant::now();
-    let result = gw.forwarder.forward(req, peer).await;
+    let result = forwarder.forward(req, peer).await;
     let elapsed = sent.elapsed();
     gw.metrics.upstream_latency.observe(elapsed);
     let (response, outcome) = match result {
@@ -191,7 +192,7 @@ pub async fn resource_metadata(
         .strip_prefix(crate::auth::challenge::RESOURCE_METADATA_PATH)
         .unwrap_or("");
     let origin = host(&req)
-        .and_then(|h| crate::gateway::origin(gw.forwarder.client_proto(), h))
+        .and_then(|h| crate::gateway::origin(gw.client_proto, h))
         .map(|o| format!("{o}{resource_path}"));
     doc.render(origin.as_deref())
 }

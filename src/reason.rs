@@ -57,6 +57,17 @@ pub enum Reason {
     /// Forward-auth only: the original method or URI headers from the ingress disagree with
     /// each other or cannot be read (a client added one the ingress did not overwrite).
     BadForwardedRequest,
+    /// Over a `[[limits]]` entry (429); the log names the limit: `rate_limited:<name>`.
+    RateLimited,
+    /// The token's `oid`, client, `tid` or `jti` is on the revocation list (401).
+    Revoked,
+    /// The path is under no `[[apis]]` prefix (404 once authenticated).
+    NoApi,
+    /// The client address is refused by an API's or a route's `ip_allow` / `ip_deny` (403).
+    IpDenied,
+    /// The route's `auth_context` is not in the token's `acrs` (401, Entra's claims
+    /// challenge).
+    AuthContextRequired,
 }
 
 impl Reason {
@@ -88,11 +99,16 @@ impl Reason {
             Self::ClaimMissing => "claim_missing",
             Self::GroupsOverage => "groups_overage",
             Self::BadForwardedRequest => "bad_forwarded_request",
+            Self::RateLimited => "rate_limited",
+            Self::Revoked => "revoked",
+            Self::NoApi => "no_api",
+            Self::IpDenied => "ip_denied",
+            Self::AuthContextRequired => "auth_context_required",
         }
     }
 
     /// Every reason, for metrics that list each one from the start.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 29] = [
         Self::MissingToken,
         Self::EmptyBearer,
         Self::DuplicateAuthorization,
@@ -117,6 +133,11 @@ impl Reason {
         Self::ClaimMissing,
         Self::GroupsOverage,
         Self::BadForwardedRequest,
+        Self::RateLimited,
+        Self::Revoked,
+        Self::NoApi,
+        Self::IpDenied,
+        Self::AuthContextRequired,
     ];
 
     /// True for refusals of a valid token that may not do this (403 `insufficient_scope`).

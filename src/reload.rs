@@ -60,6 +60,8 @@ pub async fn reload(running: &mut Running, path: &Path) -> Result<(), ReloadErro
             );
         }
     }
+    // Lines logged under the old config go out now rather than within the next 100 ms.
+    crate::telemetry::flush();
     result.map(|_| ())
 }
 

@@ -120,11 +120,16 @@ async fn connection(
     let result = if shared.tls.is_some() {
         Box::pin(tls_connection(stream, peer, &shared, service, signal)).await
     } else {
-        match tokio::time::timeout(shared.header_read_timeout, sniff(&stream)).await {
-            Ok(Ok(Version::H1)) => idle::serve(stream, &shared.h1, service, signal).await,
-            Ok(Ok(Version::H2)) => h2_connection(stream, &shared, service, signal).await,
-            // No request within the header read timeout, or the client went away.
-            Ok(Err(_)) | Err(_) => Ok(()),
+        // (Boxed: the wait is over at the first byte, and the future keeps no room for it.)
+        let first = Box::pin(first_bytes(&stream, shared.header_read_timeout, &signal)).await;
+        match first {
+            Some(Ok(Version::H1)) => {
+                let idle = shared.header_read_timeout;
+                idle::serve(stream, &shared.h1, service, signal, idle).await
+            }
+            Some(Ok(Version::H2)) => h2_connection(stream, &shared, service, signal).await,
+            // No request within the header read timeout, the client went away, or shutdown.
+            Some(Err(_)) | None => Ok(()),
         }
     };
     if let Err(e) = result {
@@ -132,6 +137,21 @@ async fn connection(
     }
     // The slot is free, and the drain on shutdown no longer waits for this connection.
     drop((permit, watcher));
+}
+
+/// Which protocol a plain connection speaks, once its first bytes arrive within the header
+/// read timeout; `None` when they do not, or when shutdown comes first (a connection that has
+/// sent nothing is closed at once: the drain waits only for requests).
+async fn first_bytes(
+    stream: &TcpStream,
+    timeout: Duration,
+    signal: &watch::Receiver<bool>,
+) -> Option<io::Result<Version>> {
+    let mut stop = signal.clone();
+    tokio::select! {
+        r = tokio::time::timeout(timeout, sniff(stream)) => r.ok(),
+        () = stopped(&mut stop) => None,
+    }
 }
 
 /// HTTP/2 with prior knowledge, boxed (see [`connection`]).
@@ -158,10 +178,12 @@ async fn tls_connection(
         return Ok(());
     };
     let mut probe = [0u8; 1];
-    if !matches!(
-        tokio::time::timeout(shared.header_read_timeout, stream.peek(&mut probe)).await,
-        Ok(Ok(1..))
-    ) {
+    let mut stop = signal.clone();
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.header_read_timeout, stream.peek(&mut probe)) => r,
+        () = stopped(&mut stop) => return Ok(()),
+    };
+    if !matches!(first, Ok(Ok(1..))) {
         return Ok(());
     }
     match tokio::time::timeout(shared.header_read_timeout, acceptor.accept(stream)).await {
@@ -373,5 +395,27 @@ mod tests {
             size <= 2048,
             "the connection future is {size} bytes (hyper's HTTP/1.1 connection alone {h1}), over 2 KiB"
         );
+    }
+
+    /// A connection that never sent a byte does not hold the drain on shutdown (it used to,
+    /// for the whole header read timeout).
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_silent_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let (tx, rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Router::new(), limits, None, rx));
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        // Let the accept loop take it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(true).expect("signal");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("drained within 10 s, not the 60 s header read timeout")
+            .expect("serve");
     }
 }

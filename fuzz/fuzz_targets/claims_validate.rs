@@ -19,9 +19,8 @@ use entragate::auth::Reason;
 use entragate::auth::Validator;
 use entragate::auth::policy::route_failures;
 use entragate::auth::token::decode;
-use entragate::config::{Entra, Route};
+use entragate::config::{Algorithm, Entra, Route};
 use entragate::keys::{IssuerPolicy, IssuerTemplate, KeyStore};
-use jsonwebtoken::Algorithm;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

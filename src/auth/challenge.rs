@@ -25,6 +25,9 @@ pub enum Kind {
 /// Pre-built header values.
 #[derive(Debug, Clone)]
 pub struct Challenges {
+    /// `challenge.realm` and `challenge.authorization_uri`, for the claims challenge.
+    realm: String,
+    authorization_uri: String,
     missing: HeaderValue,
     empty_bearer: HeaderValue,
     invalid_token: HeaderValue,
@@ -76,6 +79,8 @@ impl Challenges {
         };
         let uri = &c.authorization_uri;
         Ok(Self {
+            realm: c.realm.clone(),
+            authorization_uri: c.authorization_uri.clone(),
             missing: HeaderValue::try_from(format!(
                 "Bearer realm={}, authorization_uri={uri}{suffix}",
                 c.realm
@@ -120,11 +125,39 @@ impl Challenges {
     /// always a valid quoted string.
     #[must_use]
     pub fn insufficient_scope(&self, scope: &str, origin: Option<&str>) -> HeaderValue {
-        let mut value = if scope.is_empty() {
+        let value = if scope.is_empty() {
             "Bearer error=\"insufficient_scope\"".to_owned()
         } else {
             format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")
         };
+        self.finish(value, origin)
+            .unwrap_or_else(|| HeaderValue::from_static("Bearer error=\"insufficient_scope\""))
+    }
+
+    /// Entra's claims challenge for a Conditional Access authentication context
+    /// (learn.microsoft.com/entra/identity-platform/claims-challenge):
+    /// `Bearer realm="…", authorization_uri="…", error="insufficient_claims", claims="…"`,
+    /// where `claims` is the standard (padded) base64 of
+    /// `{"access_token":{"acrs":{"essential":true,"value":"<context>"}}}`. MSAL decodes it and
+    /// asks Entra for a new token with that claims request, which runs the Conditional
+    /// Access policies of the context (MFA, a compliant device). The context ID is checked
+    /// at config time (letters, digits, `-`, `_`).
+    #[must_use]
+    pub fn insufficient_claims(&self, context: &str, origin: Option<&str>) -> HeaderValue {
+        use base64::Engine as _;
+        let request =
+            format!(r#"{{"access_token":{{"acrs":{{"essential":true,"value":"{context}"}}}}}}"#);
+        let claims = base64::engine::general_purpose::STANDARD.encode(request);
+        let value = format!(
+            "Bearer realm=\"{}\", authorization_uri=\"{}\", error=\"insufficient_claims\", claims=\"{claims}\"",
+            self.realm, self.authorization_uri
+        );
+        self.finish(value, origin)
+            .unwrap_or_else(|| HeaderValue::from_static("Bearer error=\"insufficient_claims\""))
+    }
+
+    /// `value` with the RFC 9728 metadata URL appended when it is served.
+    fn finish(&self, mut value: String, origin: Option<&str>) -> Option<HeaderValue> {
         match (&self.resource_metadata, origin) {
             (ResourceMetadata::Fixed, _) => {
                 // The fixed suffix is the tail of every pre-built challenge but the probe's.
@@ -140,8 +173,7 @@ impl Challenges {
             }
             _ => {}
         }
-        HeaderValue::try_from(value)
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\""))
+        HeaderValue::try_from(value).ok()
     }
 
     /// True when RFC 9728 metadata is served.
@@ -177,6 +209,24 @@ mod tests {
         assert_eq!(
             c.get(Kind::InvalidToken, None),
             "Bearer authorization_uri=https://login.microsoftonline.com/t/oauth2/authorize, error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn the_claims_challenge_is_microsofts() {
+        let c = Challenges::new(&challenge(false), None).expect("valid");
+        // The example of learn.microsoft.com/entra/identity-platform/claims-challenge, for
+        // {"access_token":{"acrs":{"essential":true,"value":"c1"}}}.
+        assert_eq!(
+            c.insufficient_claims("c1", None),
+            "Bearer realm=\"https://login.microsoftonline.com/t\", authorization_uri=\"https://login.microsoftonline.com/t/oauth2/authorize\", error=\"insufficient_claims\", claims=\"eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19\""
+        );
+        // Padded standard base64, as in Microsoft's other example (value "cp1").
+        assert!(
+            c.insufficient_claims("cp1", None)
+                .to_str()
+                .expect("ascii")
+                .ends_with("claims=\"eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiY3AxIn19fQ==\"")
         );
     }
 

@@ -74,7 +74,9 @@ pub fn expected_issuers(entra: &Entra, keys: &KeyStore) -> Vec<(usize, IssuerTem
         .enumerate()
         .filter_map(|(i, issuer)| {
             let value = match issuer.version {
-                Some(TokenVersion::V1) => format!("https://sts.windows.net/{}/", tenant.as_ref()?),
+                Some(TokenVersion::V1) => crate::config::Cloud::of_authority(&entra.authority)
+                    .unwrap_or_default()
+                    .v1_issuer(tenant.as_ref()?),
                 Some(TokenVersion::V2) => format!("{}/{}/v2.0", entra.authority, tenant.as_ref()?),
                 None => issuer.source.expected_issuer()?.to_owned(),
             };

@@ -19,6 +19,8 @@ enum FactsOf {
     #[default]
     None,
     Accepted(Arc<Principal>),
+    /// Accepted, then over the `[[limits]]` entry named.
+    Limited(Arc<Principal>, Arc<str>),
     Rejected(Box<Rejected>),
 }
 
@@ -29,12 +31,27 @@ impl Facts {
         Self(FactsOf::Accepted(Arc::clone(p)))
     }
 
+    /// The facts of an accepted token whose request the limit `name` refused.
+    #[must_use]
+    pub fn limited(p: &Arc<Principal>, name: Arc<str>) -> Self {
+        Self(FactsOf::Limited(Arc::clone(p), name))
+    }
+
+    /// The `[[limits]]` entry that refused the request, if one did.
+    #[must_use]
+    pub fn limit(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::Limited(_, name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The token header's `kid`.
     #[must_use]
     pub fn kid(&self) -> Option<&str> {
         match &self.0 {
             FactsOf::None => None,
-            FactsOf::Accepted(p) => Some(&p.kid),
+            FactsOf::Accepted(p) | FactsOf::Limited(p, _) => Some(&p.kid),
             FactsOf::Rejected(r) => r.kid.as_deref(),
         }
     }
@@ -44,7 +61,7 @@ impl Facts {
     pub fn tid(&self) -> Option<&str> {
         match &self.0 {
             FactsOf::None => None,
-            FactsOf::Accepted(p) => p.claims.tid.as_deref(),
+            FactsOf::Accepted(p) | FactsOf::Limited(p, _) => p.claims.tid.as_deref(),
             FactsOf::Rejected(r) => r.tid.as_deref(),
         }
     }
@@ -54,7 +71,7 @@ impl Facts {
     pub fn ver(&self) -> Option<&str> {
         match &self.0 {
             FactsOf::None => None,
-            FactsOf::Accepted(p) => p.claims.ver.as_deref(),
+            FactsOf::Accepted(p) | FactsOf::Limited(p, _) => p.claims.ver.as_deref(),
             FactsOf::Rejected(r) => r.ver.as_deref(),
         }
     }
@@ -64,7 +81,7 @@ impl Facts {
     pub fn client(&self) -> Option<&str> {
         match &self.0 {
             FactsOf::None => None,
-            FactsOf::Accepted(p) => p.claims.client_id(),
+            FactsOf::Accepted(p) | FactsOf::Limited(p, _) => p.claims.client_id(),
             FactsOf::Rejected(r) => r.client.as_deref(),
         }
     }

@@ -138,6 +138,8 @@ mod tests {
             claims: vec![],
             anonymous: false,
             max_body: None,
+            auth_context: None,
+            ip: crate::config::IpFilter::default(),
         }
     }
 

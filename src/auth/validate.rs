@@ -8,12 +8,10 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::Algorithm;
-
 use super::Reason;
 use super::cache::{Entry as CacheEntry, TokenCache};
 use super::token::{self, Claims, Decoded, Header};
-use crate::config::Entra;
+use crate::config::{Algorithm, Entra};
 use crate::keys::{
     Issuer, IssuerMatch, IssuerPolicy, KeySource, KeyStore, Lookup, TokenVersion, trim_slash,
 };
@@ -105,27 +103,36 @@ impl Validator {
     /// # Errors
     /// The first failed check, with the token's `kid`/`tid`/`ver` when they could be read.
     pub async fn validate(&self, token: &str) -> Result<Arc<Principal>, Rejected> {
+        let now = unix_now();
         let Some(cache) = &self.cache else {
-            return self.verify(token).await.map(|(p, _, _)| p);
+            return self.verify(token, now).await.map(|(p, _, _)| p);
         };
-        let digest = TokenCache::digest(token);
-        if let Some(principal) = cache.get(&digest) {
+        let hash = cache.hash(token);
+        // A cached token is held to `exp` and `nbf` again at every request.
+        let in_time = |p: &Principal| self.time_failure(&p.claims, now).is_none();
+        if let Some(principal) = cache.get(token, hash, now, in_time) {
             return Ok(principal);
         }
-        let (principal, source, exp) = self.verify(token).await?;
+        let (principal, source, exp) = self.verify(token, now).await?;
         cache.insert(
-            digest,
+            hash,
             CacheEntry {
+                token: token.into(),
                 principal: Arc::clone(&principal),
                 source,
-                exp,
+                until: exp + self.clock_skew,
             },
+            now,
         );
         Ok(principal)
     }
 
     /// The full validation, returning the principal, the key source that verified it and `exp`.
-    async fn verify(&self, token: &str) -> Result<(Arc<Principal>, Arc<KeySource>, f64), Rejected> {
+    async fn verify(
+        &self,
+        token: &str,
+        now: f64,
+    ) -> Result<(Arc<Principal>, Arc<KeySource>, f64), Rejected> {
         let decoded = token::decode(token).map_err(Rejected::bare)?;
         let claims = &decoded.claims;
         let context = |reason| Rejected {
@@ -155,10 +162,7 @@ impl Validator {
             .to_owned();
 
         // Claims, now that they are known to come from the issuer.
-        if let Some(reason) = self
-            .claim_failures(claims, &issuer.policy, unix_now())
-            .next()
-        {
+        if let Some(reason) = self.claim_failures(claims, &issuer.policy, now).next() {
             return Err(context(reason));
         }
 
@@ -181,11 +185,7 @@ impl Validator {
 
     /// The header's `alg`, when it is one of `entra.algorithms`.
     pub(crate) fn allowed_alg(&self, header: &Header) -> Option<Algorithm> {
-        header
-            .alg
-            .parse::<Algorithm>()
-            .ok()
-            .filter(|a| self.algorithms.contains(a))
+        Algorithm::from_name(&header.alg).filter(|a| self.algorithms.contains(a))
     }
 
     /// Every way the header fails, in the order [`Validator::validate`] checks them.
@@ -272,6 +272,11 @@ impl Validator {
             .filter_map(move |check| check.failure(claims, policy, self.limits(), now))
     }
 
+    /// `expired` or `not_yet_valid` when `claims` are out of their time at `now`.
+    fn time_failure(&self, claims: &Claims, now: f64) -> Option<Reason> {
+        time_failure(claims, self.limits(), now)
+    }
+
     /// The configured clock skew, in seconds.
     #[must_use]
     pub fn clock_skew(&self) -> f64 {
@@ -328,12 +333,11 @@ impl ClaimCheck {
         match self {
             Self::Expiry => match claims.exp {
                 None => Some(Reason::MissingClaim),
-                Some(exp) if now > exp + clock_skew => Some(Reason::Expired),
-                Some(_) => None,
+                Some(exp) => expired(exp, clock_skew, now).then_some(Reason::Expired),
             },
             Self::NotBefore => claims
                 .nbf
-                .is_some_and(|nbf| now + clock_skew < nbf)
+                .is_some_and(|nbf| not_yet(nbf, clock_skew, now))
                 .then_some(Reason::NotYetValid),
             // A signed token that claims to live for years is no Entra token (60-90 minutes,
             // up to 28 hours with CAE): refused rather than honoured until its far `exp`.
@@ -367,6 +371,27 @@ impl ClaimCheck {
                 (!allowed).then_some(Reason::ClientNotAllowed)
             }
         }
+    }
+}
+
+fn expired(exp: f64, clock_skew: f64, now: f64) -> bool {
+    now > exp + clock_skew
+}
+
+fn not_yet(nbf: f64, clock_skew: f64, now: f64) -> bool {
+    now + clock_skew < nbf
+}
+
+/// The time checks alone, for a token taken from the cache.
+fn time_failure(claims: &Claims, limits: Limits, now: f64) -> Option<Reason> {
+    let skew = limits.clock_skew;
+    match claims.exp {
+        None => Some(Reason::MissingClaim),
+        Some(exp) if expired(exp, skew, now) => Some(Reason::Expired),
+        Some(_) => claims
+            .nbf
+            .is_some_and(|nbf| not_yet(nbf, skew, now))
+            .then_some(Reason::NotYetValid),
     }
 }
 

@@ -129,6 +129,34 @@ impl Reader {
         })
     }
 
+    /// A reader of `value` alone, placed at `table` (so `table.key` reads its keys), with no
+    /// environment: used for a table nested in an array entry (`apis[0].upstream`), read by
+    /// the same functions as its top-level namesake.
+    pub(super) fn nested(table: &str, value: Value) -> Self {
+        Self {
+            figment: Figment::from(Serialized::default(table, value)),
+            from_env: HashMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The problems found so far, taken out.
+    pub(super) fn take_problems(&mut self) -> Vec<Problem> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// True when a problem has been recorded for `key` with `message`.
+    pub(super) fn has_problem(&self, key: &str, message: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.key == key && p.message == message)
+    }
+
+    /// Records `problem` as found elsewhere (by a nested reader).
+    pub(super) fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
     /// Records a problem with `key`.
     pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {

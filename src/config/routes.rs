@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use figment::value::{Dict, Value};
 use serde::de::DeserializeOwned;
 
+use super::apis::read_ip_filter;
 use super::read::{Reader, key_name};
 use super::{Oidc, Route, is_guid};
 use crate::path;
@@ -20,13 +21,22 @@ pub const ROUTE_KEYS: &[&str] = &[
     "clients",
     "claims",
     "anonymous",
+    "auth_context",
+    "ip_allow",
+    "ip_deny",
 ];
 /// The keys of an `[[oidc]]` entry.
 pub const OIDC_KEYS: &[&str] = &["issuer", "discovery_url", "audiences", "allowed_client_ids"];
 
 /// Reads `[[routes]]`.
 pub(super) fn read_routes(r: &mut Reader) -> Vec<Route> {
-    entries(r, "routes", ROUTE_KEYS)
+    let value = r.value("routes");
+    read_route_list(r, "routes", value)
+}
+
+/// Reads a list of routes found at `name` (`routes`, `apis[0].routes`).
+pub(super) fn read_route_list(r: &mut Reader, name: &str, value: Option<Value>) -> Vec<Route> {
+    entries_of(r, name, value, ROUTE_KEYS)
         .into_iter()
         .filter_map(|(name, dict)| read_route(r, &name, &dict))
         .collect()
@@ -41,8 +51,19 @@ pub(super) fn read_oidc(r: &mut Reader) -> Vec<Oidc> {
 }
 
 /// The entries of an array of tables, with unknown keys reported.
-fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
-    let Some(value) = r.value(table) else {
+pub(super) fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
+    let value = r.value(table);
+    entries_of(r, table, value, known)
+}
+
+/// The entries of the array of tables `value`, named `table[i]`, with unknown keys reported.
+fn entries_of(
+    r: &mut Reader,
+    table: &str,
+    value: Option<Value>,
+    known: &[&str],
+) -> Vec<(String, Dict)> {
+    let Some(value) = value else {
         return Vec::new();
     };
     let Value::Array(_, items) = value else {
@@ -66,7 +87,16 @@ fn entries(r: &mut Reader, table: &str, known: &[&str]) -> Vec<(String, Dict)> {
     out
 }
 
-fn field<T: DeserializeOwned>(
+/// A name that appears in metric labels, log fields and headers (`[[apis]]`, `[[limits]]`):
+/// 1-64 letters, digits, `-`, `_` or `.`.
+pub(super) fn is_label_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub(super) fn field<T: DeserializeOwned>(
     r: &mut Reader,
     dict: &Dict,
     name: &str,
@@ -173,15 +203,31 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
                 None
             }
         });
-    let requires = ["scopes", "roles", "clients", "claims"]
+    let requires = ["scopes", "roles", "clients", "claims", "auth_context"]
         .iter()
         .any(|k| d.contains_key(*k));
     if anonymous && requires {
         r.problem(
             &format!("{name}.anonymous"),
-            "an anonymous route cannot also require scopes, roles, clients or claims",
+            "an anonymous route cannot also require scopes, roles, clients, claims or an auth_context",
         );
     }
+    let auth_context = field::<String>(r, d, name, "auth_context", "a string").filter(|c| {
+        // Entra's authentication context IDs are `c1` ... `c99`; the value goes into a JSON
+        // claims request and a header, so only plain characters are taken.
+        let ok = !c.is_empty()
+            && c.len() <= 64
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            r.problem(
+                &format!("{name}.auth_context"),
+                format!("{c:?} is not an authentication context ID like \"c1\""),
+            );
+        }
+        ok
+    });
+    let ip = read_ip_filter(r, d, name);
     Some(Route {
         path: normalized?,
         methods,
@@ -191,6 +237,8 @@ fn read_route(r: &mut Reader, name: &str, d: &Dict) -> Option<Route> {
         claims,
         anonymous,
         max_body,
+        auth_context,
+        ip,
     })
 }
 

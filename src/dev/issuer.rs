@@ -18,15 +18,19 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
-use crate::keys::TokenVersion;
+use std::path::PathBuf;
 
-/// Client ID of Power Query for Excel / Power BI Desktop, as Entra names it in `appid`/`azp`.
-pub const POWER_QUERY_CLIENT_ID: &str = "a672d62c-fc7b-4e81-a576-e60dc46e951d";
+use super::endpoints;
+use super::oauth::grants::Grants;
+use super::tls::{DevTls, DevTlsError};
+use crate::config::Dev;
+pub use crate::config::POWER_QUERY_CLIENT_ID;
+use crate::keys::TokenVersion;
 
 /// An RSA signing key as the issuer publishes it.
 pub struct SigningKey {
@@ -122,8 +126,10 @@ pub fn sign_jwt(key: &SigningKey, header: &Value, claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
-struct IssuerState {
-    authority: String,
+pub(super) struct IssuerState {
+    /// The canonical authority (`http://127.0.0.1:port`): the `iss` of every token, and what
+    /// the gateway is configured with. The HTTPS listener serves the same tenant.
+    pub(super) authority: String,
     tenant_id: String,
     /// Published keys; the first signs new tokens.
     keys: RwLock<Vec<Arc<SigningKey>>>,
@@ -132,6 +138,41 @@ struct IssuerState {
     metadata_fetches: AtomicU64,
     jwks_fetches: AtomicU64,
     up: AtomicBool,
+    /// `[dev]`: the API, users and clients of the tenant.
+    pub(super) dev: RwLock<Dev>,
+    pub(super) grants: Grants,
+}
+
+impl IssuerState {
+    /// Signs `claims` with the current key and the default header.
+    pub(super) fn sign(&self, claims: Value) -> String {
+        let Some(key) = self.keys.read().ok().and_then(|k| k.first().cloned()) else {
+            return String::new();
+        };
+        let Value::Object(claims) = claims else {
+            return String::new();
+        };
+        let header = default_header(&key, &claims);
+        sign_jwt(&key, &header, &Value::Object(claims))
+    }
+}
+
+/// A listener's view of the issuer: the state and the base URL it is reached at (the
+/// endpoints a metadata document names are on the listener that served it).
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub(super) state: Arc<IssuerState>,
+    pub(super) base: Arc<str>,
+}
+
+/// The issuer's HTTPS side.
+struct Https {
+    addr: SocketAddr,
+    ca_file: PathBuf,
+    /// Whether the CA file is ours to remove (written to the temp dir).
+    remove_ca: bool,
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running embedded issuer.
@@ -139,48 +180,180 @@ pub struct DevIssuer {
     pub addr: SocketAddr,
     state: Arc<IssuerState>,
     task: tokio::task::JoinHandle<()>,
+    https: Option<Https>,
 }
 
 impl Drop for DevIssuer {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(h) = &self.https {
+            h.task.abort();
+            if h.remove_ca {
+                let _ = std::fs::remove_file(&h.ca_file);
+            }
+        }
     }
 }
 
+/// Why the issuer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the dev issuer's listener: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] DevTlsError),
+}
+
+fn router(state: &Arc<IssuerState>, base: String) -> Router {
+    Router::new()
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(metadata_v1),
+        )
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(metadata_v2),
+        )
+        .route("/{tenant}/discovery/keys", get(jwks_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(endpoints::authorize_v2),
+        )
+        .route("/{tenant}/oauth2/authorize", get(endpoints::authorize_v1))
+        .route("/{tenant}/oauth2/v2.0/token", post(endpoints::token_v2))
+        .route("/{tenant}/oauth2/token", post(endpoints::token_v1))
+        .route("/dev/token", get(mint_endpoint))
+        .with_state(Ctx {
+            state: Arc::clone(state),
+            base: base.into(),
+        })
+}
+
 impl DevIssuer {
-    /// Starts on `addr` (use port 0 for any) for tenant `tenant_id` with one signing key.
+    /// Starts on `addr` (use port 0 for any) for tenant `tenant_id` with one signing key,
+    /// the default `[dev]` API, users and clients, and no HTTPS listener.
     ///
     /// # Errors
     /// When the address cannot be bound.
     pub async fn start(addr: SocketAddr, tenant_id: &str) -> std::io::Result<Self> {
+        let dev = Dev {
+            tenant_id: tenant_id.to_owned(),
+            ..Dev::default()
+        };
+        Self::start_inner(addr, dev).await
+    }
+
+    async fn start_inner(addr: SocketAddr, dev: Dev) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let authority = format!("http://{addr}");
         let state = Arc::new(IssuerState {
-            authority: format!("http://{addr}"),
-            tenant_id: tenant_id.to_owned(),
+            authority: authority.clone(),
+            tenant_id: dev.tenant_id.clone(),
             keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
             default_audience: RwLock::new("api://entragate-dev".to_owned()),
             metadata_fetches: AtomicU64::new(0),
             jwks_fetches: AtomicU64::new(0),
             up: AtomicBool::new(true),
+            grants: Grants::new(dev.code_lifetime, dev.refresh_token_lifetime),
+            dev: RwLock::new(dev),
         });
-        let router = Router::new()
-            .route(
-                "/{tenant}/.well-known/openid-configuration",
-                get(metadata_v1),
-            )
-            .route(
-                "/{tenant}/v2.0/.well-known/openid-configuration",
-                get(metadata_v2),
-            )
-            .route("/{tenant}/discovery/keys", get(jwks_v1))
-            .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
-            .route("/dev/token", get(mint_endpoint))
-            .with_state(Arc::clone(&state));
+        let router = router(&state, authority);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            task,
+            https: None,
+        })
+    }
+
+    /// Starts with the `[dev]` settings `dev`: plain HTTP on `addr` (the canonical
+    /// authority, for the gateway) and HTTPS on `dev.https_listen` (for MSAL and other
+    /// clients that insist on https) with a generated CA, written to `dev.ca_file` or a
+    /// file in the temp directory. A taken `https_listen` port falls back to a free one.
+    ///
+    /// When the CA cannot be written to the temp directory (no `dev.ca_file`), the issuer
+    /// starts without HTTPS and says so on stderr.
+    ///
+    /// # Errors
+    /// When a listener cannot be bound or the CA cannot be written to `dev.ca_file`.
+    pub async fn start_with(addr: SocketAddr, dev: Dev) -> Result<Self, StartError> {
+        let https_listen = dev.https_listen;
+        let ca_path = dev.ca_file.clone();
+        let mut issuer = Self::start_inner(addr, dev).await?;
+        let tls = DevTls::generate()?;
+        let ca_file = match tls.write_ca(ca_path.as_deref()) {
+            Ok(f) => f,
+            // The default place (the temp directory) may not be writable, as in the
+            // shipped image: the demo still runs, without the HTTPS listener MSAL needs.
+            Err(e) if ca_path.is_none() => {
+                eprintln!(
+                    "entragate dev: {e}; HTTPS for MSAL clients is off (set dev.ca_file to a writable path)"
+                );
+                return Ok(issuer);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let listener = match tokio::net::TcpListener::bind(https_listen).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind(SocketAddr::new(https_listen.ip(), 0)).await?,
+        };
+        let https_addr = listener.local_addr()?;
+        let router = router(&issuer.state, format!("https://{https_addr}"));
+        let (stop, signal) = tokio::sync::watch::channel(false);
+        let server = Arc::clone(&tls.server);
+        let task = tokio::spawn(async move {
+            crate::server::serve(
+                listener,
+                router,
+                crate::config::Limits::default(),
+                Some(server),
+                signal,
+            )
+            .await;
+        });
+        issuer.https = Some(Https {
+            addr: https_addr,
+            ca_file,
+            remove_ca: ca_path.is_none(),
+            task,
+            _stop: stop,
+        });
+        Ok(issuer)
+    }
+
+    /// `https://127.0.0.1:port/<tenant>`: the authority to give MSAL, when HTTPS is on.
+    #[must_use]
+    pub fn https_authority(&self) -> Option<String> {
+        self.https
+            .as_ref()
+            .map(|h| format!("https://{}/{}", h.addr, self.state.tenant_id))
+    }
+
+    /// The file holding the CA certificate of the HTTPS listener, when it is on.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.https.as_ref().map(|h| h.ca_file.as_path())
+    }
+
+    /// The `[dev]` settings in force.
+    #[must_use]
+    pub fn dev(&self) -> Dev {
+        self.state.dev.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Adds an Application ID URI to the dev API (e.g. the gateway's URL, which Power BI
+    /// asks for as the resource).
+    pub fn add_api_uri(&self, uri: &str) {
+        if let Ok(mut d) = self.state.dev.write()
+            && !d.api_uris.iter().any(|u| u == uri)
+        {
+            d.api_uris.push(uri.to_owned());
+        }
     }
 
     /// `http://127.0.0.1:port`: the `entra.authority` to configure.
@@ -287,7 +460,7 @@ fn default_header(key: &SigningKey, claims: &Map<String, Value>) -> Value {
     }
 }
 
-fn issuer_for(authority: &str, version: TokenVersion, tid: &str) -> String {
+pub(super) fn issuer_for(authority: &str, version: TokenVersion, tid: &str) -> String {
     match version {
         // Entra's v1 issuer is always the sts.windows.net form, whatever the authority.
         TokenVersion::V1 => format!("https://sts.windows.net/{tid}/"),
@@ -357,20 +530,23 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-async fn metadata_v1(State(s): State<Arc<IssuerState>>, Path(tenant): Path<String>) -> Response {
-    metadata(&s, &tenant, TokenVersion::V1)
+async fn metadata_v1(State(c): State<Ctx>, Path(tenant): Path<String>) -> Response {
+    metadata(&c, &tenant, TokenVersion::V1)
 }
 
-async fn metadata_v2(State(s): State<Arc<IssuerState>>, Path(tenant): Path<String>) -> Response {
-    metadata(&s, &tenant, TokenVersion::V2)
+async fn metadata_v2(State(c): State<Ctx>, Path(tenant): Path<String>) -> Response {
+    metadata(&c, &tenant, TokenVersion::V2)
 }
 
-fn metadata(s: &IssuerState, tenant: &str, version: TokenVersion) -> Response {
+/// The tenant's OpenID metadata as Entra publishes it; the endpoints are on the listener
+/// that served the document, the issuer is the canonical one.
+fn metadata(c: &Ctx, tenant: &str, version: TokenVersion) -> Response {
+    let s = &*c.state;
     if !s.up.load(SeqCst) {
         return unavailable();
     }
     s.metadata_fetches.fetch_add(1, SeqCst);
-    let base = format!("{}/{tenant}", s.authority);
+    let base = format!("{}/{tenant}", c.base);
     let (jwks_uri, authorize, token) = match version {
         TokenVersion::V1 => (
             format!("{base}/discovery/keys"),
@@ -388,21 +564,27 @@ fn metadata(s: &IssuerState, tenant: &str, version: TokenVersion) -> Response {
         "jwks_uri": jwks_uri,
         "authorization_endpoint": authorize,
         "token_endpoint": token,
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "response_modes_supported": ["query", "form_post"],
         "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "oid", "tid", "preferred_username", "upn", "ver"],
+        "request_uri_parameter_supported": false,
         "tenant_region_scope": "EU",
+        "cloud_instance_name": "microsoftonline.com",
     }))
     .into_response()
 }
 
-async fn jwks_v1(State(s): State<Arc<IssuerState>>, Path(_tenant): Path<String>) -> Response {
-    jwks(&s, None)
+async fn jwks_v1(State(c): State<Ctx>, Path(_tenant): Path<String>) -> Response {
+    jwks(&c.state, None)
 }
 
-async fn jwks_v2(State(s): State<Arc<IssuerState>>, Path(tenant): Path<String>) -> Response {
-    let issuer = metadata_issuer(&s, &tenant, TokenVersion::V2);
-    jwks(&s, Some(&issuer))
+async fn jwks_v2(State(c): State<Ctx>, Path(tenant): Path<String>) -> Response {
+    let issuer = metadata_issuer(&c.state, &tenant, TokenVersion::V2);
+    jwks(&c.state, Some(&issuer))
 }
 
 fn jwks(s: &IssuerState, issuer: Option<&str>) -> Response {
@@ -431,7 +613,8 @@ struct MintQuery {
 
 /// `GET /dev/token?ver=1|2&aud=…&scp=…`: a signed token as text (the demo's stand-in for
 /// signing in; real Entra needs a browser or a client credential).
-async fn mint_endpoint(State(s): State<Arc<IssuerState>>, Query(q): Query<MintQuery>) -> Response {
+async fn mint_endpoint(State(c): State<Ctx>, Query(q): Query<MintQuery>) -> Response {
+    let s = &*c.state;
     let version = match q.ver.as_deref() {
         None | Some("1" | "1.0") => TokenVersion::V1,
         Some("2" | "2.0") => TokenVersion::V2,

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use super::{Gateway, IdentityHeaders, ResourceMetadataDoc};
+use super::{Apis, Gateway, IdentityHeaders, ResourceMetadataDoc};
 use crate::auth::cache::TokenCache;
-use crate::auth::{Challenges, Policy, Validator};
+use crate::auth::{Challenges, Validator};
 use crate::config::Config;
 use crate::keys::KeyStore;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
 use crate::tls::upstream::UpstreamTlsError;
-use crate::upstream::Forwarder;
 
 /// Why a config cannot become a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,7 @@ impl Gateway {
         let challenges = Challenges::new(&config.challenge, config.server.public_url.as_deref())
             .map_err(|e| BuildError::Challenge(e.to_string()))?;
         let identity = IdentityHeaders::new(config.identity.clone());
-        let policy = Policy::new(config.routes.clone());
+        let apis = Apis::build(config, metrics, listener_tls)?;
         let resource_metadata = config
             .challenge
             .resource_metadata
@@ -44,7 +45,7 @@ impl Gateway {
                     "{}/{}/v2.0",
                     config.entra.authority, config.entra.tenant_id
                 ),
-                scopes_supported: scopes_supported(config, &policy),
+                scopes_supported: scopes_supported(config, &apis),
             });
         let validator =
             Validator::new(&config.entra, keys)
@@ -54,20 +55,37 @@ impl Gateway {
                 .with_cache((config.server.token_cache_entries > 0).then(|| {
                     TokenCache::new(config.server.token_cache_entries, Arc::clone(metrics))
                 }));
+        // One Redis client for the counters and the revocation list of this config.
+        let redis = config.limits_store.redis.as_ref().map(|target| {
+            Arc::new(crate::redis::Client::new(
+                target.clone(),
+                config.limits_store.timeout,
+            ))
+        });
+        let limiter = Limiter::new(&config.limits, &config.limits_store, redis.clone(), metrics);
+        let revocations = Arc::new(Revocations::new(
+            config
+                .revocation
+                .file
+                .as_ref()
+                .map(std::path::PathBuf::from),
+            redis,
+            metrics,
+        ));
+        Revocations::spawn_refresh(&revocations);
         Ok(Self {
+            limiter,
+            revocations,
             validator,
-            policy,
+            apis,
             cors_preflight: config.server.cors_preflight,
             challenges,
             identity,
-            forwarder: Forwarder::new(&config.upstream, config.server.trusted_proxies.clone())?
-                .with_client_tls(listener_tls),
-            upstream_authorization: config.upstream.authorization.clone(),
             metrics: Arc::clone(metrics),
             resource_metadata,
             max_body: config.server.max_body,
-            any_body_limit: config.server.max_body.is_some()
-                || config.routes.iter().any(|r| r.max_body.is_some()),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            client_proto: if listener_tls { "https" } else { "http" },
         })
     }
 }
@@ -75,7 +93,7 @@ impl Gateway {
 /// RFC 9728 `scopes_supported`: Entra scopes are requested as `<Application ID URI>/<scope>`,
 /// so each route scope is prefixed with the first URL-form audience; with no route scopes,
 /// `<Application ID URI>/.default` (every permission consented for the client).
-fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
+fn scopes_supported(config: &Config, apis: &Apis) -> Vec<String> {
     let Some(app_id_uri) = config
         .entra
         .audiences
@@ -85,7 +103,12 @@ fn scopes_supported(config: &Config, policy: &Policy) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let scopes = policy.scopes();
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in apis.iter().flat_map(|a| a.policy.scopes()) {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
     if scopes.is_empty() {
         return vec![format!("{app_id_uri}/.default")];
     }

@@ -3,7 +3,7 @@
 
 use http::header::{HeaderMap, HeaderName};
 
-use super::Refusal;
+use super::{LiveApi, Refusal};
 use crate::auth::Facts;
 use crate::config::Route;
 use crate::metrics::Outcome;
@@ -14,25 +14,46 @@ pub struct Decision<'g> {
     /// What the log line and the request counter say (a door may replace it with what
     /// happened afterwards: the upstream failed, the client went away).
     pub outcome: Outcome,
-    pub verdict: Verdict,
+    pub verdict: Verdict<'g>,
+    /// The API the request is for (`None`: its path is under no API, or it was refused
+    /// before the API match). The proxy forwards to its upstream.
+    pub api: Option<&'g LiveApi>,
     /// The route rule the request fell under, if any.
     pub route: Option<&'g Route>,
     /// What the log records about the token.
     pub facts: Facts,
 }
 
+impl<'g> Decision<'g> {
+    /// The name of the API the request is for (`[[apis]]` `name`, `"default"` without
+    /// `[[apis]]`); `None` when it is under no API or was refused before the match.
+    #[must_use]
+    pub fn api_name(&self) -> Option<&'g str> {
+        self.api.map(|a| a.name.as_str())
+    }
+
+    /// The same decision, for `api`.
+    #[must_use]
+    pub(super) fn in_api(mut self, api: Option<&'g LiveApi>) -> Self {
+        self.api = api;
+        self
+    }
+}
+
 /// Pass or refuse.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum Verdict<'g> {
     /// On to the upstream, after these edits.
-    Pass(Pass),
+    Pass(Pass<'g>),
     /// Answered here, with this.
     Refuse(Refusal),
 }
 
 /// A request that goes on to the upstream.
-#[derive(Debug, Default)]
-pub struct Pass {
+#[derive(Debug)]
+pub struct Pass<'g> {
+    /// The API whose upstream it goes to.
+    pub api: &'g LiveApi,
     pub edits: Edits,
     /// The body limit that applies while the body streams (the declared `Content-Length`
     /// was already checked against it).

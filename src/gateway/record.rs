@@ -11,10 +11,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::RequestView;
+use std::sync::Arc;
+
+use super::{Decision, RequestView};
 use crate::access::{self, Via};
 use crate::auth::Facts;
-use crate::metrics::{InFlight, Metrics, Outcome};
+use crate::metrics::{ApiMetrics, InFlight, Metrics, Outcome};
 
 /// The status logged for a request whose client went away before its answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -31,6 +33,8 @@ pub struct AccessRecord<'a> {
     started: Instant,
     facts: Facts,
     outcome: Outcome,
+    /// The API the request was for, once decided: its name in the log, its counters.
+    api: Option<Arc<ApiMetrics>>,
     _in_flight: InFlight,
     done: bool,
 }
@@ -56,17 +60,20 @@ impl<'a> AccessRecord<'a> {
             started: Instant::now(),
             facts: Facts::default(),
             outcome: Outcome::ClientClosed,
+            api: None,
             _in_flight: metrics.in_flight(),
             done: false,
         }
     }
 
-    /// The decision on the request `view` shows: what it decided on and what it found.
-    pub fn decided(&mut self, view: &RequestView<'a, '_>, outcome: Outcome, facts: Facts) {
+    /// The decision on the request `view` shows: what it decided on, what it found and the
+    /// API it was for.
+    pub fn decided(&mut self, view: &RequestView<'a, '_>, decision: &Decision<'_>) {
         self.method = view.method;
         self.path = view.path();
-        self.outcome = outcome;
-        self.facts = facts;
+        self.outcome = decision.outcome;
+        self.facts = decision.facts.clone();
+        self.api = decision.api.map(|a| Arc::clone(&a.metrics));
     }
 
     /// The answer went out with `status`; `outcome` replaces the decision's when something
@@ -89,7 +96,11 @@ impl<'a> AccessRecord<'a> {
     fn write(&mut self, status: u16, upstream: Option<Duration>) {
         self.done = true;
         self.metrics.record_request(self.outcome);
+        if let Some(api) = &self.api {
+            api.record(self.outcome);
+        }
         access::log(&access::Entry {
+            api: self.api.as_ref().map(|a| a.name.as_str()),
             via: self.via,
             method: self.method,
             path: self.path,

@@ -30,6 +30,9 @@ const INSUFFICIENT_SCOPE: &str = r#"{"error":"insufficient_scope"}"#;
 const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
 const PAYLOAD_TOO_LARGE: &str = r#"{"error":"payload_too_large"}"#;
 const METHOD_NOT_ALLOWED: &str = r#"{"error":"method_not_allowed"}"#;
+const RATE_LIMITED: &str = r#"{"error":"rate_limited"}"#;
+const NOT_FOUND: &str = r#"{"error":"not_found"}"#;
+const FORBIDDEN: &str = r#"{"error":"forbidden"}"#;
 
 /// Seconds a client is asked to wait when no signing keys are usable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -44,6 +47,8 @@ pub struct Refusal {
     pub retry_after: Option<&'static str>,
     /// `application/json`, never naming the reason.
     pub body: &'static str,
+    /// Further headers (a 429's `Retry-After`, `RateLimit-Policy` and `RateLimit`).
+    pub extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A refusal that is no token matter: the request itself is outside what the gateway passes.
@@ -91,10 +96,27 @@ impl Refusal {
             challenge: None,
             retry_after: None,
             body,
+            extra: Vec::new(),
         }
     }
 
-    /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s);
+    /// Over a `[[limits]]` entry: 429 `{"error":"rate_limited"}` with `headers`
+    /// (`Retry-After`, `RateLimit-Policy`, `RateLimit`), and no challenge (a new token
+    /// would not help). The same through every door: Traefik, Caddy and Envoy pass a
+    /// forward-auth 429 and its headers on.
+    #[must_use]
+    pub fn rate_limited(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            challenge: None,
+            retry_after: None,
+            body: RATE_LIMITED,
+            extra: headers,
+        }
+    }
+
+    /// The proxy-mode answer (SPEC §4). `scope` lists what the route accepts (403s), or
+    /// names the authentication context a route requires (`auth_context_required`);
     /// `origin` (`scheme://host`) feeds an RFC 9728 metadata URL that follows the request.
     #[must_use]
     pub fn proxy(
@@ -110,6 +132,7 @@ impl Refusal {
                 challenge: Some(challenges.insufficient_scope(scope, origin)),
                 retry_after: None,
                 body: INSUFFICIENT_SCOPE,
+                extra: Vec::new(),
             };
         }
         let (status, challenge, retry_after, body) = match reason {
@@ -133,6 +156,19 @@ impl Refusal {
             ),
             // Not a token problem: no challenge, so a client does not start a sign-in.
             Reason::BadPath => (StatusCode::BAD_REQUEST, None, None, BAD_PATH),
+            // Decided with its headers by `rate_limited`; this is the bare shape.
+            Reason::RateLimited => (StatusCode::TOO_MANY_REQUESTS, None, None, RATE_LIMITED),
+            // After authentication: nothing here, and no list of what is.
+            Reason::NoApi => (StatusCode::NOT_FOUND, None, None, NOT_FOUND),
+            // The address, not the token: a sign-in would not help.
+            Reason::IpDenied => (StatusCode::FORBIDDEN, None, None, FORBIDDEN),
+            // Step-up: Entra's claims challenge names the context to sign in with.
+            Reason::AuthContextRequired => (
+                StatusCode::UNAUTHORIZED,
+                Some(challenges.insufficient_claims(scope, origin)),
+                None,
+                INVALID_TOKEN,
+            ),
             // Not the token's fault either: retry later rather than prompt a new sign-in.
             Reason::KeysUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +188,7 @@ impl Refusal {
             challenge,
             retry_after,
             body,
+            extra: Vec::new(),
         }
     }
 
@@ -178,6 +215,11 @@ impl Refusal {
                 challenge: Some(challenges.get(Kind::InvalidToken, origin)),
                 ..full
             },
+            // nginx turns a 404 into a 500: 403, the body still saying `not_found`.
+            StatusCode::NOT_FOUND => Self {
+                status: StatusCode::FORBIDDEN,
+                ..full
+            },
             _ => full,
         }
     }
@@ -198,6 +240,7 @@ impl Refusal {
         ]
         .into_iter()
         .flatten()
+        .chain(self.extra.iter().cloned())
     }
 
     /// The refusal as an HTTP response.
@@ -234,13 +277,46 @@ mod tests {
     fn forward_auth_answers_only_401_and_403() {
         let c = challenges();
         for reason in Reason::ALL {
+            if reason == Reason::RateLimited {
+                // 429 on every door: an ingress that passes it on (Traefik, Caddy, Envoy)
+                // gives the client its Retry-After.
+                continue;
+            }
             let r = Refusal::forward_auth(reason, "s", &c, None);
             assert!(
                 matches!(r.status.as_u16(), 401 | 403),
                 "{reason}: {}",
                 r.status
             );
-            assert!(r.challenge.is_some(), "{reason} has no challenge");
+            // nginx copies a challenge only from a 401; a 403 of the address or of no API
+            // carries none (a sign-in would not help).
+            if r.status == StatusCode::UNAUTHORIZED || reason.is_forbidden() {
+                assert!(r.challenge.is_some(), "{reason} has no challenge");
+            }
+        }
+    }
+
+    #[test]
+    fn no_api_ip_denied_and_auth_context_answers() {
+        let c = challenges();
+        let r = Refusal::proxy(Reason::NoApi, "", &c, None);
+        assert_eq!((r.status.as_u16(), r.body), (404, NOT_FOUND));
+        assert!(r.challenge.is_none());
+        let r = Refusal::forward_auth(Reason::NoApi, "", &c, None);
+        assert_eq!((r.status.as_u16(), r.body), (403, NOT_FOUND));
+        for r in [
+            Refusal::proxy(Reason::IpDenied, "", &c, None),
+            Refusal::forward_auth(Reason::IpDenied, "", &c, None),
+        ] {
+            assert_eq!((r.status.as_u16(), r.body), (403, FORBIDDEN));
+            assert!(r.challenge.is_none());
+        }
+        for r in [
+            Refusal::proxy(Reason::AuthContextRequired, "c1", &c, None),
+            Refusal::forward_auth(Reason::AuthContextRequired, "c1", &c, None),
+        ] {
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(r.challenge, Some(c.insufficient_claims("c1", None)));
         }
     }
 
@@ -281,6 +357,17 @@ mod tests {
             assert_eq!(r.status, StatusCode::FORBIDDEN);
             assert!(r.challenge.is_none());
         }
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_carries_its_headers_and_no_challenge() {
+        let r = Refusal::rate_limited(vec![(header::RETRY_AFTER, HeaderValue::from_static("7"))]);
+        assert_eq!((r.status.as_u16(), r.body), (429, RATE_LIMITED));
+        let names: Vec<String> = r.headers().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["content-type", "cache-control", "retry-after"]);
+        let c = challenges();
+        let r = Refusal::proxy(Reason::Revoked, "", &c, None);
+        assert_eq!((r.status.as_u16(), r.body), (401, INVALID_TOKEN));
     }
 
     #[test]

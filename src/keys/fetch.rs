@@ -5,86 +5,92 @@
 //! (last-known-good) set stays in service.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use super::IssuerTemplate;
+use crate::config::Algorithm;
 use crate::telemetry::ErrorChain;
 
 /// Metadata and key documents larger than this are refused (Entra's are a few KiB).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// RSA moduli shorter than this are not trusted.
 const MIN_RSA_BITS: usize = 2048;
+/// The longest RSA signature checked: RSA-8192, 1,024 bytes.
+const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// A verification key from the issuer's JWKS.
-#[derive(Clone)]
 pub struct Key {
-    pub decoding: DecodingKey,
     /// The key's own `alg`, when published: a token must use exactly it.
     pub alg: Option<Algorithm>,
     /// Entra v2 keys may carry their own `issuer`; a token verified with the key must match it.
     pub issuer: Option<IssuerTemplate>,
-    /// The public key as X.509 DER, parsed at most once per algorithm on first use: a
-    /// verification then skips rebuilding the RSA key and its Montgomery context, which is
-    /// about a fifth of an RS256-2048 check.
-    rsa_der: Option<Box<[u8]>>,
-    parsed: [OnceLock<Option<ParsedPublicKey>>; 6],
+    /// The RSA public key, parsed once per algorithm when the key set is loaded (in the order
+    /// of [`Algorithm::ALL`]): a verification then starts from a ready key and its
+    /// Montgomery context.
+    parsed: [ParsedPublicKey; 6],
 }
 
 impl Key {
+    /// The RSA key with big-endian modulus `n` and exponent `e`, ready for every RSA
+    /// signature algorithm; `None` when aws-lc refuses it.
+    #[must_use]
+    pub fn rsa(
+        n: &[u8],
+        e: &[u8],
+        alg: Option<Algorithm>,
+        issuer: Option<IssuerTemplate>,
+    ) -> Option<Self> {
+        let components = RsaPublicKeyComponents { n, e };
+        let parse = |a: Algorithm| components.to_parsed_public_key(rsa_params(a)).ok();
+        let [a, b, c, d, f, g] = Algorithm::ALL;
+        Some(Self {
+            alg,
+            issuer,
+            parsed: [
+                parse(a)?,
+                parse(b)?,
+                parse(c)?,
+                parse(d)?,
+                parse(f)?,
+                parse(g)?,
+            ],
+        })
+    }
+
     /// Checks `signature` (base64url, as in the token) over `message` with this key for `alg`.
     #[must_use]
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
-        let Some((i, params)) = rsa_params(alg) else {
-            return self.verify_slow(alg, message, signature);
-        };
-        let parsed = self.parsed[i].get_or_init(|| {
-            self.rsa_der
-                .as_deref()
-                .and_then(|der| ParsedPublicKey::new(params, der).ok())
-        });
-        let Some(key) = parsed else {
-            return self.verify_slow(alg, message, signature);
-        };
-        // Up to RSA-8192: 1,024 bytes.
-        let mut sig = [0_u8; 1024];
+        let key = &self.parsed[alg as usize];
+        // Decoded onto the stack; a longer one cannot be an RSA-8192 signature.
+        let mut sig = [0_u8; MAX_SIGNATURE_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) {
             Ok(len) => key.verify_sig(message, &sig[..len]).is_ok(),
             Err(_) => false,
         }
     }
+}
 
-    /// jsonwebtoken's check, which builds the key anew each time.
-    fn verify_slow(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
-        jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg).unwrap_or(false)
+/// An RSA-2048 public key for tests of what holds keys (it verifies nothing).
+#[cfg(test)]
+pub(crate) fn test_key() -> Key {
+    Key::rsa(&[0xc5; 256], &[1, 0, 1], None, None).expect("a well-formed RSA public key")
+}
+
+/// aws-lc's parameters for `alg`: PKCS#1 v1.5 or PSS, 2048 to 8192 bits.
+fn rsa_params(alg: Algorithm) -> &'static signature::RsaParameters {
+    match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
     }
-}
-
-/// The RSA signature algorithms, as jsonwebtoken maps them, with their slot in `Key::parsed`.
-fn rsa_params(alg: Algorithm) -> Option<(usize, &'static signature::RsaParameters)> {
-    Some(match alg {
-        Algorithm::RS256 => (0, &signature::RSA_PKCS1_2048_8192_SHA256),
-        Algorithm::RS384 => (1, &signature::RSA_PKCS1_2048_8192_SHA384),
-        Algorithm::RS512 => (2, &signature::RSA_PKCS1_2048_8192_SHA512),
-        Algorithm::PS256 => (3, &signature::RSA_PSS_2048_8192_SHA256),
-        Algorithm::PS384 => (4, &signature::RSA_PSS_2048_8192_SHA384),
-        Algorithm::PS512 => (5, &signature::RSA_PSS_2048_8192_SHA512),
-        _ => return None,
-    })
-}
-
-/// X.509 DER of the RSA public key with base64url modulus `n` and exponent `e`.
-fn rsa_der(n: &str, e: &str) -> Option<Box<[u8]>> {
-    let n = URL_SAFE_NO_PAD.decode(n).ok()?;
-    let e = URL_SAFE_NO_PAD.decode(e).ok()?;
-    let der = RsaPublicKeyComponents { n, e }.as_der().ok()?;
-    Some(der.as_ref().into())
 }
 
 impl std::fmt::Debug for Key {
@@ -248,47 +254,33 @@ fn parse_key(raw: serde_json::Value) -> Result<(String, Key), (String, &'static 
     }
     let alg = match jwk.alg.as_deref() {
         None => None,
-        Some("RS256") => Some(Algorithm::RS256),
-        Some("RS384") => Some(Algorithm::RS384),
-        Some("RS512") => Some(Algorithm::RS512),
-        Some("PS256") => Some(Algorithm::PS256),
-        Some("PS384") => Some(Algorithm::PS384),
-        Some("PS512") => Some(Algorithm::PS512),
-        Some(_) => return fail("alg is not an RSA signature algorithm"),
+        Some(name) => match Algorithm::from_name(name) {
+            Some(alg) => Some(alg),
+            None => return fail("alg is not an RSA signature algorithm"),
+        },
     };
     let (Some(n), Some(e)) = (jwk.n.as_deref(), jwk.e.as_deref()) else {
         return fail("missing n or e");
     };
-    if modulus_bits(n) < MIN_RSA_BITS {
-        return fail("RSA modulus shorter than 2048 bits");
-    }
-    let Ok(decoding) = DecodingKey::from_rsa_components(n, e) else {
+    let (Ok(n), Ok(e)) = (URL_SAFE_NO_PAD.decode(n), URL_SAFE_NO_PAD.decode(e)) else {
         return fail("n or e is not base64url");
     };
-    Ok((
-        kid.clone(),
-        Key {
-            decoding,
-            alg,
-            issuer: jwk.issuer.as_deref().map(IssuerTemplate::new),
-            rsa_der: rsa_der(n, e),
-            parsed: Default::default(),
-        },
-    ))
+    if modulus_bits(&n) < MIN_RSA_BITS {
+        return fail("RSA modulus shorter than 2048 bits");
+    }
+    let issuer = jwk.issuer.as_deref().map(IssuerTemplate::new);
+    let Some(key) = Key::rsa(&n, &e, alg, issuer) else {
+        return fail("not a usable RSA public key");
+    };
+    Ok((kid, key))
 }
 
-/// Bit length of a base64url big-endian modulus (0 when it does not decode).
-fn modulus_bits(n: &str) -> usize {
-    use base64::Engine as _;
-    let Ok(bytes) =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('='))
-    else {
+/// Bit length of a big-endian modulus.
+fn modulus_bits(n: &[u8]) -> usize {
+    let Some(first) = n.iter().position(|b| *b != 0) else {
         return 0;
     };
-    let Some(first) = bytes.iter().position(|b| *b != 0) else {
-        return 0;
-    };
-    (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize
+    (n.len() - first) * 8 - n[first].leading_zeros() as usize
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(
@@ -332,15 +324,13 @@ mod tests {
 
     #[test]
     fn modulus_length() {
-        use base64::Engine as _;
-        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let mut n = vec![0x80u8];
         n.extend([0u8; 255]);
-        assert_eq!(modulus_bits(&enc(&n)), 2048);
+        assert_eq!(modulus_bits(&n), 2048);
         let mut small = vec![0x00u8, 0x7f];
         small.extend([0u8; 254]);
-        assert_eq!(modulus_bits(&enc(&small)), 2039);
-        assert_eq!(modulus_bits("!!"), 0);
+        assert_eq!(modulus_bits(&small), 2039);
+        assert_eq!(modulus_bits(&[0, 0]), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! when `min_refetch` has passed since the last fetch of any cause. A failed fetch leaves the
 //! previous set in service until it is `max_stale` old.
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,6 +124,32 @@ impl KeySource {
         self.current
             .load_full()
             .filter(|set| set.fetched_at.elapsed() <= self.timing.max_stale)
+    }
+
+    /// True when the current (not too stale) set still publishes `kid`; reads without
+    /// taking a reference to the set.
+    #[must_use]
+    pub fn has_key(&self, kid: &str) -> bool {
+        let set = self.current.load();
+        set.as_deref().is_some_and(|set| {
+            set.fetched_at.elapsed() <= self.timing.max_stale && set.keys.contains_key(kid)
+        })
+    }
+
+    /// A source that has loaded keys `kids` (all one test RSA key) and never fetches.
+    #[cfg(test)]
+    pub(crate) fn with_keys_for_tests(kids: &[&str]) -> Arc<Self> {
+        let source = unreachable_source(&crate::metrics::Metrics::new());
+        let key = Arc::new(super::fetch::test_key());
+        source.current.store(Some(Arc::new(KeySet {
+            issuer: IssuerTemplate::new("https://issuer.test/"),
+            keys: kids
+                .iter()
+                .map(|k| ((*k).to_owned(), Arc::clone(&key)))
+                .collect(),
+            fetched_at: Instant::now(),
+        })));
+        source
     }
 
     /// True once a usable set is loaded.
@@ -299,36 +326,32 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_nanos(h.finish() % nanos)
 }
 
-/// Locks a mutex that guards only quick, non-panicking sections.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A source whose fetches fail at once (nothing listens on port 9): only the cooldown
+/// decides whether an unknown `kid` starts one.
+#[cfg(test)]
+fn unreachable_source(metrics: &crate::metrics::Metrics) -> Arc<KeySource> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("client");
+    Arc::new(KeySource::new(
+        "test",
+        "http://127.0.0.1:9/.well-known/openid-configuration".into(),
+        None,
+        Timing {
+            refresh: Duration::from_secs(3600),
+            min_refetch: Duration::from_secs(300),
+            max_stale: Duration::from_secs(86_400),
+        },
+        client,
+        metrics.key_source("test"),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-
-    /// A source whose fetches fail at once (nothing listens on port 9): only the cooldown
-    /// decides whether an unknown `kid` starts one.
-    fn unreachable_source(metrics: &Metrics) -> Arc<KeySource> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .expect("client");
-        Arc::new(KeySource::new(
-            "test",
-            "http://127.0.0.1:9/.well-known/openid-configuration".into(),
-            None,
-            Timing {
-                refresh: Duration::from_secs(3600),
-                min_refetch: Duration::from_secs(300),
-                max_stale: Duration::from_secs(86_400),
-            },
-            client,
-            metrics.key_source("test"),
-        ))
-    }
 
     #[tokio::test(start_paused = true)]
     async fn an_unknown_kid_refetches_at_most_once_per_cooldown() {

@@ -4,9 +4,12 @@
 //! identity provider (each issuer's metadata and keys fetched now, with timing, by the
 //! gateway's own fetch code), and the Entra app-registration checklist for this config
 //! ([`checklist`]). Items the gateway cannot see from outside (what the app registration
-//! exposes and pre-authorizes) are listed as steps to confirm by hand.
+//! exposes and pre-authorizes) are listed as steps to confirm by hand, unless `--app` hands
+//! `check` the application object: then [`app`] compares it with the config, offline.
 
+pub mod app;
 mod checklist;
+mod limits;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -80,6 +83,9 @@ pub struct Report {
     /// True when nothing failed (warnings and manual steps do not count).
     pub ok: bool,
     pub config_path: String,
+    /// With `--app`: the application object compared with the config (and nothing fetched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// Config problems; when there are any, nothing else was checked.
     pub config: Vec<Item>,
     pub fetches: Vec<Fetch>,
@@ -104,6 +110,7 @@ impl Report {
         Self {
             ok: false,
             config_path: path.to_owned(),
+            app: None,
             config,
             fetches: Vec::new(),
             checklist: Vec::new(),
@@ -119,12 +126,30 @@ impl Report {
     }
 }
 
-/// `entragate check`: loads the config at `path`, checks it, prints the report; returns the
-/// exit code (0 all well, 1 a check failed, 2 bad config).
-pub async fn command(path: &std::path::Path, format: Format) -> u8 {
+/// `entragate check`: loads the config at `path`, checks it (against the application object
+/// in `app`, offline, when given), prints the report; returns the exit code (0 all well, 1 a
+/// check failed, 2 bad config or an unreadable application object).
+pub async fn command(path: &std::path::Path, app: Option<&std::path::Path>, format: Format) -> u8 {
     let shown = path.display().to_string();
     let (report, code) = match Config::load_file(path) {
         Err(e) => (Report::bad_config(&shown, &e), BAD_CONFIG),
+        Ok(config) if app.is_some() => {
+            let file = app.map(|p| p.display().to_string()).unwrap_or_default();
+            let parsed = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {file}: {e}"))
+                .and_then(|text| app::App::parse(&text).map_err(|e| format!("{file}: {e}")));
+            match parsed {
+                Err(e) => {
+                    eprintln!("entragate check --app: {e}");
+                    return BAD_CONFIG;
+                }
+                Ok(application) => {
+                    let report = Report::of_app(&config, &application, &shown, &file);
+                    let code = if report.ok { 0 } else { FAILED };
+                    (report, code)
+                }
+            }
+        }
         Ok(config) => match run(&config, &shown, &mut std::io::stderr()).await {
             Ok(report) => {
                 let code = if report.ok { 0 } else { FAILED };
@@ -159,7 +184,7 @@ pub async fn run(
     let client =
         crate::app::idp_client(config.entra.metadata_timeout).map_err(|e| e.to_string())?;
     // The same sources, names and URLs as `serve` uses.
-    let store = KeyStore::new(&config.entra, &config.oidc, &client, &Metrics::new());
+    let store = KeyStore::new(&config.key_entra(), &config.oidc, &client, &Metrics::new());
     let mut fetches = Vec::new();
     for issuer in &store.issuers {
         let s = &issuer.source;
@@ -221,9 +246,11 @@ pub async fn run(
     }
     let mut items: Vec<Item> = fetches.iter().map(checklist::fetch_item).collect();
     items.extend(checklist::items(config, &fetches));
+    items.extend(limits::items(config).await);
     Ok(Report {
         ok: !items.iter().any(|i| i.status == Status::Fail),
         config_path: path.to_owned(),
+        app: None,
         config: Vec::new(),
         fetches,
         checklist: items,
@@ -231,6 +258,20 @@ pub async fn run(
 }
 
 impl Report {
+    /// The comparison of the application object in `file` with a loaded config.
+    #[must_use]
+    pub fn of_app(config: &Config, application: &app::App, path: &str, file: &str) -> Self {
+        let checklist = app::items(config, application, file);
+        Self {
+            ok: !checklist.iter().any(|i| i.status == Status::Fail),
+            config_path: path.to_owned(),
+            app: Some(file.to_owned()),
+            config: Vec::new(),
+            fetches: Vec::new(),
+            checklist,
+        }
+    }
+
     /// The report for people.
     #[must_use]
     pub fn to_text(&self) -> String {
@@ -247,7 +288,14 @@ impl Report {
             }
         } else {
             let _ = writeln!(o, "Configuration\n  ok    every key is valid\n");
-            let _ = writeln!(o, "Identity provider and checklist");
+            match &self.app {
+                Some(file) => {
+                    let _ = writeln!(o, "App registration {file} against the config");
+                }
+                None => {
+                    let _ = writeln!(o, "Identity provider and checklist");
+                }
+            }
             for i in &self.checklist {
                 write_item(&mut o, i);
             }
@@ -264,7 +312,9 @@ impl Report {
             .filter(|i| i.status == Status::Todo)
             .count();
         let _ = writeln!(o);
-        if fails == 0 {
+        if fails == 0 && todo == 0 {
+            let _ = writeln!(o, "All is well: {warns} warning(s).");
+        } else if fails == 0 {
             let _ = writeln!(
                 o,
                 "All is well: {warns} warning(s); confirm the {todo} [ ] step(s) in the Entra admin center."

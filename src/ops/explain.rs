@@ -164,32 +164,77 @@ pub async fn explain(
     let client = crate::app::idp_client(config.entra.metadata_timeout)
         .map_err(|e| ExplainError::Client(e.to_string()))?;
     let keys = Arc::new(KeyStore::new(
-        &config.entra,
+        &config.key_entra(),
         &config.oidc,
         &client,
         &Metrics::new(),
     ));
     let validator = Validator::new(&config.entra, Arc::clone(&keys));
-    let policy = Policy::new(config.routes.clone());
+    // The API the gateway would pick: the longest prefix the path is under.
+    let api = config
+        .apis
+        .iter()
+        .filter(|a| path::is_under(&normalized, &a.prefix))
+        .max_by_key(|a| a.prefix.len());
+    let policy = Policy::new(
+        api.map(|a| config.routes_of(a).to_vec())
+            .unwrap_or_default(),
+    );
     let route = policy.route(&opts.method, &normalized);
+    let api_text = match api {
+        _ if config.apis.len() == 1 && config.apis[0].prefix == "/" => String::new(),
+        Some(a) => format!("API {} (prefix {}), ", a.name, a.prefix),
+        None => "under no [[apis]] prefix (404 once authenticated), ".into(),
+    };
+    let step_up = |r: &crate::config::Route| {
+        r.auth_context.as_ref().map_or_else(String::new, |c| {
+            format!(", step-up: acrs must contain {c} (else 401 with Entra's claims challenge)")
+        })
+    };
+    let ip_text = |f: &crate::config::IpFilter| {
+        if f.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", client address: allow [{}], deny [{}] (not checked here)",
+                f.allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                f.deny
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    };
     let route_text = match route {
         None => format!(
-            "{} {}: no [[routes]] rule matches, a valid token suffices",
-            opts.method, opts.path
+            "{} {}: {api_text}no [[routes]] rule matches, a valid token suffices{}",
+            opts.method,
+            opts.path,
+            api.map(|a| ip_text(&a.ip)).unwrap_or_default()
         ),
         Some(r) if r.anonymous => format!(
-            "{} {}: anonymous route {} (a token, if sent, must still be valid)",
-            opts.method, opts.path, r.path
+            "{} {}: {api_text}anonymous route {} (a token, if sent, must still be valid){}",
+            opts.method,
+            opts.path,
+            r.path,
+            ip_text(&r.ip)
         ),
         Some(r) => format!(
-            "{} {}: route {} (scopes [{}], roles [{}], clients [{}], claims {:?})",
+            "{} {}: {api_text}route {} (scopes [{}], roles [{}], clients [{}], claims {:?}{}){}",
             opts.method,
             opts.path,
             r.path,
             r.scopes.join(" "),
             r.roles.join(" "),
             r.clients.join(" "),
-            r.claims
+            r.claims,
+            step_up(r),
+            ip_text(&r.ip)
         ),
     };
 
@@ -203,9 +248,41 @@ pub async fn explain(
     };
     let now = unix_now();
     let offline_issuers = expected_issuers(&config.entra, &keys);
-    let diagnosis = validator
+    let mut diagnosis = validator
         .diagnose(&decoded, route, &offline_issuers, now)
         .await;
+    // What the gateway decides after the token and the route's rules: the API's audiences,
+    // the route's authentication context, and a path under no API.
+    let claims = &decoded.claims;
+    let own_audiences = config.apis.iter().any(|a| a.audiences.is_some());
+    let mut more = Vec::new();
+    if let Some(a) = api
+        && own_audiences
+        && claims.ver.is_some()
+    {
+        let wanted = a.audiences.as_ref().unwrap_or(&config.entra.audiences);
+        let ok = claims.aud.iter().flat_map(|x| x.iter()).any(|x| {
+            wanted
+                .iter()
+                .any(|w| crate::keys::trim_slash(w) == crate::keys::trim_slash(x))
+        });
+        if !ok {
+            more.push(Reason::AudienceMismatch);
+        }
+    }
+    if api.is_none() {
+        more.push(Reason::NoApi);
+    }
+    if let Some(context) = route.and_then(|r| r.auth_context.as_deref())
+        && !claims.values("acrs").is_some_and(|v| v.contains(&context))
+    {
+        more.push(Reason::AuthContextRequired);
+    }
+    for r in more {
+        if !diagnosis.reasons.contains(&r) {
+            diagnosis.reasons.push(r);
+        }
+    }
 
     let header = decode_part(token.split('.').next().unwrap_or(""));
     let claims_json = decode_part(token.split('.').nth(1).unwrap_or(""));
@@ -217,8 +294,16 @@ pub async fn explain(
         route,
         now,
     };
-    let reasons: Vec<Finding> = diagnosis
-        .reasons
+    // The kill switch: the file's entries, and the Redis set's unless --offline.
+    let mut all_reasons = diagnosis.reasons.clone();
+    if revoked(config, &decoded.claims, opts.offline).await {
+        all_reasons.push(Reason::Revoked);
+    }
+    let route_text = format!(
+        "{route_text}{}",
+        limits_text(config, &normalized, &decoded.claims)
+    );
+    let reasons: Vec<Finding> = all_reasons
         .iter()
         .map(|r| {
             let (problem, fix) = fixes::describe(*r, &cx);
@@ -258,7 +343,7 @@ pub async fn explain(
     };
     Ok(Explanation {
         accepted: reasons.is_empty(),
-        status: diagnosis.reasons.first().map_or(200, |r| status(*r)),
+        status: all_reasons.first().map_or(200, |r| status(*r)),
         header,
         claims: claims_json,
         signature_bytes: signature_len(decoded.signature),
@@ -270,6 +355,56 @@ pub async fn explain(
         reasons,
         key_fetches,
     })
+}
+
+/// Whether the revocation list (file, and Redis unless `offline`) revokes these claims.
+async fn revoked(config: &Config, claims: &crate::auth::Claims, offline: bool) -> bool {
+    let mut entries = Vec::new();
+    if let Some(file) = &config.revocation.file {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        entries.extend(crate::revocation::entry::parse_file(&text).0);
+    }
+    if !offline
+        && config.limits_store.redis.is_some()
+        && let Ok(store) = crate::revocation::store::Store::of(config)
+        && let Ok(list) = store.list().await
+    {
+        entries.extend(list);
+    }
+    let now = crate::revocation::unix_now();
+    crate::revocation::List::of(entries.iter().filter(|e| e.until > now))
+        .revoked(claims, now)
+        .is_some()
+}
+
+/// The `[[limits]]` that count this request, and by which value: `; limits: name (rate
+/// per key = value)`.
+fn limits_text(config: &Config, path: &str, claims: &crate::auth::Claims) -> String {
+    let applying: Vec<String> = config
+        .limits
+        .iter()
+        .filter(|l| {
+            l.paths.is_empty() || l.paths.iter().any(|p| crate::config::path_matches(p, path))
+        })
+        .map(|l| {
+            let value = match l.key {
+                crate::config::LimitKey::Ip => "the client address".to_owned(),
+                _ => crate::limits::key_of(&l.key, claims)
+                    .map_or_else(|| "absent: not counted".to_owned(), |v| v.into_owned()),
+            };
+            format!(
+                "{} ({} per {} = {value})",
+                l.name,
+                l.rate.as_config(),
+                l.key.as_config()
+            )
+        })
+        .collect();
+    if applying.is_empty() {
+        String::new()
+    } else {
+        format!("; limits: {}", applying.join(", "))
+    }
 }
 
 /// Fetches every key source (as `serve` does at startup), saying so on `progress`.

@@ -18,12 +18,13 @@ mod claims;
 mod draft;
 mod elements;
 mod export;
+mod limits;
 
 use roxmltree::{Document, Node};
 
 use super::BAD_CONFIG;
 use crate::config::Config;
-use draft::{Draft, string};
+use draft::{Draft, string, strings};
 
 /// The converted policy.
 #[derive(Debug)]
@@ -91,20 +92,69 @@ pub fn command(policy: &std::path::Path) -> u8 {
 /// Malformed XML, or no validation element in it.
 pub fn convert(input: &str, source: &str) -> Result<Converted, ImportError> {
     let (xml, service_url) = if input.trim_start().starts_with('{') {
+        if let Some((apis, service_policy)) = export::read_all(input)? {
+            return convert_many(&apis, service_policy.as_deref(), source);
+        }
         let api = export::read(input)?;
         (api.policy, api.service_url)
     } else {
         (input.to_owned(), None)
     };
-    let xml = xml.as_str();
-    let doc = Document::parse(xml).map_err(|e| {
+    let c = convert_policy(&xml, service_url.as_deref(), source)?;
+    Ok(output(c))
+}
+
+/// The named values left in, and what the config loader refuses, as warnings.
+fn output(mut c: Conversion) -> Converted {
+    let named = named_values(&c.draft.render());
+    if !named.is_empty() {
+        c.draft.header.push(format!(
+            "APIM named values left in place, to replace with their values (API Management -> Named values): {}",
+            named.join(", ")
+        ));
+        for n in &named {
+            c.warnings.push(format!(
+                "APIM named value {n} left in the output: replace it with its value"
+            ));
+        }
+    }
+    let toml = c.draft.render();
+    // The output is checked by the loader `serve` uses; what it refuses is what to edit.
+    if let Err(e) = Config::load(&toml, &[], &|_| Err(std::io::Error::other("not read"))) {
+        for p in e.problems {
+            c.warnings.push(format!("to edit before use: {p}"));
+        }
+    }
+    Converted {
+        toml,
+        warnings: c.warnings,
+    }
+}
+
+/// Parses a policy document, as XML with APIM's hint for unescaped quotes.
+fn parse(xml: &str) -> Result<Document<'_>, ImportError> {
+    Document::parse(xml).map_err(|e| {
         let hint = if xml.contains("@(") {
             " (APIM accepts unescaped quotes inside @(...) expressions, XML does not: write them as &quot;)"
         } else {
             ""
         };
         ImportError::Xml(format!("{e}{hint}"))
-    })?;
+    })
+}
+
+/// True when the policy document holds a token validation element.
+fn validates(xml: &str) -> bool {
+    xml.contains("validate-jwt") || xml.contains("validate-azure-ad-token")
+}
+
+/// The conversion of one policy document, with the API's `service_url`.
+fn convert_policy(
+    xml: &str,
+    service_url: Option<&str>,
+    source: &str,
+) -> Result<Conversion, ImportError> {
+    let doc = parse(xml)?;
     let found: Vec<Node> = doc
         .descendants()
         .filter(|n| {
@@ -142,38 +192,179 @@ pub fn convert(input: &str, source: &str) -> Result<Converted, ImportError> {
         .server
         .note("Not in the policy: where entragate listens (APIM's gateway address).");
     c.draft.server.set("listen", &string("0.0.0.0:8080"), "");
-    backend(&doc, service_url.as_deref(), &mut c);
+    backend(&doc, service_url, &mut c);
     if kind == "validate-jwt" {
         c.validate_jwt(*policy);
     } else {
         c.validate_azure_ad_token(*policy);
     }
     c.finish();
+    limits::convert(&doc, None, &mut c.draft.limits, &mut c.draft.unconverted);
     other_policies(&doc, &mut c);
+    Ok(c)
+}
 
-    let named = named_values(&c.draft.render());
-    if !named.is_empty() {
-        c.draft.header.push(format!(
-            "APIM named values left in place, to replace with their values (API Management -> Named values): {}",
-            named.join(", ")
-        ));
-        for n in &named {
-            c.warnings.push(format!(
-                "APIM named value {n} left in the output: replace it with its value"
+/// An export with several APIs: `[entra]` (and `[[oidc]]`) from the first API whose policy
+/// validates tokens (else the service-wide policy), and one `[[apis]]` entry per API: its
+/// `path` as the prefix, its backend as the upstream, its own audiences when they differ,
+/// its `<required-claims>` as an `[[apis.routes]]` rule on the prefix.
+fn convert_many(
+    apis: &[export::ExportedApi],
+    service_policy: Option<&str>,
+    source: &str,
+) -> Result<Converted, ImportError> {
+    let primary = apis
+        .iter()
+        .find_map(|a| a.policy.as_deref().filter(|p| validates(p)))
+        .or(service_policy.filter(|p| validates(p)))
+        .ok_or(ImportError::NoPolicy)?;
+    let mut base = convert_policy(primary, None, source)?;
+    base.draft.header[0] = format!(
+        "entragate configuration converted by `entragate import-apim` from {source}: {} APIs, as [[apis]].",
+        apis.len()
+    );
+    // Each API names its own backend; the primary policy's routes go to its API below.
+    base.draft.upstream = draft::Table::default();
+    base.draft.routes.clear();
+    // Limits likewise: each policy's own, scoped to its API below; the service-wide
+    // policy's apply to every API.
+    base.draft.limits.clear();
+    if let Some(doc) = service_policy.and_then(|p| parse(p).ok()) {
+        limits::convert(
+            &doc,
+            None,
+            &mut base.draft.limits,
+            &mut base.draft.unconverted,
+        );
+    }
+    base.warnings.retain(|w| !w.starts_with("upstream.url"));
+    let mut names: Vec<String> = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    for api in apis {
+        let mut name = api_name(&api.name);
+        while names.contains(&name) {
+            name.push_str("-2");
+        }
+        names.push(name.clone());
+        let prefix = format!("/{}", api.path.trim_matches('/'));
+        let mut t = draft::Table::default();
+        t.set("name", &string(&name), "from the API's resource name");
+        t.set(
+            "prefix",
+            &string(&prefix),
+            "from the API's path (API URL suffix)",
+        );
+        if prefixes.contains(&prefix) {
+            base.warnings.push(format!(
+                "apis: {name}'s path {prefix:?} is another API's too (APIM tells them apart by version or revision): give it its own prefix"
             ));
         }
-    }
-    let toml = c.draft.render();
-    // The output is checked by the loader `serve` uses; what it refuses is what to edit.
-    if let Err(e) = Config::load(&toml, &[], &|_| Err(std::io::Error::other("not read"))) {
-        for p in e.problems {
-            c.warnings.push(format!("to edit before use: {p}"));
+        prefixes.push(prefix.clone());
+        let own = api.policy.as_deref().filter(|p| validates(p));
+        let mut conv = match own {
+            Some(xml) => Some(convert_policy(xml, api.service_url.as_deref(), source)?),
+            None => None,
+        };
+        // The backend: <set-backend-service> in the API's policy, else its serviceUrl.
+        let from_policy = api
+            .policy
+            .as_deref()
+            .and_then(|p| parse(p).ok().and_then(|d| backend_url(&d)));
+        let url = from_policy
+            .as_deref()
+            .or(api.service_url.as_deref())
+            .map(str::trim)
+            .filter(|u| is_literal_url(u));
+        match url {
+            Some(u) => t.set(
+                "upstream",
+                &format!("{{ url = {} }}", string(u)),
+                "from the API's backend (set-backend-service or serviceUrl)",
+            ),
+            None => {
+                t.set(
+                    "upstream",
+                    &format!("{{ url = {} }}", string(PLACEHOLDER_URL)),
+                    "placeholder: fill in the API behind the gateway",
+                );
+                base.warnings.push(format!(
+                    "apis: {name}'s backend is not in the export as a plain URL; replace the placeholder {PLACEHOLDER_URL}"
+                ));
+            }
         }
+        if let Some(doc) = api.policy.as_deref().and_then(|p| parse(p).ok()) {
+            let mut unconverted = Vec::new();
+            limits::convert(&doc, Some(&name), &mut base.draft.limits, &mut unconverted);
+            for u in unconverted {
+                base.draft.unconverted.push(format!("API {name}: {u}"));
+            }
+        }
+        let mut routes = Vec::new();
+        match conv.as_mut() {
+            Some(c) => {
+                let mut auds = c.audiences.clone();
+                auds.dedup();
+                if !auds.is_empty() && auds != base.audiences {
+                    t.set("audiences", &strings(&auds), "from this API's <audiences>");
+                }
+                if c.tenant.as_ref().map(|t| &t.0) != base.tenant.as_ref().map(|t| &t.0) {
+                    base.draft.unconverted.push(format!(
+                        "API {name} validates tokens of another tenant or issuer than the first: entragate has one [entra] tenant (add the other issuer as [[oidc]])"
+                    ));
+                }
+                for mut r in std::mem::take(&mut c.draft.routes) {
+                    r.replace("path", &string(&prefix), "");
+                    routes.push(r);
+                }
+                // Its limits are converted above, scoped to the API.
+                c.draft.limits.clear();
+                for u in std::mem::take(&mut c.draft.unconverted) {
+                    let u = format!("API {name}: {u}");
+                    if !base.draft.unconverted.contains(&u) {
+                        base.draft.unconverted.push(u);
+                    }
+                }
+            }
+            None => {
+                let why = if service_policy.is_some_and(validates) {
+                    "its token check is the service-wide policy's"
+                } else {
+                    "it has no <validate-jwt> in APIM, but entragate requires a valid token on every API (mark open paths with [[apis.routes]] anonymous = true)"
+                };
+                t.note(&format!("API {name}: {why}."));
+                base.warnings.push(format!("apis: {name}: {why}"));
+            }
+        }
+        base.draft.apis.push((t, routes));
     }
-    Ok(Converted {
-        toml,
-        warnings: c.warnings,
-    })
+    Ok(output(base))
+}
+
+/// An `[[apis]]` name from an APIM API name: letters, digits, `-`, `_`, `.` kept, others `-`.
+fn api_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if out.is_empty() {
+        out.push_str("api");
+    }
+    out
+}
+
+/// `<set-backend-service base-url>` of a policy, when it has one.
+fn backend_url(doc: &Document) -> Option<String> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("set-backend-service"))
+        .and_then(|n| n.attribute("base-url"))
+        .map(str::to_owned)
 }
 
 /// What is being built.
@@ -263,6 +454,7 @@ fn other_policies(doc: &Document, c: &mut Conversion) {
         "validate-azure-ad-token",
         "set-backend-service",
     ];
+    let handled = |n: &str| HANDLED.contains(&n) || limits::POLICIES.contains(&n);
     let mut names: Vec<&str> = doc
         .descendants()
         .filter(|n| n.is_element())
@@ -271,7 +463,7 @@ fn other_policies(doc: &Document, c: &mut Conversion) {
                 .is_some_and(|p| SECTIONS.contains(&p.tag_name().name()))
         })
         .map(|n| n.tag_name().name())
-        .filter(|n| !HANDLED.contains(n))
+        .filter(|n| !handled(n))
         .collect();
     names.sort_unstable();
     names.dedup();

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf as _, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -324,15 +325,20 @@ pub(super) async fn serve(
     h1: &http1::Builder,
     service: Service,
     signal: watch::Receiver<bool>,
+    idle_timeout: Duration,
 ) -> Result<(), BoxError> {
-    serve_with(stream, h1, service, signal, Arc::new(Activity::default())).await
+    let activity = Arc::new(Activity::default());
+    serve_with(stream, h1, service, signal, idle_timeout, activity).await
 }
 
+/// [`serve`]; `idle_timeout` bounds the wait for the next request's first byte once parked
+/// (hyper's header read timer, which covers an idle connection it holds, is gone with it).
 async fn serve_with(
     stream: TcpStream,
     h1: &http1::Builder,
     service: Service,
     mut signal: watch::Receiver<bool>,
+    idle_timeout: Duration,
     activity: Arc<Activity>,
 ) -> Result<(), BoxError> {
     let service = Counted {
@@ -396,23 +402,32 @@ async fn serve_with(
         if watched.prefix.is_empty() {
             // Idle, without buffers: wait for the next request's first byte, the client's
             // close, or shutdown (which closes an idle connection at once).
-            let mut probe = [0u8; 1];
-            tokio::select! {
-                r = watched.stream.peek(&mut probe) => match r {
-                    Ok(1..) => {}
-                    Ok(0) | Err(_) => return Ok(()),
-                },
-                () = stopped(&mut signal) => return Ok(()),
+            if !Box::pin(next_request(&watched.stream, idle_timeout, &mut signal)).await {
+                return Ok(());
             }
         }
         io = Some(watched);
     }
 }
 
+/// Waits for a parked connection's next request: true at its first byte; false when the
+/// client closes, the connection stays idle past `idle_timeout`, or shutdown comes.
+/// (Boxed by its caller: the timer it holds is needed only while parked, and the
+/// connection's future keeps no room for it.)
+async fn next_request(
+    stream: &TcpStream,
+    idle_timeout: Duration,
+    signal: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(idle_timeout, stream.peek(&mut probe)) => matches!(r, Ok(Ok(1..))),
+        () = stopped(signal) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::Router;
     use axum::routing::{get, post};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -423,6 +438,10 @@ mod tests {
     /// A connection served by [`serve_with`] with a router that answers `GET /` with "hi"
     /// and echoes the body of `POST /echo`; the client's end and the activity to inspect.
     async fn start() -> (TcpStream, Arc<Activity>, watch::Sender<bool>) {
+        start_with(Duration::from_secs(10)).await
+    }
+
+    async fn start_with(idle: Duration) -> (TcpStream, Arc<Activity>, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
@@ -436,7 +455,7 @@ mod tests {
         tokio::spawn(async move {
             let h1 = http1::Builder::new();
             let service = Service { router, peer };
-            let _ = serve_with(server, &h1, service, rx, a).await;
+            let _ = serve_with(server, &h1, service, rx, idle, a).await;
         });
         (client, activity, tx)
     }
@@ -537,5 +556,22 @@ mod tests {
             .expect("closed within 5 s")
             .expect("read");
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_is_closed_after_the_idle_timeout() {
+        let (mut client, activity, _stop) = start_with(Duration::from_millis(200)).await;
+        client.write_all(GET).await.expect("write");
+        read_responses(&mut client, 1).await;
+        parked_at_least(&activity, 1).await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("closed within 5 s")
+            .expect("read");
+        assert_eq!(
+            n, 0,
+            "the parked connection stays open past its idle timeout"
+        );
     }
 }

@@ -65,6 +65,8 @@ pub struct Forwarder {
     trusted_proxies: Vec<IpNet>,
     /// `X-Forwarded-Proto` for a client of this listener: `https` when it terminates TLS.
     client_proto: &'static str,
+    /// The API prefix removed from the path the upstream receives (`strip_prefix`).
+    strip_prefix: Option<String>,
 }
 
 impl Forwarder {
@@ -91,7 +93,15 @@ impl Forwarder {
             timeout: upstream.timeout,
             trusted_proxies,
             client_proto: "http",
+            strip_prefix: None,
         })
+    }
+
+    /// Removes `prefix` (normalised, no trailing `/`) from the path the upstream receives.
+    #[must_use]
+    pub fn with_strip_prefix(mut self, prefix: Option<String>) -> Self {
+        self.strip_prefix = prefix;
+        self
     }
 
     /// Marks the listener as HTTPS: `X-Forwarded-Proto: https`, and `https://` origins.
@@ -197,6 +207,10 @@ impl Forwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let pq = match &self.strip_prefix {
+            Some(prefix) => strip_prefix(&pq, prefix).unwrap_or(pq),
+            None => pq,
+        };
         let pq = if self.base_path.is_empty() {
             pq
         } else {
@@ -209,6 +223,50 @@ impl Forwarder {
         Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
     }
 }
+
+/// The path and query without the API's `prefix`: `/ehrbase/rest?x` under `/ehrbase` is
+/// `/rest?x`, and `/ehrbase` alone is `/`. When the path as sent starts with the prefix on a
+/// segment boundary (the usual case), the rest is kept byte for byte; otherwise (the prefix
+/// was reached through percent-encoding or dot segments) the rest of the normalised path is
+/// sent, percent-encoded again where a path needs it. `None` when neither applies (the
+/// decision matched this API, so that does not happen).
+fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> Option<PathAndQuery> {
+    let path = pq.path();
+    let rest = match path.strip_prefix(prefix) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
+        _ => {
+            let normalized = crate::path::normalize(path).ok()?;
+            let rest = normalized.strip_prefix(prefix)?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            percent_encoding::utf8_percent_encode(rest, PATH_UNSAFE).to_string()
+        }
+    };
+    let rest = if rest.is_empty() { "/" } else { &rest };
+    let text = match pq.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    PathAndQuery::try_from(text).ok()
+}
+
+/// What a decoded path must have percent-encoded again to be sent: controls, space, and the
+/// characters that end or escape a path (`"`, `#`, `%`, `<`, `>`, `?`, `` ` ``, `{`, `}`, `\\`, `|`, `^`).
+const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'|')
+    .add(b'^');
 
 /// An upstream response body holding its request's slot until it ends or is dropped.
 struct Slotted {
@@ -305,4 +363,31 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
     }
     UpstreamError::Unreachable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(pq: &str, prefix: &str) -> Option<String> {
+        strip_prefix(&PathAndQuery::try_from(pq).expect("pq"), prefix).map(|p| p.to_string())
+    }
+
+    #[test]
+    fn strip_prefix_keeps_the_rest_as_sent() {
+        assert_eq!(
+            strip("/ehrbase/rest/a%20b?q=1", "/ehrbase").as_deref(),
+            Some("/rest/a%20b?q=1")
+        );
+        assert_eq!(strip("/ehrbase", "/ehrbase").as_deref(), Some("/"));
+        assert_eq!(strip("/ehrbase?x", "/ehrbase").as_deref(), Some("/?x"));
+        assert_eq!(strip("/ehrbase/", "/ehrbase").as_deref(), Some("/"));
+        // Reached through encoding or dot segments: the normalised rest, encoded again.
+        assert_eq!(
+            strip("/ehr%62ase/a%20b", "/ehrbase").as_deref(),
+            Some("/a%20b")
+        );
+        assert_eq!(strip("/x/../ehrbase/r", "/ehrbase").as_deref(), Some("/r"));
+        assert_eq!(strip("/other", "/ehrbase"), None);
+    }
 }

@@ -59,6 +59,38 @@ pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// The client a trusted proxy names in `X-Forwarded-For`: the nearest address, from the
+/// right, that is not itself in `trusted` (the leftmost when all are). `None` when there is
+/// no `X-Forwarded-For`; `Some(None)` when an entry that would decide cannot be read, so a
+/// filter on the address fails closed.
+#[must_use]
+pub fn forwarded_client(headers: &HeaderMap, trusted: &[IpNet]) -> Option<Option<IpAddr>> {
+    let mut entries = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.to_str().map_or(vec![""], |s| s.split(',').collect()))
+        .map(str::trim)
+        .collect::<Vec<&str>>();
+    if entries.is_empty() {
+        return None;
+    }
+    let mut last = None;
+    while let Some(entry) = entries.pop() {
+        let ip = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+        let Some(ip) = ip else {
+            return Some(None);
+        };
+        if !is_trusted(trusted, ip) {
+            return Some(Some(ip.to_canonical()));
+        }
+        last = Some(ip.to_canonical());
+    }
+    Some(last)
+}
+
 /// Sets `X-Forwarded-For/Proto/Host`. From a trusted proxy the incoming chain is extended and
 /// its proto/host kept; from anyone else they are replaced, and `Forwarded` is dropped.
 pub fn set_forwarded(
@@ -171,6 +203,32 @@ mod tests {
         );
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_nearest_untrusted_address() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let h = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(X_FORWARDED_FOR, HeaderValue::from_static(v));
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(forwarded_client(&HeaderMap::new(), &nets), None);
+        // A client may prepend anything; only what trusted proxies appended counts.
+        assert_eq!(
+            forwarded_client(&h("6.6.6.6, 203.0.113.9, 10.0.0.2"), &nets),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            forwarded_client(&h("10.0.0.3, 10.0.0.2"), &nets),
+            Some(ip("10.0.0.3"))
+        );
+        assert_eq!(
+            forwarded_client(&h("[2001:db8::1]:443, 198.51.100.4:5000"), &nets),
+            Some(ip("198.51.100.4"))
+        );
+        assert_eq!(forwarded_client(&h("203.0.113.9, junk"), &nets), Some(None));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! peer) and `ext_authz` gRPC (a tonic client, raw headers as Envoy's `encode_raw_headers`
 //! sends them). For every row the three must agree on the decision (pass or refuse), the
 //! reason counted in `/metrics`, the status (forward-auth's in its own shape: SPEC §4 maps
-//! 400 and 503 to 401, and 405 and 413 to 403 since nginx passes nothing else), and the
+//! 400 and 503 to 401, and 405 and 413 to 403 since nginx passes nothing else; a 429 stays
+//! a 429 with its headers, which Traefik, Caddy and Envoy pass on), and the
 //! identity headers the upstream ends up with.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,19 @@ claims = { groups = ["g-admins"] }
 path = "/upload"
 max_body = "1KiB"
 "#;
+
+/// An `oid` on the revocation list of the matrix's gateways.
+const REVOKED_OID: &str = "0badf00d-0000-4000-8000-000000000001";
+
+/// A limit of one request a day per client address under `/limited`: each door's requests
+/// come from an address of their own (the proxy's and forward-auth's from loopback, to two
+/// gateways; `ext_authz`'s from the address in the CheckRequest), so the first row under it
+/// passes on every door and the second is over the limit on every door.
+fn limits_and_revocations(revoked_file: &str) -> String {
+    format!(
+        "\n[[limits]]\nname = \"daily-per-ip\"\nkey = \"ip\"\nrate = \"1/day\"\npaths = [\"/limited\"]\n\n[revocation]\nfile = \"{revoked_file}\"\n"
+    )
+}
 
 /// The identity headers the echo upstream reports, and the ones a door's answer sets.
 const IDENTITY: [&str; 6] = [
@@ -181,7 +195,7 @@ impl Row {
 fn forward_auth_status(status: u16) -> u16 {
     match status {
         400 | 503 => 401,
-        405 | 413 => 403,
+        404 | 405 | 413 => 403,
         s => s,
     }
 }
@@ -236,6 +250,7 @@ fn rows(h: &Harness) -> Vec<Row> {
     let overage = with(v2.clone(), "_claim_names", json!({"groups": "src1"}));
     let with_aql = with(v1.clone(), "scp", json!("user_impersonation aql.read"));
     let runner = app_only(h, &["Jobs.Run"]);
+    let revoked = with(v2.clone(), "oid", json!(REVOKED_OID));
 
     vec![
         // Passed.
@@ -437,6 +452,16 @@ fn rows(h: &Harness) -> Vec<Row> {
         .bearer(&good)
         .with_body(2048)
         .limit(413, "body_too_large"),
+        // Refused: the kill switch and the limits.
+        Row::new("a revoked oid", "GET", "/data")
+            .bearer(&mint(&revoked))
+            .refused(401, Reason::Revoked),
+        Row::new("the first request under a limit", "GET", "/limited/a")
+            .bearer(&good)
+            .identity(&v1),
+        Row::new("over the limit", "GET", "/limited/b")
+            .bearer(&good)
+            .refused(429, Reason::RateLimited),
         Row::new(
             "an unauthenticated body over the limit is a 401 first",
             "POST",
@@ -641,6 +666,33 @@ async fn through_ext_authz(h: &Harness, row: &Row) -> Seen {
 /// The forward-auth gateway: the same config as `h`'s in forward-auth mode, trusting
 /// loopback, with the same issuer and upstream (or, with `closed`, an authority on that
 /// port, where nothing listens).
+/// Each row through the three doors: what differs from the row's expectation (forward-auth
+/// in its 401/403 shape), one line per row and door.
+async fn every_door(h: &Harness, fa: &Running, rows: &[Row]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for row in rows {
+        let want = row.expected();
+        let fa_want = Seen {
+            status: forward_auth_status(want.status),
+            ..want.clone()
+        };
+        for (door, got, want) in [
+            ("proxy", through_proxy(h, row).await, &want),
+            (
+                "forward-auth",
+                through_forward_auth(fa, row).await,
+                &fa_want,
+            ),
+            ("ext_authz", through_ext_authz(h, row).await, &want),
+        ] {
+            if &got != want {
+                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
+            }
+        }
+    }
+    failures
+}
+
 async fn forward_auth_gateway(h: &Harness, extra: &Extra, closed: Option<u16>) -> Running {
     let extra = Extra {
         server: format!(
@@ -673,49 +725,120 @@ async fn forward_auth_gateway(h: &Harness, extra: &Extra, closed: Option<u16>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_door_decides_every_row_the_same() {
+    let revoked = common::process::TempFile::with(
+        "revoked.txt",
+        &format!("oid={REVOKED_OID} until=2100-01-01T00:00:00Z\n"),
+    );
     let extra = Extra {
         server: "trusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"127.0.0.1:0\"\n".into(),
         entra: format!(
             "allowed_tenants = [\"{TENANT}\"]\nallowed_client_ids = [\"{POWER_QUERY}\", \"{POWER_BI_REFRESH}\"]\n"
         ),
-        tail: ROUTES.into(),
+        tail: format!("{ROUTES}{}", limits_and_revocations(revoked.as_str())),
         ..Extra::default()
     };
     let h = Harness::start_with(extra.clone()).await;
     let fa = forward_auth_gateway(&h, &extra, None).await;
     let rows = rows(&h);
     assert!(rows.len() >= 40, "{} rows", rows.len());
-    let mut failures = Vec::new();
-    for row in &rows {
-        let want = row.expected();
-        let fa_want = Seen {
-            status: forward_auth_status(want.status),
-            ..want.clone()
-        };
-        for (door, got, want) in [
-            ("proxy", through_proxy(&h, row).await, &want),
-            (
-                "forward-auth",
-                through_forward_auth(&fa, row).await,
-                &fa_want,
-            ),
-            ("ext_authz", through_ext_authz(&h, row).await, &want),
-        ] {
-            if &got != want {
-                failures.push(format!("{}: {door}: got {got:?}, want {want:?}", row.name));
-            }
-        }
-    }
+    let failures = every_door(&h, &fa, &rows).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every refusal reason the three doors share is in the table (keys_unavailable and
-    // bad_forwarded_request have tests of their own, below).
+    // bad_forwarded_request have tests of their own, below; the [[apis]] reasons are in
+    // the table of `every_door_decides_apis_the_same`).
     for reason in Reason::ALL {
         if matches!(
             reason,
             Reason::KeysUnavailable | Reason::BadForwardedRequest
-        ) {
+        ) || API_REASONS.contains(&reason)
+        {
             continue;
         }
+        assert!(
+            rows.iter().any(|r| r.reason == format!("denied/{reason}")),
+            "no row refused with {reason}"
+        );
+    }
+}
+
+/// The reasons of `[[apis]]`, step-up and the IP filter, decided by the table below.
+const API_REASONS: [Reason; 3] = [Reason::NoApi, Reason::AuthContextRequired, Reason::IpDenied];
+
+/// One API at `/data` (no API elsewhere), with a step-up route and IP-filtered routes. The
+/// client address: for the proxy and forward-auth, what the trusted peer (loopback) forwards
+/// in `X-Forwarded-For`; for `ext_authz`, the downstream address Envoy reports (203.0.113.7
+/// in `common::ext_authz::request`), so the rows send that same address.
+const APIS: &str = r#"
+[[apis]]
+name = "data"
+prefix = "/data"
+
+[[apis.routes]]
+path = "/data/admin"
+auth_context = "c1"
+
+[[apis.routes]]
+path = "/data/guarded"
+ip_deny = ["203.0.113.0/24"]
+
+[[apis.routes]]
+path = "/data/lan"
+ip_allow = ["203.0.113.0/24"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_decides_apis_the_same() {
+    let extra = Extra {
+        server: "trusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"127.0.0.1:0\"\n".into(),
+        tail: APIS.into(),
+        ..Extra::default()
+    };
+    let h = Harness::start_with(extra.clone()).await;
+    let fa = forward_auth_gateway(&h, &extra, None).await;
+    let v1 = h.claims(TokenVersion::V1);
+    let good = h.issuer.mint(&v1);
+    let stepped_claims = with(v1.clone(), "acrs", json!(["c1"]));
+    let stepped = h.issuer.mint(&stepped_claims);
+    let client = "203.0.113.7";
+    let rows = vec![
+        Row::new("a path of the API", "GET", "/data/x")
+            .bearer(&good)
+            .identity(&v1),
+        Row::new("under no API, no token", "GET", "/other/x").refused(401, Reason::MissingToken),
+        Row::new("under no API, Power Query's probe", "GET", "/")
+            .header("authorization", "Bearer")
+            .refused(401, Reason::EmptyBearer),
+        Row::new("under no API, a valid token", "GET", "/other/x")
+            .bearer(&good)
+            .refused(404, Reason::NoApi),
+        Row::new("under no API, an invalid token", "GET", "/datax")
+            .bearer("abc.def")
+            .refused(401, Reason::Malformed),
+        Row::new("a route's auth context, absent", "DELETE", "/data/admin/1")
+            .bearer(&good)
+            .refused(401, Reason::AuthContextRequired),
+        Row::new("a route's auth context, present", "DELETE", "/data/admin/1")
+            .bearer(&stepped)
+            .identity(&stepped_claims),
+        Row::new("a denied client address", "GET", "/data/guarded")
+            .header("x-forwarded-for", client)
+            .bearer(&good)
+            .refused(403, Reason::IpDenied),
+        Row::new(
+            "a denied client address, no token",
+            "GET",
+            "/data/guarded/x",
+        )
+        .header("x-forwarded-for", client)
+        .refused(403, Reason::IpDenied),
+        Row::new("an allowed client address", "GET", "/data/lan")
+            .header("x-forwarded-for", client)
+            .bearer(&good)
+            .identity(&v1),
+    ];
+    let failures = every_door(&h, &fa, &rows).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for reason in API_REASONS {
         assert!(
             rows.iter().any(|r| r.reason == format!("denied/{reason}")),
             "no row refused with {reason}"
@@ -770,4 +893,84 @@ async fn an_unreadable_original_request_is_bad_forwarded_request() {
         .bearer(&token)
         .refused(400, Reason::BadForwardedRequest);
     assert_eq!(through_ext_authz(&h, &row).await, row.expected());
+}
+
+/// A 429 carries `Retry-After` and the draft's `RateLimit-Policy` / `RateLimit` through
+/// every door: the proxy's answer, forward-auth's answer (for Traefik, Caddy and Envoy to
+/// pass on) and the `ext_authz` denied response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_answer_carries_its_headers_through_every_door() {
+    let extra = Extra {
+        server: "trusted_proxies = [\"127.0.0.1\"]\next_authz_listen = \"127.0.0.1:0\"\n".into(),
+        tail: "[[limits]]\nname = \"per-user\"\nkey = \"user\"\nrate = \"1/h\"\n".into(),
+        ..Extra::default()
+    };
+    let h = Harness::start_with(extra.clone()).await;
+    let fa = forward_auth_gateway(&h, &extra, None).await;
+    let token = h.token(TokenVersion::V1);
+    let bearer = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let want = |door: &str, status: u16, headers: &[(String, String)], body: &str| {
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{door}: no {n} in {headers:?}"))
+        };
+        assert_eq!(status, 429, "{door}");
+        assert_eq!(body, r#"{"error":"rate_limited"}"#, "{door}");
+        let retry: u64 = get("retry-after").parse().expect("seconds");
+        assert!(
+            (3500..=3600).contains(&retry),
+            "{door}: Retry-After {retry}"
+        );
+        assert_eq!(get("ratelimit-policy"), "\"per-user\";q=1;w=3600", "{door}");
+        assert!(
+            get("ratelimit").starts_with("\"per-user\";r=0;t="),
+            "{door}"
+        );
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("www-authenticate")),
+            "{door}: no challenge on a 429"
+        );
+    };
+    for _ in 0..2 {
+        let (status, headers, body) = raw_http(h.gw.addr, "GET", "/data", &bearer, 0).await;
+        if status == 429 {
+            want("proxy", status, &headers, &body);
+        } else {
+            assert_eq!(status, 200, "the first request passes");
+        }
+    }
+    let mut fa_headers = bearer.clone();
+    fa_headers.push(("x-forwarded-method".into(), "GET".into()));
+    fa_headers.push(("x-forwarded-uri".into(), "/data".into()));
+    assert_eq!(
+        raw_http(fa.addr, "GET", "/auth", &fa_headers, 0).await.0,
+        200
+    );
+    let (status, headers, body) = raw_http(fa.addr, "GET", "/auth", &fa_headers, 0).await;
+    want("forward-auth", status, &headers, &body);
+    // The proxy's gateway already counted this user: ext_authz shares it.
+    let req = common::ext_authz::with_raw_headers(
+        common::ext_authz::request("GET", "/data", &[]),
+        &bearer,
+    );
+    let r: CheckResponse =
+        common::ext_authz::check(h.gw.ext_authz_addr.expect("ext_authz"), req).await;
+    assert_eq!(
+        r.status.as_ref().map(|s| s.code),
+        Some(8),
+        "RESOURCE_EXHAUSTED"
+    );
+    let (status, headers, body) = common::ext_authz::denied(&r);
+    want(
+        "ext_authz",
+        u16::try_from(status).expect("status"),
+        &headers,
+        &body,
+    );
+    assert_eq!(h.gw.metrics.limits.rate_limited("per-user"), 2);
 }

@@ -5,7 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use entragate::config::{ARRAY_TABLES, KNOWN_KEYS, OIDC_KEYS, ROUTE_KEYS};
+use entragate::config::{
+    API_KEYS, ARRAY_TABLES, DEV_CLIENT_KEYS, DEV_USER_KEYS, KNOWN_KEYS, LIMIT_KEYS, OIDC_KEYS,
+    ROUTE_KEYS,
+};
 
 const DOC: &str = "docs/configuration.md";
 
@@ -14,11 +17,20 @@ fn array_table_keys(table: &str) -> &'static [&'static str] {
     match table {
         "routes" => ROUTE_KEYS,
         "oidc" => OIDC_KEYS,
+        "limits" => LIMIT_KEYS,
+        "apis" => API_KEYS,
         other => panic!(
             "[[{other}]] is an array of tables this test does not know: list its keys here so {DOC} is checked for them"
         ),
     }
 }
+
+/// Arrays of tables inside a table (`[[dev.users]]`), each a key of `KNOWN_KEYS`, with
+/// their entries' keys.
+const NESTED_ARRAYS: &[(&str, &[&str])] = &[
+    ("dev.users", DEV_USER_KEYS),
+    ("dev.clients", DEV_CLIENT_KEYS),
+];
 
 /// Every key the config reader knows, spelled as the documentation writes it.
 fn known_keys() -> BTreeSet<String> {
@@ -26,6 +38,12 @@ fn known_keys() -> BTreeSet<String> {
     for table in ARRAY_TABLES {
         for key in array_table_keys(table) {
             keys.insert(format!("{table}[].{key}"));
+        }
+    }
+    for (array, entry_keys) in NESTED_ARRAYS {
+        assert!(KNOWN_KEYS.contains(array), "{array} is a known key");
+        for key in *entry_keys {
+            keys.insert(format!("{array}[].{key}"));
         }
     }
     keys
@@ -39,6 +57,7 @@ fn tables() -> BTreeSet<String> {
         .map(|(table, _)| table.to_owned())
         .collect();
     tables.extend(ARRAY_TABLES.iter().map(|t| format!("{t}[]")));
+    tables.extend(NESTED_ARRAYS.iter().map(|(t, _)| format!("{t}[]")));
     tables
 }
 

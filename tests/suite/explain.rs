@@ -458,3 +458,47 @@ async fn the_binary_reads_stdin_never_prints_the_signature_and_exits_by_verdict(
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("no token given"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn apis_step_up_and_no_api_are_explained() {
+    let s = Setup::start().await;
+    let config = s.config(&Extra {
+        tail: "[[apis]]\nname = \"ehrbase\"\nprefix = \"/ehrbase\"\n\n[[apis.routes]]\npath = \"/ehrbase/admin\"\nauth_context = \"c1\"\nip_allow = [\"10.0.0.0/8\"]\n\n[[apis]]\nname = \"fhir\"\nprefix = \"/fhir\"\naudiences = [\"api://fhir\"]\n".into(),
+        ..Extra::default()
+    });
+    let token = s.mint(&s.claims(TokenVersion::V2));
+    // The route's authentication context, named with how to step up.
+    let x = run(&config, &token, false, "/ehrbase/admin/x").await;
+    assert_eq!(codes(&x), ["auth_context_required"]);
+    assert_eq!(x.status, 401);
+    assert!(
+        x.route.contains("API ehrbase (prefix /ehrbase)"),
+        "{}",
+        x.route
+    );
+    assert!(x.route.contains("acrs must contain c1"), "{}", x.route);
+    assert!(x.route.contains("allow [10.0.0.0/8]"), "{}", x.route);
+    let f = finding(&x, Reason::AuthContextRequired);
+    assert!(
+        f.problem.contains("c1") && f.fix.contains("insufficient_claims"),
+        "{f:?}"
+    );
+    let stepped = s.mint(&common::tokens::with(
+        s.claims(TokenVersion::V2),
+        "acrs",
+        json!(["c1"]),
+    ));
+    assert!(
+        run(&config, &stepped, false, "/ehrbase/admin/x")
+            .await
+            .accepted
+    );
+    // Another API's own audience.
+    let x = run(&config, &token, false, "/fhir/Patient").await;
+    assert_eq!(codes(&x), ["audience_mismatch"]);
+    // Under no API.
+    let x = run(&config, &token, false, "/other").await;
+    assert_eq!(codes(&x), ["no_api"]);
+    assert_eq!(x.status, 404);
+    assert!(x.route.contains("under no [[apis]] prefix"), "{}", x.route);
+}

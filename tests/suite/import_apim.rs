@@ -165,7 +165,9 @@ fn validate_azure_ad_token_sovereign_cloud_expression_and_condition() {
         "audience @(context.Request.OriginalUrl.Host): a policy expression",
     );
     mentions(&c, "inside <when condition=");
-    mentions(&c, "<rate-limit>");
+    // The policy's <rate-limit> (per subscription) is converted too.
+    mentions(&c, "[[limits]]");
+    assert_eq!(config.limits[0].rate.as_config(), "800/h");
     mentions(&c, "failed-validation-error-message=\"Access denied\"");
 }
 
@@ -414,4 +416,184 @@ async fn a_converted_policy_admits_and_refuses_as_apim_would() {
         1,
         "only the good token reached the backend"
     );
+}
+
+#[test]
+fn rate_limits_and_quotas_become_limits() {
+    use entragate::config::{LimitKey, LimitKind};
+    let c = convert("rate-limits-and-quotas.xml");
+    let config = load(&c);
+    let got: Vec<(String, LimitKey, String, LimitKind, u64)> = config
+        .limits
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.key.clone(),
+                l.rate.as_config(),
+                l.kind,
+                l.burst,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "rate-limit-1".into(),
+                LimitKey::Client,
+                "800/h".into(),
+                LimitKind::Rate,
+                20
+            ),
+            (
+                "rate-limit-by-key-2".into(),
+                LimitKey::Ip,
+                "10/min".into(),
+                LimitKind::Rate,
+                10
+            ),
+            (
+                "rate-limit-by-key-3".into(),
+                LimitKey::User,
+                "100/s".into(),
+                LimitKind::Rate,
+                100
+            ),
+            (
+                "quota-by-key-4".into(),
+                LimitKey::Client,
+                "10000/day".into(),
+                LimitKind::Quota,
+                10_000
+            ),
+            (
+                "quota-by-key-5".into(),
+                LimitKey::Claim("team".into()),
+                "500/h".into(),
+                LimitKind::Quota,
+                500
+            ),
+        ]
+    );
+    // What has no equivalent is named.
+    mentions(
+        &c,
+        "counter-key \"@(context.Request.Headers.GetValueOrDefault(\\\"X-Api-Key\\\",\\\"\\\"))\" is neither",
+    );
+    mentions(&c, "1000 calls per 604800 s cannot be written");
+    mentions(
+        &c,
+        "remaining-calls-header-name=\"x-remaining\" has no equivalent",
+    );
+    assert!(!c.toml.contains("other policies in the file"), "{}", c.toml);
+}
+
+#[test]
+fn an_export_with_several_apis_becomes_apis() {
+    let c = convert("arm-export-several-apis.json");
+    let config = load(&c);
+    let apis: Vec<(&str, &str, String)> = config
+        .apis
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.prefix.as_str(),
+                format!(
+                    "{}://{}{}",
+                    a.upstream.scheme, a.upstream.origin, a.upstream.base_path
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apis,
+        [
+            (
+                "ehrbase",
+                "/ehrbase",
+                "https://ehrbase.internal:8443/ehrbase".to_owned()
+            ),
+            // The policy's <set-backend-service> wins over the API's serviceUrl.
+            (
+                "fhir",
+                "/fhir/r4",
+                "http://fhir.internal:8080/fhir".to_owned()
+            ),
+            (
+                "status-page",
+                "/status",
+                "http://status.internal:8080".to_owned()
+            ),
+        ]
+    );
+    // [entra] from the first API's policy; another API's own audiences are its own.
+    assert_eq!(
+        config.entra.tenant_id,
+        "6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10"
+    );
+    assert_eq!(config.entra.audiences, ["https://cdr.contoso.example"]);
+    assert_eq!(config.apis[0].audiences, None);
+    assert_eq!(
+        config.apis[1].audiences.as_deref(),
+        Some(&["api://fhir.contoso.example".to_owned()][..])
+    );
+    // Its <required-claims> is a rule on its prefix.
+    let rule = &config.apis[1].routes[0];
+    assert_eq!(rule.path, "/fhir/r4");
+    assert!(config.routes.is_empty());
+    assert!(
+        !rule.claims.is_empty() || !rule.roles.is_empty(),
+        "{rule:?}"
+    );
+    // The API without a token policy is named.
+    mentions(&c, "API status-page: it has no <validate-jwt> in APIM");
+    // Its <rate-limit> is a limit scoped to it.
+    let limits: Vec<(&str, &[String], String)> = config
+        .limits
+        .iter()
+        .map(|l| (l.name.as_str(), l.apis.as_slice(), l.rate.as_config()))
+        .collect();
+    assert_eq!(
+        limits,
+        [(
+            "fhir-rate-limit-1",
+            &["fhir".to_owned()][..],
+            "100/min".to_owned()
+        )]
+    );
+    assert!(!c.toml.contains("other policies in the file"), "{}", c.toml);
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.starts_with("to edit before use")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn a_sovereign_authentication_endpoint_becomes_entra_cloud() {
+    for (endpoint, cloud, authority) in [
+        (
+            "https://login.partner.microsoftonline.cn",
+            "china",
+            "https://login.partner.microsoftonline.cn",
+        ),
+        (
+            "https://login.microsoftonline.us/",
+            "usgov",
+            "https://login.microsoftonline.us",
+        ),
+    ] {
+        let xml = format!(
+            r#"<policies><inbound><validate-azure-ad-token tenant-id="6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10" authentication-endpoint="{endpoint}"><audiences><audience>api://x</audience></audiences></validate-azure-ad-token></inbound></policies>"#
+        );
+        let c = import_apim::convert(&xml, "p").expect("converts");
+        mentions(&c, &format!("cloud = \"{cloud}\""));
+        assert!(!c.toml.contains("authority ="), "{}", c.toml);
+        let config = load(&c);
+        assert_eq!(config.entra.authority, authority);
+    }
 }

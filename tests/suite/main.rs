@@ -3,6 +3,8 @@
 //! loopback, so they run in parallel like separate binaries would. Run one area with
 //! `cargo test --test suite <module>::`, e.g. `cargo test --test suite hostile_tokens::`.
 
+mod access_log;
+mod apis;
 mod cache;
 mod challenge;
 mod check;
@@ -10,6 +12,7 @@ mod common;
 mod conformance;
 mod deploy;
 mod dev;
+mod dev_msal;
 mod docs;
 mod explain;
 mod ext_authz;
@@ -19,8 +22,10 @@ mod hostile_tokens;
 mod idp_faults;
 mod import_apim;
 mod ingress;
+mod init;
 mod keys;
 mod layers;
+mod limits;
 mod observability;
 mod process;
 mod properties;

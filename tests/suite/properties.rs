@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entragate::auth::bearer::{self, Bearer};
 use entragate::auth::token::{Audience, Claims, decode};
 use entragate::auth::{Reason, Validator};
-use entragate::config::{Config, ConfigError, Entra, MAX_DURATION};
+use entragate::config::{Algorithm, Config, ConfigError, Entra, MAX_DURATION};
 use entragate::forward_auth::{
     BadForwarded, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI,
     X_ORIGINAL_URL, original, original_origin,
@@ -23,7 +23,6 @@ use entragate::forward_auth::{
 use entragate::keys::{IssuerPolicy, KeyStore};
 use entragate::path::{BadPath, is_under, normalize};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -400,7 +399,8 @@ proptest! {
     fn any_value_of_a_known_key_loads_or_is_blamed_on_that_key(key in proptest::sample::select(keys()), value in toml_value()) {
         let text = with_key(key, &value);
         // The minimal config is valid, so a refusal comes from this one key: each problem
-        // names it, as its key or (for a check across keys) in its message.
+        // names it, as its key, an entry of it (`dev.users[0].username` for an array of
+        // tables) or (for a check across keys) in its message.
         match load(&text, &[]) {
             Ok(c) => {
                 for d in [c.server.shutdown_grace, c.entra.jwks_max_stale, c.entra.clock_skew, c.upstream.timeout] {
@@ -410,7 +410,7 @@ proptest! {
             Err(e) => {
                 prop_assert!(!e.problems.is_empty());
                 for p in &e.problems {
-                    prop_assert!(p.key == key || p.message.contains(key), "{} = {}: {}", key, value, p);
+                    prop_assert!(p.key == key || p.key.starts_with(&format!("{key}[")) || p.message.contains(key), "{} = {}: {}", key, value, p);
                 }
             }
         }
@@ -422,7 +422,7 @@ proptest! {
         let var = format!("ENTRAGATE_{}__{}", table.to_ascii_uppercase(), name.to_ascii_uppercase());
         if let Err(e) = load(MINIMAL, &[(var.as_str(), value.as_str())]) {
             for p in &e.problems {
-                prop_assert!(p.key == key || p.message.contains(key), "{}={:?}: {}", var, value, p);
+                prop_assert!(p.key == key || p.key.starts_with(&format!("{key}[")) || p.message.contains(key), "{}={:?}: {}", var, value, p);
                 if p.key == key {
                     prop_assert_eq!(p.env_var.as_deref(), Some(var.as_str()));
                 }

@@ -53,6 +53,9 @@ pub(super) fn fetch_item(f: &Fetch) -> Item {
     }
 }
 
+/// How to confirm the registration's side without the admin center.
+const BY_APP: &str = "Or compare the registration itself, offline: az ad app show --id <client ID> > app.json && entragate check --app app.json";
+
 /// The checklist proper.
 pub(super) fn items(config: &Config, fetches: &[Fetch]) -> Vec<Item> {
     let mut out = Vec::new();
@@ -62,6 +65,7 @@ pub(super) fn items(config: &Config, fetches: &[Fetch]) -> Vec<Item> {
     versions(config, &mut out);
     clients(config, &mut out);
     route_scopes(config, &mut out);
+    route_auth_context(config, &mut out);
 
     // What only the Entra admin center shows.
     let uri = entra
@@ -73,12 +77,12 @@ pub(super) fn items(config: &Config, fetches: &[Fetch]) -> Vec<Item> {
         "expose_scope",
         Status::Todo,
         format!("Expose an API: the Application ID URI is {uri} and the scope user_impersonation is exposed (Power Query asks for it: AADSTS650053 otherwise)"),
-    ));
+    ).fix(BY_APP));
     out.push(Item::new(
         "preauthorize",
         Status::Todo,
         "Expose an API -> Add a client application: a672d62c-fc7b-4e81-a576-e60dc46e951d (Power BI Desktop / Power Query) and b52893c8-bc2e-47fc-918b-77022b299bbc (Power BI service refresh) pre-authorized for user_impersonation (AADSTS650057 otherwise)",
-    ));
+    ).fix(BY_APP));
     out.push(Item::new(
         "offline_access",
         Status::Todo,
@@ -122,7 +126,10 @@ fn tenant(config: &Config, fetches: &[Fetch], out: &mut Vec<Item>) {
             .iter()
             .find(|f| f.source == "entra-v1")
             .and_then(|f| f.issuer.as_deref())
-            .and_then(|iss| iss.strip_prefix("https://sts.windows.net/"))
+            .and_then(|iss| {
+                iss.strip_prefix("https://sts.windows.net/")
+                    .or_else(|| iss.strip_prefix("https://sts.chinacloudapi.cn/"))
+            })
             .map(|rest| rest.trim_end_matches('/').to_owned())
             .filter(|g| is_guid(g));
         let fix = match guid {
@@ -293,7 +300,7 @@ fn clients(config: &Config, out: &mut Vec<Item>) {
 }
 
 fn route_scopes(config: &Config, out: &mut Vec<Item>) {
-    for r in &config.routes {
+    for r in config.apis.iter().flat_map(|a| config.routes_of(a)) {
         if !r.scopes.is_empty() && !r.scopes.iter().any(|s| s == "user_impersonation") {
             out.push(
                 Item::new(
@@ -304,5 +311,96 @@ fn route_scopes(config: &Config, out: &mut Vec<Item>) {
                 .fix("Add \"user_impersonation\" to the route's scopes if Power BI should reach it, or have the client request and consent to the route's scopes."),
             );
         }
+    }
+}
+
+/// True when only app-only (client-credentials) tokens can pass `r`'s rules: it names app
+/// roles and no scopes, or requires `idtyp = "app"`.
+fn only_app_only(r: &crate::config::Route) -> bool {
+    let roles_only = !r.roles.is_empty() && r.scopes.is_empty();
+    let idtyp_app = r
+        .claims
+        .iter()
+        .any(|(name, values)| name == "idtyp" && values.iter().all(|v| v == "app"));
+    roles_only || idtyp_app
+}
+
+/// `auth_context` asks a user to step up (MFA, a compliant device) through Conditional
+/// Access; an application signing in with its own credentials has no user and cannot.
+fn route_auth_context(config: &Config, out: &mut Vec<Item>) {
+    for api in &config.apis {
+        for r in config.routes_of(api) {
+            let Some(context) = &r.auth_context else {
+                continue;
+            };
+            if only_app_only(r) {
+                out.push(
+                    Item::new(
+                        "route_auth_context",
+                        Status::Warn,
+                        format!(
+                            "route {} requires the authentication context {context} but only app-only tokens reach it ({}): an application cannot step up, so every request there gets 401 insufficient_claims",
+                            r.path,
+                            if r.scopes.is_empty() && !r.roles.is_empty() {
+                                format!("roles [{}] and no scopes", r.roles.join(" "))
+                            } else {
+                                "idtyp = app".to_owned()
+                            }
+                        ),
+                    )
+                    .fix("Remove auth_context from this route, or let delegated (user) tokens reach it with scopes; protect app-only callers with roles, clients or ip_allow instead."),
+                );
+            } else {
+                out.push(
+                    Item::new(
+                        "route_auth_context",
+                        Status::Todo,
+                        format!(
+                            "route {} requires the authentication context {context}: create it under Entra ID -> Protection -> Conditional Access -> Authentication contexts, target a Conditional Access policy at it, and have the client pass the claims challenge to MSAL (it answers 401 error=\"insufficient_claims\")",
+                            r.path
+                        ),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warnings(routes: &str) -> Vec<Item> {
+        let toml = format!(
+            "[entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\naudiences = [\"https://api.contoso.com\"]\n{routes}"
+        );
+        let config =
+            Config::load(&toml, &[], &|_| Err(std::io::Error::other("no files"))).expect("config");
+        let mut out = Vec::new();
+        route_auth_context(&config, &mut out);
+        out
+    }
+
+    #[test]
+    fn auth_context_on_an_app_only_route_is_a_warning() {
+        let out = warnings(
+            "[[apis]]\nname = \"a\"\nprefix = \"/a\"\nupstream = { url = \"http://127.0.0.1:1\" }\n\
+             [[apis.routes]]\npath = \"/a/jobs\"\nroles = [\"Jobs.Run\"]\nauth_context = \"c1\"\n\
+             [[apis.routes]]\npath = \"/a/svc\"\nclaims = { idtyp = \"app\" }\nauth_context = \"c2\"\n\
+             [[apis.routes]]\npath = \"/a/admin\"\nscopes = [\"admin\"]\nroles = [\"Admin\"]\nauth_context = \"c3\"\n",
+        );
+        let status: Vec<(Status, bool)> = out
+            .iter()
+            .map(|i| (i.status, i.message.contains("cannot step up")))
+            .collect();
+        assert_eq!(
+            status,
+            [
+                (Status::Warn, true),
+                (Status::Warn, true),
+                (Status::Todo, false)
+            ]
+        );
+        assert!(warnings("[[routes]]\npath = \"/x\"\nscopes = [\"s\"]\n").is_empty());
     }
 }

@@ -138,7 +138,7 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
                     c.scp.as_deref().unwrap_or("")
                 ),
                 format!(
-                    "Expose the scope under Expose an API -> Add a scope, have the client request it and consent to it (user or admin consent). Power Query only asks for user_impersonation: for Power BI, add user_impersonation to the route's scopes. Missing scp altogether means the scope was never consented or requested ({}).",
+                    "Expose the scope under Expose an API -> Add a scope, have the client request it and consent to it (user or admin consent). Power Query only asks for user_impersonation: for Power BI, add user_impersonation to the route's scopes. Missing scp altogether means the scope was never consented or requested ({}). `entragate check --app` (with `az ad app show` output) compares the registration's scopes with every route.",
                     app_id_uri_hint(cx)
                 ),
             )
@@ -151,7 +151,7 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
                     route_path(cx),
                     c.roles().collect::<Vec<_>>().join(" ")
                 ),
-                "Define the role under App roles in the API's registration and assign it: for an app-only (client-credentials) token, add it to the client under API permissions -> Application permissions and grant admin consent; for a user, assign it under Enterprise applications -> Users and groups.".into(),
+                "Define the role under App roles in the API's registration and assign it: for an app-only (client-credentials) token, add it to the client under API permissions -> Application permissions and grant admin consent; for a user, assign it under Enterprise applications -> Users and groups. `entragate check --app` (with `az ad app show` output) compares the registration's app roles with every route.".into(),
             )
         }
         Reason::ClientNotAllowedOnRoute => {
@@ -174,6 +174,38 @@ pub(super) fn describe(reason: Reason, cx: &Context<'_>) -> (String, String) {
             "the ingress's headers naming the original request (X-Forwarded-Method/-Uri, X-Original-Method/-URL/-URI) disagree or cannot be read".into(),
             "Have the ingress set (overwrite) these headers on every auth request, and remove those of other ingresses a client may have added.".into(),
         ),
+        Reason::RateLimited => (
+            "a [[limits]] entry counting this token's requests is exhausted".into(),
+            "Wait for the Retry-After the 429 names, or raise the limit's rate (or burst) in [[limits]].".into(),
+        ),
+        Reason::Revoked => (
+            "the token's oid, client, tenant or jti is on the revocation list (entragate revoked lists it)".into(),
+            "If the identity is safe again: entragate unrevoke with the same --oid/--client/--tenant/--jti; otherwise the user or app needs new credentials (and, with --issued-before, a token issued after that time).".into(),
+        ),
+        Reason::NoApi => (
+            "the path is under no [[apis]] prefix".into(),
+            "Call a path under one of the [[apis]] prefixes (the gateway answers 404 to a valid token elsewhere), or add an [[apis]] entry for this path.".into(),
+        ),
+        Reason::IpDenied => (
+            "the client address is refused by ip_allow / ip_deny".into(),
+            "Call from an address the API's and the route's ip_allow admit and ip_deny does not name; behind a proxy, list the proxy in server.trusted_proxies so the address it forwards is the one checked.".into(),
+        ),
+        Reason::AuthContextRequired => {
+            let needed = cx
+                .route
+                .and_then(|r| r.auth_context.as_deref())
+                .unwrap_or("?");
+            let has = c.values("acrs").unwrap_or_default().join(" ");
+            (
+                format!(
+                    "the route {} requires the authentication context {needed}; the token's acrs is [{has}]",
+                    route_path(cx)
+                ),
+                format!(
+                    "The gateway answers 401 with Entra's claims challenge (error=\"insufficient_claims\"): the client must pass its claims to MSAL (WithClaims / claims=) and sign in again, which runs the Conditional Access policy targeting authentication context {needed} (MFA, a compliant device). Create that context under Entra ID -> Protection -> Conditional Access -> Authentication contexts and target a policy at it. App-only tokens cannot step up: give app-only callers a route without auth_context."
+                ),
+            )
+        }
         Reason::Malformed
         | Reason::MissingToken
         | Reason::EmptyBearer
@@ -205,7 +237,7 @@ fn audience(cx: &Context<'_>) -> (String, String) {
     if is_guid(aud) {
         let fix = if version == Some(TokenVersion::V2) {
             format!(
-                "v2 tokens always carry the API's Application (client) ID as aud; Entra issues them because the API's manifest sets accessTokenAcceptedVersion to 2. If {aud} is this API's client ID, add it to entra.audiences (keep the Application ID URI too, so v1 tokens still pass)."
+                "v2 tokens always carry the API's Application (client) ID as aud; Entra issues them because the API's manifest sets accessTokenAcceptedVersion to 2. If {aud} is this API's client ID, add it to entra.audiences (keep the Application ID URI too, so v1 tokens still pass); `entragate check --app` compares the registration's appId and identifierUris with entra.audiences."
             )
         } else {
             format!(

@@ -34,6 +34,13 @@ impl Table {
     fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
+
+    /// Replaces the value of `key` (a line `key = …` written by [`Table::set`]).
+    pub(super) fn replace(&mut self, key: &str, value: &str, why: &str) {
+        let start = format!("{key} = ");
+        self.lines.retain(|l| !l.starts_with(&start));
+        self.set(key, value, why);
+    }
 }
 
 /// The whole output.
@@ -47,6 +54,10 @@ pub(super) struct Draft {
     pub routes: Vec<Table>,
     /// `[[oidc]]` entries.
     pub oidc: Vec<Table>,
+    /// `[[limits]]` entries.
+    pub limits: Vec<Table>,
+    /// `[[apis]]` entries, each with its `[[apis.routes]]`.
+    pub apis: Vec<(Table, Vec<Table>)>,
     /// Attributes and elements with no equivalent, as comments at the end.
     pub unconverted: Vec<String>,
 }
@@ -69,7 +80,23 @@ impl Draft {
                 }
             }
         }
-        for (name, tables) in [("[[routes]]", &self.routes), ("[[oidc]]", &self.oidc)] {
+        for (api, routes) in &self.apis {
+            let _ = writeln!(o, "\n[[apis]]");
+            for l in &api.lines {
+                let _ = writeln!(o, "{l}");
+            }
+            for r in routes {
+                let _ = writeln!(o, "\n[[apis.routes]]");
+                for l in &r.lines {
+                    let _ = writeln!(o, "{l}");
+                }
+            }
+        }
+        for (name, tables) in [
+            ("[[routes]]", &self.routes),
+            ("[[oidc]]", &self.oidc),
+            ("[[limits]]", &self.limits),
+        ] {
             for t in tables {
                 let _ = writeln!(o, "\n{name}");
                 for l in &t.lines {

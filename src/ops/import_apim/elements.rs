@@ -199,10 +199,16 @@ impl Conversion {
                 self.warnings.push("[entra] holds placeholders: entragate always validates Entra tokens too; set the tenant_id and audiences of your Entra app".into());
             }
         }
+        // A sovereign cloud's sign-in host is entra.cloud (which sets the authority, the
+        // challenge host and the v1 issuer); any other host stays an authority.
         if let Some((a, why)) = &self.authority
             && a != crate::config::DEFAULT_AUTHORITY
         {
-            e.set("authority", &string(a), why);
+            match crate::config::Cloud::of_authority(a) {
+                Some(crate::config::Cloud::Global) => {}
+                Some(cloud) => e.set("cloud", &string(cloud.as_str()), &format!("{why} {a}")),
+                None => e.set("authority", &string(a), why),
+            }
         }
         let mut audiences = self.audiences.clone();
         audiences.dedup();
@@ -283,7 +289,10 @@ fn entra_metadata(url: &str) -> Option<(String, String, bool)> {
 
 /// The tenant of an Entra issuer value (v1 or v2 form).
 fn entra_issuer_tenant(iss: &str) -> Option<String> {
-    if let Some(rest) = iss.strip_prefix("https://sts.windows.net/") {
+    if let Some(rest) = iss
+        .strip_prefix("https://sts.windows.net/")
+        .or_else(|| iss.strip_prefix("https://sts.chinacloudapi.cn/"))
+    {
         return Some(rest.trim_end_matches('/').to_owned());
     }
     let uri: http::Uri = iss.parse().ok()?;

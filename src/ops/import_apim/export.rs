@@ -74,6 +74,85 @@ pub(super) fn read(text: &str) -> Result<Api, ImportError> {
     })
 }
 
+/// One API of an export with several.
+#[derive(Debug)]
+pub(super) struct ExportedApi {
+    /// The resource name's last segment (`[concat(parameters('svc'), '/ehrbase')]` ->
+    /// `ehrbase`).
+    pub name: String,
+    /// `properties.path`: the API URL suffix, where APIM serves it.
+    pub path: String,
+    pub service_url: Option<String>,
+    /// The API's own policy document, when the export has one.
+    pub policy: Option<String>,
+}
+
+/// The APIs of an export and its service-wide policy.
+pub(super) type Exported = (Vec<ExportedApi>, Option<String>);
+
+/// Every API of the export with its path, service URL and policy, and the service-wide
+/// policy; `None` when the export has fewer than two APIs (then [`read`] applies).
+///
+/// # Errors
+/// Not JSON, or no `resources` array.
+pub(super) fn read_all(text: &str) -> Result<Option<Exported>, ImportError> {
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| ImportError::Export(format!("not well-formed JSON: {e}")))?;
+    let Some(resources) = doc.get("resources").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let kind = |r: &Value| {
+        r.get("type")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
+    let apis: Vec<&Value> = resources
+        .iter()
+        .filter(|r| kind(r).is_some_and(|k| k == API))
+        .collect();
+    if apis.len() < 2 {
+        return Ok(None);
+    }
+    let policies: Vec<&Value> = resources
+        .iter()
+        .filter(|r| kind(r).is_some_and(|k| k == API_POLICY))
+        .collect();
+    let text_of = |r: &Value| {
+        r.pointer("/properties/value")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let service_policy = resources
+        .iter()
+        .filter(|r| kind(r).is_some_and(|k| k == SERVICE_POLICY))
+        .find_map(text_of);
+    let out = apis
+        .iter()
+        .map(|api| {
+            let name = api
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| last_segment(n.trim_matches(['[', ']'])))
+                .unwrap_or_default();
+            let prop = |k: &str| {
+                api.pointer(&format!("/properties/{k}"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            ExportedApi {
+                name,
+                path: prop("path").unwrap_or_default(),
+                service_url: prop("serviceUrl"),
+                policy: policies
+                    .iter()
+                    .find(|p| owns(api, p))
+                    .and_then(|p| text_of(p)),
+            }
+        })
+        .collect();
+    Ok(Some((out, service_policy)))
+}
+
 /// True when `policy` is the policy of `api`.
 fn owns(api: &Value, policy: &Value) -> bool {
     let name = |r: &Value| {

@@ -6,6 +6,7 @@ pub mod ext_authz;
 pub mod metrics;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod tokens;
 pub mod verdicts;
 pub mod wire;
