@@ -76,10 +76,12 @@ buildah --version
 fi
 [[ $PHASE == tools ]] && exit 0
 
-section "static binary ($MUSL, release)"
+section "static binary ($MUSL, release, mimalloc)"
 started=$SECONDS
+# mimalloc: musl's malloc costs ~50% more CPU per request (docs/performance.md, "The image's
+# allocator"); the C allocator adds seconds to this build.
 CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_DIR="$PACKAGE_TARGET" \
-    cargo build --release --locked --target "$MUSL" --bin entragate
+    cargo build --release --locked --target "$MUSL" --bin entragate --features mimalloc
 echo "built in $((SECONDS - started))s: $(stat -c %s "$BIN") bytes"
 # Static: no program interpreter, no shared libraries.
 if readelf -l "$BIN" | grep -q INTERP || readelf -d "$BIN" | grep -q NEEDED; then

@@ -5,6 +5,8 @@
 # so before/after comparisons hold on a shared machine where timings do not.
 #
 #   bench/profile.sh [cached|verify|cold] [REQUESTS]
+#   SKIP_BUILD=1 GATEWAY_BIN=target/package/x86_64-unknown-linux-musl/release/entragate bench/profile.sh
+#                                     (any other binary, e.g. the static one of the image)
 #
 # cached: one token, validated once, then served from the verified-token cache;
 # verify: the cache off (server.token_cache_entries = 0): every request checks the RS256

@@ -218,7 +218,7 @@ phase_conns() {
   acc0=$(upstream_accepts)
   start_sampler "$d/samples.csv"
   req=0; non2xx=0; errs=0; held=$CONNS
-  local r rounds_rss=() wrk_pid t v
+  local r rounds_rss=() held_rss=() wrk_pid t v
   for ((r = 1; r <= CONNS_ROUNDS; r++)); do
     log "conns: round $r of $CONNS_ROUNDS: $CONNS connections for ${CONNS_DURATION}s, a request every ${CONNS_DELAY_MS} ms each"
     out=$d/wrk-$r.txt
@@ -233,6 +233,7 @@ phase_conns() {
     done
     est=$(client_conns)
     queue=$(accept_queue)
+    held_rss+=("$(kib_mib "$(rss_kib "$GW")")")
     if [ $((est - queue)) -lt "$held" ]; then held=$((est - queue)); fi
     wait "$wrk_pid" || true
     # No RESULT line (wrk failed) counts as an error.
@@ -275,6 +276,7 @@ phase_conns() {
   report "connections held at $((CONNS_DURATION / 2))s: $held (fewest of the rounds; last: established $est, of which $queue still in the accept queue)"
   report "most established in a sample: $(csv_stat "$d/samples.csv" 6 max); gateway fds at most $(csv_stat "$d/samples.csv" 5 max)"
   report "requests: $req ($rps req/s in the last round); non-2xx: $non2xx; socket errors: $errs; gateway error outcomes: $gwerr"
+  report "RSS with the connections held (mid-run of each round): ${held_rss[*]} MiB"
   report "RSS: start $(kib_mib "$idle_rss") MiB, peak $(kib_mib "$peak") MiB, after each round ${rounds_rss[*]} MiB, after the idle period $(kib_mib "$end_rss") MiB"
   report "upstream connections: opened $((acc1 - acc0)) during the rounds, most open at once $(csv_stat "$d/samples.csv" 8 max), open after ${idle}s idle: $idle_upstream"
   report "after the idle period: ${after_req:-0} requests on $AFTER_CONNECTIONS connections; non-2xx: ${after_non2xx:-?}; socket errors: ${after_errs:-?}; gateway error outcomes: $after_gw"

@@ -9,6 +9,12 @@ use entragate::config::{CONFIG_ENV, Config, LogFormat, config_path};
 use entragate::ops::{check, explain, import_apim, init, revoke};
 use entragate::{app, dev, reload, telemetry};
 
+/// The static (musl) image's allocator: musl's own malloc takes a lock per call and returns
+/// memory slowly (docs/performance.md, "The image's allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes (SPEC §2): 0 ok, 1 runtime failure, 2 bad usage or bad config.
 const RUNTIME_FAILURE: u8 = 1;
 const BAD_CONFIG: u8 = 2;

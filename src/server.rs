@@ -11,21 +11,40 @@
 //!   idle keep-alive connections.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
+use tower::Service as _;
 
 pub use crate::config::Limits;
+
+mod idle;
+
+/// What a connection may run with, built once per listener and shared by its connections
+/// (one pointer in each connection's task).
+struct Shared {
+    router: Router,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    /// HTTPS: HTTP/1.1 or HTTP/2, whichever the client speaks.
+    auto: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+}
 
 /// Serves `router` on `listener` until `signal` turns true, then drains. With `tls`, every
 /// connection is HTTPS (see [`crate::tls`]).
@@ -36,8 +55,14 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     mut signal: watch::Receiver<bool>,
 ) {
-    let builder = builder(limits);
-    let tls = tls.map(TlsAcceptor::from);
+    let shared = Arc::new(Shared {
+        router,
+        h1: http1_builder(limits),
+        h2: http2_builder(limits),
+        auto: auto_builder(limits),
+        tls: tls.map(TlsAcceptor::from),
+        header_read_timeout: limits.header_read_timeout,
+    });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -62,66 +87,229 @@ pub async fn serve(
             () = stopped(&mut signal) => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            })
-            .map_err(|e: Infallible| match e {});
-        let service = TowerToHyperService::new(service);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let first_byte = limits.header_read_timeout;
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            // hyper's header timer starts with the first byte; a connection that never sends
-            // one would otherwise hold its slot for ever. (With TLS the first byte is the
-            // ClientHello.)
-            // (`peek`, not `readable`: a fresh socket may report readiness with no data.)
-            let mut probe = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte, stream.peek(&mut probe)).await,
-                Ok(Ok(1..))
-            ) {
-                drop(permit);
-                return;
-            }
-            let result = match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                // The handshake, too, must finish within the header read timeout.
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => {
-                            let conn =
-                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        tokio::spawn(connection(
+            stream,
+            peer,
+            Arc::clone(&shared),
+            permit,
+            graceful.watcher(),
+            signal.clone(),
+        ));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One client connection, from its first byte to its end. This future is what each open
+/// connection keeps in memory for its whole life, so the paths that are not plain HTTP/1.1
+/// (HTTP/2, TLS) are boxed: they cost a pointer here and their size only when taken.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    watcher: Watcher,
+    signal: watch::Receiver<bool>,
+) {
+    let service = Service {
+        router: shared.router.clone(),
+        peer,
+    };
+    // hyper's header timer starts with the first byte; a connection that never sends one
+    // would otherwise hold its slot for ever. (With TLS the first byte is the ClientHello.)
+    let result = if shared.tls.is_some() {
+        Box::pin(tls_connection(stream, peer, &shared, service, signal)).await
+    } else {
+        // (Boxed: the wait is over at the first byte, and the future keeps no room for it.)
+        let first = Box::pin(first_bytes(&stream, shared.header_read_timeout, &signal)).await;
+        match first {
+            Some(Ok(Version::H1)) => {
+                let idle = shared.header_read_timeout;
+                idle::serve(stream, &shared.h1, service, signal, idle).await
+            }
+            Some(Ok(Version::H2)) => h2_connection(stream, &shared, service, signal).await,
+            // No request within the header read timeout, the client went away, or shutdown.
+            Some(Err(_)) | None => Ok(()),
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+    // The slot is free, and the drain on shutdown no longer waits for this connection.
+    drop((permit, watcher));
+}
+
+/// Which protocol a plain connection speaks, once its first bytes arrive within the header
+/// read timeout; `None` when they do not, or when shutdown comes first (a connection that has
+/// sent nothing is closed at once: the drain waits only for requests).
+async fn first_bytes(
+    stream: &TcpStream,
+    timeout: Duration,
+    signal: &watch::Receiver<bool>,
+) -> Option<io::Result<Version>> {
+    let mut stop = signal.clone();
+    tokio::select! {
+        r = tokio::time::timeout(timeout, sniff(stream)) => r.ok(),
+        () = stopped(&mut stop) => None,
+    }
+}
+
+/// HTTP/2 with prior knowledge, boxed (see [`connection`]).
+fn h2_connection(
+    stream: TcpStream,
+    shared: &Shared,
+    service: Service,
+    signal: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> {
+    let conn = shared.h2.serve_connection(TokioIo::new(stream), service);
+    Box::pin(drive(|| conn, signal))
+}
+
+/// HTTPS: the handshake, which must finish within the header read timeout too, then HTTP/1.1
+/// or HTTP/2.
+async fn tls_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    service: Service,
+    signal: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(acceptor) = &shared.tls else {
+        return Ok(());
+    };
+    let mut probe = [0u8; 1];
+    let mut stop = signal.clone();
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.header_read_timeout, stream.peek(&mut probe)) => r,
+        () = stopped(&mut stop) => return Ok(()),
+    };
+    if !matches!(first, Ok(Ok(1..))) {
+        return Ok(());
+    }
+    match tokio::time::timeout(shared.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let auto = &shared.auto;
+            let conn = || auto.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            drive(conn, signal).await
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            Ok(())
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4): a plain connection that starts with
+/// it speaks HTTP/2 with prior knowledge, any other is HTTP/1.1.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    H1,
+    H2,
+}
+
+/// Which protocol a plain connection speaks, read from its first bytes without taking them
+/// (`peek`, not `readable`: a fresh socket may report readiness with no data). Waits for the
+/// first byte; the whole preface only when the bytes so far are a prefix of it.
+async fn sniff(stream: &TcpStream) -> io::Result<Version> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let (got, want) = (buf.get(..n), H2_PREFACE.get(..n));
+        if got != want {
+            return Ok(Version::H1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Version::H2);
+        }
+        // Part of the preface: peek would return the same bytes at once, so wait a little
+        // for the rest (clients send the preface in one write; this is the rare split case).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A hyper connection that can be told to finish its in-flight requests and close.
+trait Graceful: Future {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+type Plain = TokioIo<TcpStream>;
+type Tls = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
+
+impl Graceful for http2::Connection<Plain, Service, TokioExecutor> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl Graceful for auto::UpgradeableConnection<'_, Tls, Service, TokioExecutor> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs `conn` to its end; on the shutdown signal it finishes the requests in flight and
+/// closes (idle keep-alive connections at once).
+/// (`make` builds the connection in place: an argument would be kept twice in this future,
+/// once as the argument and once pinned.)
+async fn drive<C, E>(
+    make: impl FnOnce() -> C,
+    mut signal: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    C: Graceful<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    let mut conn = pin!(make());
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped(&mut signal) => {
+            conn.as_mut().graceful();
+            conn.await
+        }
+    };
+    result.map_err(Into::into)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The router with the client's address, as axum's `ConnectInfo` expects it.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Service {
+    type Response = http::Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        self.call_with(req)
+    }
+}
+
+impl Service {
+    fn call_with<B>(
+        &self,
+        mut req: http::Request<B>,
+    ) -> axum::routing::future::RouteFuture<Infallible>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.router.clone().call(req)
+    }
 }
 
 /// Resolves once the shutdown signal is set (the guard `wait_for` returns is dropped here, so
@@ -130,7 +318,24 @@ async fn stopped(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
 }
 
-fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
+fn http1_builder(limits: Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    b
+}
+
+fn http2_builder(limits: Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(Some(256));
+    b
+}
+
+fn auto_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -142,4 +347,75 @@ fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(Some(256));
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        (client, server, peer)
+    }
+
+    /// Each open connection keeps its task's future for its whole life: 10,000 of them are
+    /// 10,000 times this size, before any buffer. The HTTP/2 and TLS paths are boxed, so a
+    /// plain HTTP/1.1 connection pays only for its own state.
+    #[tokio::test]
+    async fn a_plain_connection_future_stays_small() {
+        let (_client, server, peer) = pair().await;
+        let limits = Limits::default();
+        let shared = Arc::new(Shared {
+            router: Router::new(),
+            h1: http1_builder(limits),
+            h2: http2_builder(limits),
+            auto: auto_builder(limits),
+            tls: None,
+            header_read_timeout: limits.header_read_timeout,
+        });
+        let permit = Arc::new(Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .expect("permit");
+        let graceful = GracefulShutdown::new();
+        let (_tx, rx) = watch::channel(false);
+        let fut = connection(server, peer, shared, permit, graceful.watcher(), rx);
+        let size = std::mem::size_of_val(&fut);
+        let h1 = std::mem::size_of::<
+            http1::UpgradeableConnection<TokioIo<idle::Watched>, idle::Counted>,
+        >();
+        let auto =
+            std::mem::size_of::<auto::UpgradeableConnection<'_, Plain, Service, TokioExecutor>>();
+        let h2 = std::mem::size_of::<http2::Connection<Plain, Service, TokioExecutor>>();
+        eprintln!("connection future {size} bytes; hyper http1 {h1}, http2 {h2}, auto {auto}");
+        assert!(
+            size <= 2048,
+            "the connection future is {size} bytes (hyper's HTTP/1.1 connection alone {h1}), over 2 KiB"
+        );
+    }
+
+    /// A connection that never sent a byte does not hold the drain on shutdown (it used to,
+    /// for the whole header read timeout).
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_silent_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let (tx, rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Router::new(), limits, None, rx));
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        // Let the accept loop take it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(true).expect("signal");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("drained within 10 s, not the 60 s header read timeout")
+            .expect("serve");
+    }
 }
