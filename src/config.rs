@@ -420,6 +420,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dev.refresh_token_lifetime",
     "dev.https_listen",
     "dev.ca_file",
+    "dev.cloud",
     "dev.users",
     "dev.clients",
     "limits_store.url",

@@ -101,9 +101,13 @@ authority = "{authority}"   # the embedded issuer; in production https://login.m
 # v2 tokens carry the API's client ID:
 audiences = [{audiences}]
 jwks_min_refetch = "10s"
-"#,
+{cloud}"#,
         upstream = echo.url(),
         authority = issuer.authority(),
+        cloud = dev.cloud.map_or_else(String::new, |c| format!(
+            "# dev.cloud: the issuer's metadata and tokens carry this cloud's issuers\ncloud = \"{}\"\n",
+            c.as_str()
+        )),
     );
     let config = Config::load(&toml, &[], &|p| std::fs::read_to_string(p))?;
     let _log = crate::telemetry::init(config.server.log_format == crate::config::LogFormat::Json);

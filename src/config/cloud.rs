@@ -4,7 +4,9 @@
 //! (`https://<sts host>/<tenant>/`). Issuers are still read from each tenant's discovery
 //! document; these values are what the offline checks (`explain --offline`)
 //! expect. Sources: learn.microsoft.com/entra/identity-platform/authentication-national-cloud
-//! (authorities) and the national clouds' token references (v1 issuers).
+//! (authorities) and the national clouds' token references (v1 issuers; US Government's v1
+//! issuer is `sts.windows.net` as in the global cloud, its v2 issuer on
+//! `login.microsoftonline.us`: learn.microsoft.com/en-us/answers/questions/1190472).
 
 /// An Entra cloud instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +72,22 @@ impl Cloud {
         format!("https://{}/{tid}/", self.v1_issuer_host())
     }
 
+    /// `<authority>/<tid>/v2.0`: the v2 issuer of tenant `tid`.
+    #[must_use]
+    pub fn v2_issuer(self, tid: &str) -> String {
+        format!("{}/{tid}/v2.0", self.authority())
+    }
+
+    /// The metadata document's `cloud_instance_name`.
+    #[must_use]
+    pub const fn instance_name(self) -> &'static str {
+        match self {
+            Self::Global => "microsoftonline.com",
+            Self::UsGov => "microsoftonline.us",
+            Self::China => "partner.microsoftonline.cn",
+        }
+    }
+
     /// The cloud whose sign-in host `authority` names (its older hosts too:
     /// `login.windows.net`, `login.chinacloudapi.cn`, `login-us.microsoftonline.com`);
     /// `None` for any other host (a local issuer in tests, a proxy).
@@ -111,6 +129,15 @@ mod tests {
         );
         assert_eq!(Cloud::UsGov.authority(), "https://login.microsoftonline.us");
         assert_eq!(Cloud::Global.v1_issuer("t"), "https://sts.windows.net/t/");
+        assert_eq!(Cloud::UsGov.v1_issuer("t"), "https://sts.windows.net/t/");
+        assert_eq!(
+            Cloud::UsGov.v2_issuer("t"),
+            "https://login.microsoftonline.us/t/v2.0"
+        );
+        assert_eq!(
+            Cloud::China.v2_issuer("t"),
+            "https://login.partner.microsoftonline.cn/t/v2.0"
+        );
         for (c, name) in Cloud::ALL {
             assert_eq!(Cloud::from_name(name), Some(c));
             assert_eq!(c.as_str(), name);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::value::Dict;
 
+use super::Cloud;
 use super::is_guid;
 use super::read::Reader;
 use super::routes::{entries, field};
@@ -60,6 +61,9 @@ pub struct Dev {
     pub ca_file: Option<String>,
     pub users: Vec<DevUser>,
     pub clients: Vec<DevClient>,
+    /// `dev.cloud`: the cloud whose issuers the metadata and tokens carry; `None` = the
+    /// issuer's own address stands in for the authority (v2 `iss` `<dev issuer>/<tid>/v2.0`).
+    pub cloud: Option<Cloud>,
 }
 
 /// `[[dev.users]]`: someone who can sign in at the dev authorize page.
@@ -129,6 +133,7 @@ impl Default for Dev {
             ca_file: None,
             users: default_users(),
             clients: default_clients(),
+            cloud: None,
         }
     }
 }
@@ -227,6 +232,16 @@ pub(super) fn read_dev(r: &mut Reader) -> Dev {
         );
     }
     let ca_file = r.opt_string("dev.ca_file");
+    let cloud = r.opt_string("dev.cloud").and_then(|name| {
+        let cloud = Cloud::from_name(&name);
+        if cloud.is_none() {
+            r.problem(
+                "dev.cloud",
+                format!("must be \"global\", \"usgov\" or \"china\", not {name:?}"),
+            );
+        }
+        cloud
+    });
     let users = if r.has("dev.users") {
         entries(r, "dev.users", DEV_USER_KEYS)
             .into_iter()
@@ -267,6 +282,7 @@ pub(super) fn read_dev(r: &mut Reader) -> Dev {
         ca_file,
         users,
         clients,
+        cloud,
     }
 }
 

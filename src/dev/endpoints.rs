@@ -113,14 +113,7 @@ fn access_claims(
         TokenVersion::V2 => dev.api_client_id.clone(),
     };
     c.insert("aud".into(), json!(aud));
-    c.insert(
-        "iss".into(),
-        json!(super::issuer::issuer_for(
-            &s.authority,
-            version,
-            &dev.tenant_id
-        )),
-    );
+    c.insert("iss".into(), json!(s.issuer(version, &dev.tenant_id)));
     c.insert("iat".into(), json!(now));
     c.insert("nbf".into(), json!(now));
     c.insert("exp".into(), json!(now + lifetime));
@@ -188,7 +181,7 @@ fn id_token(
     };
     let mut c = json!({
         "aud": client.client_id,
-        "iss": super::issuer::issuer_for(&s.authority, version, &dev.tenant_id),
+        "iss": s.issuer(version, &dev.tenant_id),
         "iat": now,
         "nbf": now,
         "exp": now + dev.token_lifetime.as_secs(),

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use super::endpoints;
 use super::oauth::grants::Grants;
 use super::tls::{DevTls, DevTlsError};
-use crate::config::Dev;
 pub use crate::config::POWER_QUERY_CLIENT_ID;
+use crate::config::{Cloud, Dev};
 use crate::keys::TokenVersion;
 
 /// An RSA signing key as the issuer publishes it.
@@ -130,6 +130,8 @@ pub(super) struct IssuerState {
     /// The canonical authority (`http://127.0.0.1:port`): the `iss` of every token, and what
     /// the gateway is configured with. The HTTPS listener serves the same tenant.
     pub(super) authority: String,
+    /// `dev.cloud`: whose issuers the tokens and metadata carry (`None`: the authority's).
+    cloud: Option<Cloud>,
     tenant_id: String,
     /// Published keys; the first signs new tokens.
     keys: RwLock<Vec<Arc<SigningKey>>>,
@@ -144,6 +146,18 @@ pub(super) struct IssuerState {
 }
 
 impl IssuerState {
+    /// The `iss` of tokens of `version` for tenant `tid`: the cloud's issuers with
+    /// `dev.cloud`; otherwise v1 as Entra's always is (`sts.windows.net`) and v2 on this
+    /// issuer's own authority.
+    pub(super) fn issuer(&self, version: TokenVersion, tid: &str) -> String {
+        match (self.cloud, version) {
+            (Some(cloud), TokenVersion::V1) => cloud.v1_issuer(tid),
+            (Some(cloud), TokenVersion::V2) => cloud.v2_issuer(tid),
+            (None, TokenVersion::V1) => Cloud::Global.v1_issuer(tid),
+            (None, TokenVersion::V2) => format!("{}/{tid}/v2.0", self.authority),
+        }
+    }
+
     /// Signs `claims` with the current key and the default header.
     pub(super) fn sign(&self, claims: Value) -> String {
         let Some(key) = self.keys.read().ok().and_then(|k| k.first().cloned()) else {
@@ -250,6 +264,7 @@ impl DevIssuer {
         let authority = format!("http://{addr}");
         let state = Arc::new(IssuerState {
             authority: authority.clone(),
+            cloud: dev.cloud,
             tenant_id: dev.tenant_id.clone(),
             keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
             default_audience: RwLock::new("api://entragate-dev".to_owned()),
@@ -370,7 +385,7 @@ impl DevIssuer {
     /// The `iss` of tokens of `version`, for tenant `tid`.
     #[must_use]
     pub fn issuer(&self, version: TokenVersion, tid: &str) -> String {
-        issuer_for(&self.state.authority, version, tid)
+        self.state.issuer(version, tid)
     }
 
     /// Sets the audience `/dev/token` uses by default.
@@ -435,12 +450,7 @@ impl DevIssuer {
     /// Claims of a typical delegated (user) token from Power Query, valid for an hour.
     #[must_use]
     pub fn claims(&self, version: TokenVersion, audience: &str) -> Map<String, Value> {
-        user_claims(
-            &self.state.authority,
-            &self.state.tenant_id,
-            version,
-            audience,
-        )
+        user_claims(&self.state, version, audience)
     }
 
     /// A signed token with the default header (RS256, `kid`, and `x5t` for v1).
@@ -460,26 +470,14 @@ fn default_header(key: &SigningKey, claims: &Map<String, Value>) -> Value {
     }
 }
 
-pub(super) fn issuer_for(authority: &str, version: TokenVersion, tid: &str) -> String {
-    match version {
-        // Entra's v1 issuer is always the sts.windows.net form, whatever the authority.
-        TokenVersion::V1 => format!("https://sts.windows.net/{tid}/"),
-        TokenVersion::V2 => format!("{authority}/{tid}/v2.0"),
-    }
-}
-
-fn user_claims(
-    authority: &str,
-    tid: &str,
-    version: TokenVersion,
-    audience: &str,
-) -> Map<String, Value> {
+fn user_claims(state: &IssuerState, version: TokenVersion, audience: &str) -> Map<String, Value> {
+    let tid = state.tenant_id.as_str();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut c = json!({
         "aud": audience,
-        "iss": issuer_for(authority, version, tid),
+        "iss": state.issuer(version, tid),
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
@@ -519,7 +517,7 @@ fn metadata_issuer(state: &IssuerState, tenant: &str, version: TokenVersion) -> 
         } else {
             state.tenant_id.as_str()
         };
-    issuer_for(&state.authority, version, tid)
+    state.issuer(version, tid)
 }
 
 fn unavailable() -> Response {
@@ -573,7 +571,7 @@ fn metadata(c: &Ctx, tenant: &str, version: TokenVersion) -> Response {
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "oid", "tid", "preferred_username", "upn", "ver"],
         "request_uri_parameter_supported": false,
         "tenant_region_scope": "EU",
-        "cloud_instance_name": "microsoftonline.com",
+        "cloud_instance_name": s.cloud.unwrap_or_default().instance_name(),
     }))
     .into_response()
 }
@@ -628,7 +626,7 @@ async fn mint_endpoint(State(c): State<Ctx>, Query(q): Query<MintQuery>) -> Resp
             .map(|a| a.clone())
             .unwrap_or_default(),
     };
-    let mut claims = user_claims(&s.authority, &s.tenant_id, version, &aud);
+    let mut claims = user_claims(s, version, &aud);
     if let Some(scp) = q.scp {
         claims.insert("scp".into(), json!(scp));
     }
