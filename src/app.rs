@@ -205,6 +205,8 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &metrics,
     ));
     let mut refreshers = keys.spawn_refresh();
+    // glibc keeps a burst's freed memory: given back once it is worth it (src/server/trim.rs).
+    refreshers.push(tokio::spawn(server::trim_allocator_after_bursts()));
     let built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
     // The shared revocation list is in force from the first request (bounded by
     // limits_store.timeout; the file was read by build).

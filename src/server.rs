@@ -33,6 +33,9 @@ use tower::Service as _;
 pub use crate::config::Limits;
 
 mod idle;
+mod trim;
+
+pub use trim::after_bursts as trim_allocator_after_bursts;
 
 /// What a connection may run with, built once per listener and shared by its connections
 /// (one pointer in each connection's task).
