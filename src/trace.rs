@@ -220,7 +220,11 @@ impl RequestTrace {
         self.tracing
             .propagator
             .inject_context(cx, &mut opentelemetry_http::HeaderInjector(&mut out));
-        (out.remove(TRACEPARENT), out.remove(TRACESTATE))
+        // An empty `tracestate` is none (the propagator writes one for a new trace).
+        (
+            out.remove(TRACEPARENT),
+            out.remove(TRACESTATE).filter(|v| !v.is_empty()),
+        )
     }
 
     /// The upstream's response headers arrived after `elapsed` (of the forward).

@@ -108,12 +108,12 @@ pub(super) fn read_telemetry(r: &mut Reader, env: &[(String, String)]) -> Teleme
     // The endpoint: the key, else the signal's own variable (used as it is), else the
     // general one (`/v1/traces` appended for OTLP/HTTP, as the OpenTelemetry spec says).
     let endpoint = match r.opt_string("telemetry.otlp_endpoint") {
-        Some(url) => check_endpoint(&url, protocol, false)
+        Some(url) => check_endpoint(&url, protocol, Path::IfBare)
             .map_err(|msg| r.problem("telemetry.otlp_endpoint", msg))
             .ok(),
         None => {
             if let Some(url) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-                check_endpoint(&url, OtlpProtocol::Grpc, false)
+                check_endpoint(&url, protocol, Path::AsIs)
                     .map_err(|msg| {
                         problem_from(
                             r,
@@ -124,7 +124,7 @@ pub(super) fn read_telemetry(r: &mut Reader, env: &[(String, String)]) -> Teleme
                     })
                     .ok()
             } else if let Some(url) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                check_endpoint(&url, protocol, true)
+                check_endpoint(&url, protocol, Path::Append)
                     .map_err(|msg| {
                         problem_from(
                             r,
@@ -205,10 +205,21 @@ fn problem_from(r: &mut Reader, key: &str, name: &str, message: impl Into<String
     });
 }
 
+/// What an OTLP/HTTP endpoint's path becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the traces URL itself.
+    AsIs,
+    /// `telemetry.otlp_endpoint`: `/v1/traces` when it has no path.
+    IfBare,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL, `/v1/traces` always appended.
+    Append,
+}
+
 /// The URL spans are sent to. For OTLP/HTTP, a bare origin (no path, or `/`) gets
 /// `/v1/traces`; `append` (the general `OTEL_EXPORTER_OTLP_ENDPOINT`) appends it to any
 /// path, as the OpenTelemetry spec says.
-fn check_endpoint(url: &str, protocol: OtlpProtocol, append: bool) -> Result<String, String> {
+fn check_endpoint(url: &str, protocol: OtlpProtocol, rule: Path) -> Result<String, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -231,7 +242,7 @@ fn check_endpoint(url: &str, protocol: OtlpProtocol, append: bool) -> Result<Str
         return Ok(url.to_owned());
     }
     let path = uri.path();
-    if path.is_empty() || path == "/" || append {
+    if rule == Path::Append || (rule == Path::IfBare && (path.is_empty() || path == "/")) {
         let base = url.trim_end_matches('/');
         return Ok(format!("{base}/v1/traces"));
     }
