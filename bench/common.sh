@@ -19,6 +19,8 @@ P_GATEWAY=18040
 P_GATEWAY_ADMIN=18041
 P_HAPROXY=18050
 P_HAPROXY_H2=18052
+# A loopback OTLP/HTTP receiver for the traced variants (answers 200 to every export).
+P_OTLP=18060
 AUTHORITY=http://127.0.0.1:$P_ISSUER
 ISSUER_V2=$AUTHORITY/$TENANT/v2.0
 GATEWAY_BIN=${GATEWAY_BIN:-$BENCH_REPO/target/release/entragate}
@@ -122,7 +124,35 @@ audiences = ["$AUDIENCE"]
 path = "/ehrbase"
 scopes = ["user_impersonation"]
 EOF
+  # TRACE_RATIO set: OpenTelemetry tracing on, exporting to the loopback receiver.
+  if [ -n "${TRACE_RATIO:-}" ]; then
+    cat >> "$1" <<EOF
+
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:$P_OTLP"
+sample_ratio = $TRACE_RATIO
+EOF
+  fi
 }
+
+# The OTLP receiver: every POST answered 200 with an empty ExportTraceServiceResponse.
+start_otlp_sink() {
+  python3 - "$P_OTLP" <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  OTLP_SINK=$!
+}
+stop_otlp_sink() { [ -z "${OTLP_SINK:-}" ] || kill "$OTLP_SINK" 2>/dev/null || true; OTLP_SINK=; }
 
 wait_http() { # URL [tries]
   local i
