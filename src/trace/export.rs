@@ -284,3 +284,70 @@ impl HttpClient for HyperClient {
             .map_err(|_| HttpError::from("OTLP export timed out"))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// A collector that never answers.
+    #[derive(Debug)]
+    struct Stalled;
+
+    impl SpanExporter for Stalled {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    /// A collector that refuses every export.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl SpanExporter for Refusing {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Err(OTelSdkError::InternalFailure("refused".into()))
+        }
+    }
+
+    fn provider(processor: &BoundedBatch) -> SdkTracerProvider {
+        SdkTracerProvider::builder()
+            .with_span_processor(processor.clone())
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_collector_costs_a_bounded_queue_and_counts_what_it_drops() {
+        let counters = TraceCounters::default();
+        let processor = BoundedBatch::start(Stalled, counters.clone());
+        let tracer = provider(&processor).tracer("t");
+        // Ending spans never waits: past the queue's places they are dropped and counted.
+        for _ in 0..QUEUE_SPANS + 100 {
+            drop(tracer.start("s"));
+        }
+        assert_eq!(counters.dropped.get(), 100);
+        // The task takes a batch and its export hangs until the timeout: that batch is lost.
+        tokio::time::sleep(EXPORT_TIMEOUT + BATCH_DELAY + Duration::from_secs(1)).await;
+        assert!(counters.export_failures.get() >= 1);
+        assert!(counters.dropped.get() >= 100 + BATCH_SPANS as u64);
+        assert_eq!(counters.exported.get(), 0);
+        // Shutdown waits no longer than asked.
+        let before = tokio::time::Instant::now();
+        processor.close(Duration::from_secs(2)).await;
+        assert!(before.elapsed() <= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_batch_is_counted_as_a_failure_and_its_spans_as_dropped() {
+        let counters = TraceCounters::default();
+        let processor = BoundedBatch::start(Refusing, counters.clone());
+        let tracer = provider(&processor).tracer("t");
+        for _ in 0..10 {
+            drop(tracer.start("s"));
+        }
+        processor.flush(Duration::from_secs(1)).await;
+        assert_eq!(counters.export_failures.get(), 1);
+        assert_eq!(counters.dropped.get(), 10);
+    }
+}
