@@ -576,3 +576,34 @@ async fn without_telemetry_the_clients_trace_context_passes_untouched() {
     let text = h.metrics_text().await;
     assert_eq!(series(&text, "entragate_trace_spans_exported_total"), 0);
 }
+
+#[tokio::test]
+async fn a_key_fetch_the_request_waited_for_is_a_span_of_its_decision() {
+    let (collector, received) = http_collector().await;
+    let h = Harness::start_with(Extra {
+        entra: "jwks_min_refetch = \"0s\"\n".into(),
+        tail: telemetry(&format!("http://{collector}"), ""),
+        ..Extra::default()
+    })
+    .await;
+    // A key published after the gateway loaded its keys: the token's `kid` is unknown.
+    h.issuer.rotate();
+    let token = h.token(TokenVersion::V2);
+    let resp = h
+        .client
+        .get(h.url("/things/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.expect("body");
+    let spans = spans_of(&h, &received, TRACE_ID, 4).await;
+    let decision = named(&spans, "decision");
+    let fetch = named(&spans, "key fetch");
+    assert_eq!(hex(&fetch.parent_span_id), hex(&decision.span_id));
+    assert_eq!(attr(fetch, "entragate.outcome").as_deref(), Some("ok"));
+    assert!(attr(fetch, "entragate.key_source").is_some());
+    assert_nothing_secret(&received, &token, "no-query");
+}
