@@ -311,18 +311,20 @@ mod tests {
         .map(|c| c.telemetry)
     }
 
+    /// The `[telemetry]` of a config that turns tracing on.
+    fn on(extra: &str, env: &[(&str, &str)]) -> Otlp {
+        load(extra, env).expect("config").otlp.expect("tracing on")
+    }
+
     #[test]
     fn absent_means_off_and_defaults_fill_the_rest() {
         assert_eq!(load("", &[]).expect("config").otlp, None);
         let t = load("[telemetry]\nservice_name = \"gw\"\n", &[]).expect("config");
         assert_eq!(t.otlp, None, "no endpoint: off");
-        let otlp = load(
+        let otlp = on(
             "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
             &[],
-        )
-        .expect("config")
-        .otlp
-        .expect("on");
+        );
         assert_eq!(otlp.endpoint, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(otlp.protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(otlp.service_name, "entragate");
@@ -335,21 +337,15 @@ mod tests {
         );
         assert!(!otlp.record_user);
         // A path is used as given; gRPC takes the origin as it is.
-        let otlp = load(
+        let otlp = on(
             "[telemetry]\notlp_endpoint = \"https://c.example/otlp/v1/traces\"\n",
             &[],
-        )
-        .expect("config")
-        .otlp
-        .expect("on");
+        );
         assert_eq!(otlp.endpoint, "https://c.example/otlp/v1/traces");
-        let otlp = load(
+        let otlp = on(
             "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\notlp_protocol = \"grpc\"\n",
             &[],
-        )
-        .expect("config")
-        .otlp
-        .expect("on");
+        );
         assert_eq!(
             (otlp.endpoint.as_str(), otlp.protocol),
             ("http://127.0.0.1:4317", OtlpProtocol::Grpc)
@@ -407,7 +403,7 @@ mod tests {
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
         ];
-        let otlp = load("", &env).expect("config").otlp.expect("on");
+        let otlp = on("", &env);
         assert_eq!(otlp.endpoint, "http://collector:4318/base/v1/traces");
         assert_eq!(otlp.service_name, "from-env");
         assert_eq!(
@@ -417,13 +413,10 @@ mod tests {
                 parent_based: true
             }
         );
-        let otlp = load(
+        let otlp = on(
             "[telemetry]\notlp_endpoint = \"http://mine:4318\"\nservice_name = \"gw\"\nsample_ratio = 1\n",
             &env,
-        )
-        .expect("config")
-        .otlp
-        .expect("on");
+        );
         assert_eq!(
             (otlp.endpoint.as_str(), otlp.service_name.as_str()),
             ("http://mine:4318/v1/traces", "gw")
@@ -436,13 +429,10 @@ mod tests {
             }
         );
         // The signal's own variable is used as it is.
-        let otlp = load(
+        let otlp = on(
             "",
             &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/x")],
-        )
-        .expect("config")
-        .otlp
-        .expect("on");
+        );
         assert_eq!(otlp.endpoint, "http://c:4318/x");
         // Disabled wins.
         let t = load(

@@ -128,13 +128,22 @@ fn telemetry(endpoint: &str, extra: &str) -> String {
     )
 }
 
-async fn traced(server: &str, endpoint: &str, extra: &str) -> Harness {
-    Harness::start_with(Extra {
+/// A collector (OTLP/gRPC when `grpc`, else OTLP/HTTP) and a gateway exporting to it with
+/// `[server]` lines `server` and `[telemetry]` lines `extra`; with a valid token.
+async fn traced(server: &str, extra: &str, grpc: bool) -> (Harness, Received, String) {
+    let (collector, received) = if grpc {
+        grpc_collector().await
+    } else {
+        http_collector().await
+    };
+    let h = Harness::start_with(Extra {
         server: server.to_owned(),
-        tail: telemetry(endpoint, extra),
+        tail: telemetry(&format!("http://{collector}"), extra),
         ..Extra::default()
     })
-    .await
+    .await;
+    let token = h.token(TokenVersion::V2);
+    (h, received, token)
 }
 
 /// Flushes the gateway's exporter until `n` spans of trace `trace_id` have arrived.
@@ -202,6 +211,25 @@ fn traceparent(value: &str) -> (String, String, String) {
     (parts[1].into(), parts[2].into(), parts[3].into())
 }
 
+/// GET `path` with `token` as the bearer, `traceparent` and `headers`.
+async fn get_traced(
+    h: &Harness,
+    path: &str,
+    token: &str,
+    traceparent: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = h
+        .client
+        .get(h.url(path))
+        .header("authorization", format!("Bearer {token}"))
+        .header("traceparent", traceparent);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request")
+}
+
 /// No token bytes (any of its three parts) nor the query in anything the collector got.
 fn assert_nothing_secret(received: &Received, token: &str, query: &str) {
     let parts: Vec<&str> = token.split('.').collect();
@@ -218,19 +246,18 @@ fn assert_nothing_secret(received: &Received, token: &str, query: &str) {
 
 #[tokio::test]
 async fn a_proxied_request_continues_the_clients_trace_and_hands_it_to_the_upstream() {
-    let (collector, received) = http_collector().await;
-    let h = traced("", &format!("http://{collector}"), "").await;
-    let token = h.token(TokenVersion::V2);
-    let resp = h
-        .client
-        .get(h.url("/things/42?q=secret-query-text"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-        .header("tracestate", "vendor=abc")
-        .header("user-agent", "Microsoft.Data.Mashup")
-        .send()
-        .await
-        .expect("request");
+    let (h, received, token) = traced("", "", false).await;
+    let resp = get_traced(
+        &h,
+        "/things/42?q=secret-query-text",
+        &token,
+        &format!("00-{TRACE_ID}-{PARENT_ID}-01"),
+        &[
+            ("tracestate", "vendor=abc"),
+            ("user-agent", "Microsoft.Data.Mashup"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let echoed: Value = resp.json().await.expect("echo");
     let spans = spans_of(&h, &received, TRACE_ID, 3).await;
@@ -305,17 +332,14 @@ async fn a_proxied_request_continues_the_clients_trace_and_hands_it_to_the_upstr
     assert_nothing_secret(&received, &token, "secret-query-text");
 
     // The same token again: the cache answers, and a refusal is traced too.
-    let again = h
-        .client
-        .get(h.url("/things/43"))
-        .header("authorization", format!("Bearer {token}"))
-        .header(
-            "traceparent",
-            format!("00-{}-{PARENT_ID}-01", "1".repeat(32)),
-        )
-        .send()
-        .await
-        .expect("request");
+    let again = get_traced(
+        &h,
+        "/things/43",
+        &token,
+        &format!("00-{}-{PARENT_ID}-01", "1".repeat(32)),
+        &[],
+    )
+    .await;
     assert_eq!(again.status(), 200);
     let spans = spans_of(&h, &received, &"1".repeat(32), 3).await;
     assert_eq!(
@@ -348,18 +372,15 @@ async fn a_proxied_request_continues_the_clients_trace_and_hands_it_to_the_upstr
 
 #[tokio::test]
 async fn the_user_is_recorded_only_when_asked_and_a_malformed_parent_starts_a_new_trace() {
-    let (collector, received) = http_collector().await;
-    let h = traced("", &format!("http://{collector}"), "record_user = true").await;
-    let token = h.token(TokenVersion::V2);
-    let resp = h
-        .client
-        .get(h.url("/things/1"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{TRACE_ID}-zz-01"))
-        .header("tracestate", "vendor=abc")
-        .send()
-        .await
-        .expect("request");
+    let (h, received, token) = traced("", "record_user = true", false).await;
+    let resp = get_traced(
+        &h,
+        "/things/1",
+        &token,
+        &format!("00-{TRACE_ID}-zz-01"),
+        &[("tracestate", "vendor=abc")],
+    )
+    .await;
     let echoed: Value = resp.json().await.expect("echo");
     let sent = echoed["headers"]["traceparent"]
         .as_str()
@@ -387,32 +408,31 @@ async fn the_user_is_recorded_only_when_asked_and_a_malformed_parent_starts_a_ne
 
 #[tokio::test]
 async fn an_unsampled_parent_is_not_kept_but_still_handed_on() {
-    let (collector, received) = http_collector().await;
-    let h = traced("", &format!("http://{collector}"), "").await;
-    let token = h.token(TokenVersion::V2);
-    let resp = h
-        .client
-        .get(h.url("/things/1"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-00"))
-        .send()
-        .await
-        .expect("request");
+    let (h, received, token) = traced("", "", false).await;
+    let resp = get_traced(
+        &h,
+        "/things/1",
+        &token,
+        &format!("00-{TRACE_ID}-{PARENT_ID}-00"),
+        &[],
+    )
+    .await;
     let echoed: Value = resp.json().await.expect("echo");
     let (trace, _, flags) = traceparent(echoed["headers"]["traceparent"].as_str().expect("tp"));
     assert_eq!((trace.as_str(), flags.as_str()), (TRACE_ID, "00"));
     // A sampled request after it is exported, the unsampled one never.
     let other = "3".repeat(32);
-    h.client
-        .get(h.url("/things/2"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{other}-{PARENT_ID}-01"))
-        .send()
-        .await
-        .expect("request")
-        .bytes()
-        .await
-        .expect("body");
+    get_traced(
+        &h,
+        "/things/2",
+        &token,
+        &format!("00-{other}-{PARENT_ID}-01"),
+        &[],
+    )
+    .await
+    .bytes()
+    .await
+    .expect("body");
     spans_of(&h, &received, &other, 3).await;
     assert!(
         received
@@ -425,14 +445,12 @@ async fn an_unsampled_parent_is_not_kept_but_still_handed_on() {
 
 #[tokio::test]
 async fn forward_auth_answers_with_the_context_for_the_ingress_to_pass_on() {
-    let (collector, received) = http_collector().await;
-    let h = traced(
+    let (h, received, token) = traced(
         "mode = \"forward-auth\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
-        &format!("http://{collector}"),
         "",
+        false,
     )
     .await;
-    let token = h.token(TokenVersion::V2);
     let resp = h
         .client
         .get(h.url("/auth"))
@@ -467,14 +485,7 @@ async fn forward_auth_answers_with_the_context_for_the_ingress_to_pass_on() {
 
 #[tokio::test]
 async fn ext_authz_sets_the_context_in_its_ok_response() {
-    let (collector, received) = http_collector().await;
-    let h = traced(
-        "ext_authz_listen = \"127.0.0.1:0\"\n",
-        &format!("http://{collector}"),
-        "",
-    )
-    .await;
-    let token = h.token(TokenVersion::V2);
+    let (h, received, token) = traced("ext_authz_listen = \"127.0.0.1:0\"\n", "", false).await;
     let bearer = format!("Bearer {token}");
     let tp = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let r = ext_authz::check(
@@ -502,24 +513,18 @@ async fn ext_authz_sets_the_context_in_its_ok_response() {
 
 #[tokio::test]
 async fn spans_reach_an_otlp_grpc_collector() {
-    let (collector, received) = grpc_collector().await;
-    let h = traced(
-        "",
-        &format!("http://{collector}"),
-        "otlp_protocol = \"grpc\"",
+    let (h, received, token) = traced("", "otlp_protocol = \"grpc\"", true).await;
+    get_traced(
+        &h,
+        "/things/1",
+        &token,
+        &format!("00-{TRACE_ID}-{PARENT_ID}-01"),
+        &[],
     )
-    .await;
-    let token = h.token(TokenVersion::V2);
-    h.client
-        .get(h.url("/things/1"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-        .send()
-        .await
-        .expect("request")
-        .bytes()
-        .await
-        .expect("body");
+    .await
+    .bytes()
+    .await
+    .expect("body");
     let spans = spans_of(&h, &received, TRACE_ID, 3).await;
     assert_eq!(hex(&named(&spans, "GET /things").parent_span_id), PARENT_ID);
     assert_nothing_secret(&received, &token, "no-query");
@@ -528,7 +533,11 @@ async fn spans_reach_an_otlp_grpc_collector() {
 #[tokio::test]
 async fn a_dead_collector_changes_nothing_for_requests_and_shows_in_metrics() {
     let dead = free_port();
-    let h = traced("", &format!("http://127.0.0.1:{dead}"), "").await;
+    let h = Harness::start_with(Extra {
+        tail: telemetry(&format!("http://127.0.0.1:{dead}"), ""),
+        ..Extra::default()
+    })
+    .await;
     let token = h.token(TokenVersion::V2);
     for i in 0..20 {
         let resp = h.get_with_token(&format!("/things/{i}"), &token).await;
@@ -557,15 +566,8 @@ async fn without_telemetry_the_clients_trace_context_passes_untouched() {
     assert!(h.gw.tracing().is_none());
     let token = h.token(TokenVersion::V2);
     let tp = format!("00-{TRACE_ID}-{PARENT_ID}-01");
-    let echoed: Value = h
-        .client
-        .get(h.url("/x"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", &tp)
-        .header("tracestate", "vendor=abc")
-        .send()
+    let echoed: Value = get_traced(&h, "/x", &token, &tp, &[("tracestate", "vendor=abc")])
         .await
-        .expect("request")
         .json()
         .await
         .expect("echo");
@@ -589,14 +591,14 @@ async fn a_key_fetch_the_request_waited_for_is_a_span_of_its_decision() {
     // A key published after the gateway loaded its keys: the token's `kid` is unknown.
     h.issuer.rotate();
     let token = h.token(TokenVersion::V2);
-    let resp = h
-        .client
-        .get(h.url("/things/1"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-        .send()
-        .await
-        .expect("request");
+    let resp = get_traced(
+        &h,
+        "/things/1",
+        &token,
+        &format!("00-{TRACE_ID}-{PARENT_ID}-01"),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     resp.bytes().await.expect("body");
     let spans = spans_of(&h, &received, TRACE_ID, 4).await;
