@@ -189,6 +189,12 @@ impl RequestTrace {
         self.cx.with_span(span)
     }
 
+    /// True when the request is sampled: its spans are kept and exported.
+    #[must_use]
+    pub fn is_recording(&self) -> bool {
+        self.cx.span().is_recording()
+    }
+
     /// Names the server span (`GET /route`) once the route is known.
     pub fn rename(&self, name: String) {
         self.cx.span().update_name(name);

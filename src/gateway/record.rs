@@ -133,7 +133,13 @@ impl<'a> AccessRecord<'a> {
         if let Some(elapsed) = upstream {
             trace.upstream_answered(outcome.is_none().then_some(status), elapsed);
         }
-        let closing = traced::closing(self.outcome, &self.facts, self.record_user);
+        if !trace.is_recording() {
+            // Nothing is kept of an unsampled request: no body to watch.
+            trace.end(status, Vec::new());
+            self.write(status, upstream);
+            return response;
+        }
+        let closing = traced::closing(&trace, self.outcome, &self.facts, self.record_user);
         self.write(status, upstream);
         response.map(|body| Body::new(trace.wrap_body(status, closing, body)))
     }
@@ -155,10 +161,8 @@ impl<'a> AccessRecord<'a> {
     fn write(&mut self, status: u16, upstream: Option<Duration>) {
         self.done = true;
         if let Some(trace) = self.trace.take() {
-            trace.end(
-                status,
-                traced::closing(self.outcome, &self.facts, self.record_user),
-            );
+            let closing = traced::closing(&trace, self.outcome, &self.facts, self.record_user);
+            trace.end(status, closing);
         }
         self.metrics.record_request(self.outcome);
         if let Some(api) = &self.api {

@@ -36,6 +36,14 @@ pub(super) async fn check<'g>(
 ) -> (Decision<'g>, RequestTrace) {
     let parent = tracing.extract(view.headers);
     let method = known_method(view.method);
+    let name = method.unwrap_or("HTTP");
+    let mut trace = tracing.server_span(&parent, name, started, Vec::new());
+    if !trace.is_recording() {
+        // Not sampled: no span is kept, so none is described; the trace still goes on.
+        let mut decision = gw.check(view).await;
+        hand_on(&trace, &mut decision, view);
+        return (decision, trace);
+    }
     let mut attributes = vec![
         KeyValue::new("http.request.method", method.unwrap_or("_OTHER")),
         KeyValue::new("url.path", view.path().to_owned()),
@@ -68,8 +76,7 @@ pub(super) async fn check<'g>(
     {
         attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
-    let name = method.unwrap_or("HTTP");
-    let mut trace = tracing.server_span(&parent, name, started, attributes);
+    trace.set_attributes(attributes);
     let decision_cx = trace.decision();
     let mut decision = gw.check(view).with_context(decision_cx.clone()).await;
 
@@ -101,41 +108,57 @@ pub(super) async fn check<'g>(
     }
     trace.set_attributes(found);
 
-    if let Verdict::Pass(pass) = &mut decision.verdict {
-        if via == Via::Proxy {
-            let upstream = pass.api.forwarder.authority();
-            let mut attributes = vec![
-                KeyValue::new("http.request.method", method.unwrap_or("_OTHER")),
-                KeyValue::new("server.address", upstream.host().to_owned()),
-                KeyValue::new(
-                    "url.scheme",
-                    pass.api.forwarder.scheme().as_str().to_owned(),
-                ),
-            ];
-            if let Some(port) = upstream.port_u16() {
-                attributes.push(KeyValue::new("server.port", i64::from(port)));
-            }
-            trace.start_upstream(attributes);
+    if let Verdict::Pass(pass) = &decision.verdict
+        && via == Via::Proxy
+    {
+        let upstream = pass.api.forwarder.authority();
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.unwrap_or("_OTHER")),
+            KeyValue::new("server.address", upstream.host().to_owned()),
+            KeyValue::new(
+                "url.scheme",
+                pass.api.forwarder.scheme().as_str().to_owned(),
+            ),
+        ];
+        if let Some(port) = upstream.port_u16() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        let (parent, state) = trace.headers();
-        if let Some(p) = parent {
-            pass.edits.set.insert(TRACEPARENT, p);
-        }
-        match state {
-            Some(s) => {
-                pass.edits.set.insert(TRACESTATE, s);
-            }
-            // A `tracestate` of a trace not continued belongs to no trace of ours.
-            None if view.headers.contains_key(TRACESTATE) => pass.edits.remove.push(TRACESTATE),
-            None => {}
-        }
+        trace.start_upstream(attributes);
     }
+    hand_on(&trace, &mut decision, view);
     (decision, trace)
+}
+
+/// A pass carries the request's context on: `traceparent` (and `tracestate`) as header edits.
+fn hand_on(trace: &RequestTrace, decision: &mut Decision<'_>, view: &RequestView<'_, '_>) {
+    let Verdict::Pass(pass) = &mut decision.verdict else {
+        return;
+    };
+    let (parent, state) = trace.headers();
+    if let Some(p) = parent {
+        pass.edits.set.insert(TRACEPARENT, p);
+    }
+    match state {
+        Some(s) => {
+            pass.edits.set.insert(TRACESTATE, s);
+        }
+        // A `tracestate` of a trace not continued belongs to no trace of ours.
+        None if view.headers.contains_key(TRACESTATE) => pass.edits.remove.push(TRACESTATE),
+        None => {}
+    }
 }
 
 /// What the server span says when the request ends: the final outcome, and the user only
 /// with `telemetry.record_user`.
-pub(super) fn closing(outcome: Outcome, facts: &Facts, record_user: bool) -> Vec<KeyValue> {
+pub(super) fn closing(
+    trace: &RequestTrace,
+    outcome: Outcome,
+    facts: &Facts,
+    record_user: bool,
+) -> Vec<KeyValue> {
+    if !trace.is_recording() {
+        return Vec::new();
+    }
     let (outcome, reason) = outcome.labels();
     let mut attributes = vec![
         KeyValue::new("entragate.outcome", outcome),
