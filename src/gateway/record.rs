@@ -1,5 +1,6 @@
 //! One access record per request, whichever door it came in by: the log line, the request
-//! count and the in-flight gauge.
+//! count and the in-flight gauge, and with `[telemetry]` the request's spans (started by
+//! [`AccessRecord::check`], ended with the record or, for the proxy, once the body is out).
 //!
 //! A door starts the record when the request arrives, tells it the decision, and finishes it
 //! with the status the client (or the ingress) got. When the client goes away first (hyper

@@ -609,3 +609,29 @@ async fn a_key_fetch_the_request_waited_for_is_a_span_of_its_decision() {
     assert!(attr(fetch, "entragate.key_source").is_some());
     assert_nothing_secret(&received, &token, "no-query");
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_telemetry_says_a_restart_is_needed() {
+    let mut h = Harness::start().await;
+    let toml = crate::common::config_toml(
+        &h.issuer,
+        &h.echo.url(),
+        &Extra {
+            tail: telemetry("http://127.0.0.1:4318", ""),
+            ..Extra::default()
+        },
+    );
+    let applied =
+        h.gw.apply(&crate::common::load(&toml))
+            .await
+            .expect("applied");
+    assert!(
+        applied
+            .restart_needed
+            .iter()
+            .any(|(key, in_force)| *key == "telemetry.*" && in_force == "off"),
+        "{:?}",
+        applied.restart_needed
+    );
+    assert!(h.gw.tracing().is_none(), "tracing starts only at startup");
+}
