@@ -8,17 +8,21 @@ TENANT=6c3f6b2e-1d2a-4b8e-9a51-0e5c2f7d9a10
 AUDIENCE=https://api.contoso.example
 REQ_PATH=/ehrbase/rest/openehr/v1/ehr
 # Ports: the fast upstream (HTTP/1.1 and h2c), the static issuer, then one per proxy.
-P_UPSTREAM=18000
-P_UPSTREAM_H2=18002
-P_ISSUER=18001
-P_NGINX=18010
-P_NGINX_H2=18012
-P_ENVOY=18020
-P_APACHE=18030
-P_GATEWAY=18040
-P_GATEWAY_ADMIN=18041
-P_HAPROXY=18050
-P_HAPROXY_H2=18052
+# BENCH_PORT_BASE moves them all (two checkouts profiling on one machine).
+P_BASE=${BENCH_PORT_BASE:-18000}
+P_UPSTREAM=$P_BASE
+P_UPSTREAM_H2=$((P_BASE + 2))
+P_ISSUER=$((P_BASE + 1))
+P_NGINX=$((P_BASE + 10))
+P_NGINX_H2=$((P_BASE + 12))
+P_ENVOY=$((P_BASE + 20))
+P_APACHE=$((P_BASE + 30))
+P_GATEWAY=$((P_BASE + 40))
+P_GATEWAY_ADMIN=$((P_BASE + 41))
+P_HAPROXY=$((P_BASE + 50))
+P_HAPROXY_H2=$((P_BASE + 52))
+# A loopback OTLP/HTTP receiver for the traced variants (answers 200 to every export).
+P_OTLP=$((P_BASE + 60))
 AUTHORITY=http://127.0.0.1:$P_ISSUER
 ISSUER_V2=$AUTHORITY/$TENANT/v2.0
 GATEWAY_BIN=${GATEWAY_BIN:-$BENCH_REPO/target/release/entragate}
@@ -122,7 +126,35 @@ audiences = ["$AUDIENCE"]
 path = "/ehrbase"
 scopes = ["user_impersonation"]
 EOF
+  # TRACE_RATIO set: OpenTelemetry tracing on, exporting to the loopback receiver.
+  if [ -n "${TRACE_RATIO:-}" ]; then
+    cat >> "$1" <<EOF
+
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:$P_OTLP"
+sample_ratio = $TRACE_RATIO
+EOF
+  fi
 }
+
+# The OTLP receiver: every POST answered 200 with an empty ExportTraceServiceResponse.
+start_otlp_sink() {
+  python3 - "$P_OTLP" <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  OTLP_SINK=$!
+}
+stop_otlp_sink() { [ -z "${OTLP_SINK:-}" ] || kill "$OTLP_SINK" 2>/dev/null || true; OTLP_SINK=; }
 
 wait_http() { # URL [tries]
   local i

@@ -11,6 +11,8 @@
 # cached: one token, validated once, then served from the verified-token cache;
 # verify: the cache off (server.token_cache_entries = 0): every request checks the RS256
 #         signature and decodes the claims, as for a never-seen token;
+# TRACE_RATIO=0 or 1.0 (any mode): [telemetry] on, exporting to a loopback OTLP receiver,
+#         with that sample_ratio (tracing's cost per request).
 # cold:   the cache on as shipped and every request a token never seen before (bench/run.sh's
 #         cold path): the full check plus the cache's insert and its evictions. Sent one
 #         request at a time on one keep-alive connection (h2load cannot vary a header).
@@ -38,7 +40,8 @@ if [ "$MODE" = cold ] && [ "$(wc -l < "$WORK/issuer/cold-tokens.txt" 2>/dev/null
 fi
 stop_upstream
 start_upstream
-trap 'kill "$VG" 2>/dev/null || true; stop_upstream' EXIT
+[ -z "${TRACE_RATIO:-}" ] || start_otlp_sink
+trap 'kill "$VG" 2>/dev/null || true; stop_upstream; stop_otlp_sink' EXIT
 
 gateway_config "$OUT/gateway.toml" "$CACHE"
 rm -f "$OUT/$MODE.callgrind"
@@ -73,6 +76,7 @@ callgrind_control -i off "$VG" > /dev/null
 callgrind_control -d "$VG" > /dev/null
 kill -TERM "$VG"
 wait "$VG" 2>/dev/null || true
+stop_otlp_sink
 trap stop_upstream EXIT
 
 # The dump written by -d carries a suffix; take the largest one.

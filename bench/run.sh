@@ -20,7 +20,7 @@
 # Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
 # (proxy worker threads/processes) H2_STREAMS=10 COLD=60000 (tokens for the cold run)
 # COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1
-# ONLY="direct nginx envoy haproxy apache entragate entragate_nolog"
+# ONLY="direct nginx envoy haproxy apache entragate entragate_nolog entragate_trace0 entragate_trace1"
 set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
@@ -298,6 +298,12 @@ stop_entragate() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
 # The same without the per-request access log line (RUST_LOG=warn), to show what it costs.
 start_entragate_nolog() { RUST_LOG=warn start_entragate; }
 stop_entragate_nolog() { stop_entragate; }
+# OpenTelemetry on: sample_ratio 0 (spans decided, none kept) and 1.0 (every request exported
+# to a loopback OTLP receiver), against plain entragate (no [telemetry]).
+start_entragate_trace0() { start_otlp_sink; TRACE_RATIO=0 start_entragate; }
+stop_entragate_trace0() { stop_entragate; stop_otlp_sink; }
+start_entragate_trace1() { start_otlp_sink; TRACE_RATIO=1.0 start_entragate; }
+stop_entragate_trace1() { stop_entragate; stop_otlp_sink; }
 
 # ---------------------------------------------------------------- measuring
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }

@@ -32,6 +32,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::server::{self, Limits};
+use crate::trace::Tracing;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum StartupError {
     Gateway(#[from] crate::gateway::BuildError),
     #[error("TLS listener: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Tracing(#[from] crate::trace::StartError),
 }
 
 /// A started gateway.
@@ -66,7 +69,12 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     refreshers: Vec<JoinHandle<()>>,
+    /// The trace exporter (`[telemetry]`), flushed on shutdown.
+    tracing: Option<Arc<Tracing>>,
 }
+
+/// How long shutdown waits for the last spans to reach the collector.
+const TRACE_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// What [`Running::apply`] did.
 #[derive(Debug, Default)]
@@ -207,7 +215,13 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
     let mut refreshers = keys.spawn_refresh();
     // glibc keeps a burst's freed memory: given back once it is worth it (src/server/trim.rs).
     refreshers.push(tokio::spawn(server::trim_allocator_after_bursts()));
-    let built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
+    let mut built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
+    // Traces: one exporter for the life of the process (a change needs a restart).
+    let tracing = match &config.telemetry.otlp {
+        Some(otlp) => Some(Tracing::start(otlp, metrics.traces.clone())?),
+        None => None,
+    };
+    built.tracing.clone_from(&tracing);
     // The shared revocation list is in force from the first request (bounded by
     // limits_store.timeout; the file was read by build).
     built.revocations.refresh().await;
@@ -279,6 +293,7 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         shutdown,
         servers,
         refreshers,
+        tracing,
     })
 }
 
@@ -339,6 +354,7 @@ impl Running {
         if let (Some(new), Some(old)) = (gateway.limiter.as_mut(), current.limiter.as_ref()) {
             new.keep_counters_of(old);
         }
+        gateway.tracing.clone_from(&self.tracing);
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,
@@ -352,6 +368,7 @@ impl Running {
         self.gateway.store(Arc::new(gateway));
 
         let mut restart_needed = Vec::new();
+        let bound_telemetry = self.config.telemetry.clone();
         let bound = &self.config.server;
         if config.server.listen != bound.listen {
             restart_needed.push(("server.listen", bound.listen.to_string()));
@@ -391,8 +408,18 @@ impl Running {
                 format!("{:?}", bound.limits),
             ));
         }
+        if config.telemetry != bound_telemetry {
+            restart_needed.push((
+                "telemetry.*",
+                bound_telemetry.otlp.as_ref().map_or_else(
+                    || "off".to_owned(),
+                    |o| format!("{} ({})", o.endpoint, o.protocol.as_str()),
+                ),
+            ));
+        }
         // What cannot change stays as it is in force, so the next comparison is against it.
         let mut applied = config.clone();
+        applied.telemetry = bound_telemetry;
         applied.server.listen = bound.listen;
         applied.server.admin_listen = bound.admin_listen;
         applied.server.log_format = bound.log_format;
@@ -417,7 +444,17 @@ impl Running {
             r.abort();
         }
         let all = futures_util::future::join_all(self.servers);
-        tokio::time::timeout(grace, all).await.is_ok()
+        let drained = tokio::time::timeout(grace, all).await.is_ok();
+        if let Some(tracing) = &self.tracing {
+            tracing.shutdown(TRACE_FLUSH_WAIT).await;
+        }
+        drained
+    }
+
+    /// The trace exporter, when `[telemetry]` is on.
+    #[must_use]
+    pub fn tracing(&self) -> Option<&Arc<Tracing>> {
+        self.tracing.as_ref()
     }
 
     /// Waits until a shutdown signal (SIGTERM or SIGINT), then [`Running::drain`].

@@ -12,6 +12,7 @@ mod dev;
 mod limits;
 mod read;
 mod routes;
+mod telemetry;
 mod tls;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use limits::{
 use read::Reader;
 pub use read::{ConfigError, Problem};
 pub use routes::{OIDC_KEYS, ROUTE_KEYS};
+pub use telemetry::{DEFAULT_SAMPLE_RATIO, OTEL_VARS, Otlp, OtlpProtocol, Sampling, Telemetry};
 pub use tls::{ClientIdentity, ServerTls, UpstreamTls};
 
 /// Environment variable prefix for config keys.
@@ -72,6 +74,8 @@ pub struct Config {
     pub limits_store: LimitsStore,
     /// `[revocation]`.
     pub revocation: Revocation,
+    /// `[telemetry]`: OpenTelemetry traces (off without an endpoint).
+    pub telemetry: Telemetry,
 }
 
 /// One `[[routes]]` rule.
@@ -427,6 +431,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "limits_store.on_error",
     "limits_store.timeout",
     "revocation.file",
+    "telemetry.otlp_endpoint",
+    "telemetry.otlp_protocol",
+    "telemetry.service_name",
+    "telemetry.sample_ratio",
+    "telemetry.record_user",
 ];
 
 /// Arrays of tables, each read (and checked for unknown keys) on its own: their keys are
@@ -465,6 +474,7 @@ impl Config {
         let limits = limits::read_limits(&mut r, &api_names);
         let limits_store = limits::read_store(&mut r);
         let revocation = limits::read_revocation(&mut r);
+        let telemetry = telemetry::read_telemetry(&mut r, env);
         r.finish()?;
         Ok(Self {
             server,
@@ -479,6 +489,7 @@ impl Config {
             limits,
             limits_store,
             revocation,
+            telemetry,
         })
     }
 

@@ -120,8 +120,14 @@ impl ExtAuthz {
             client_ip,
             request_id,
         );
-        let decision = gw.check(&view).await;
-        record.decided(&view, &decision);
+        let protocol = match http.protocol.as_str() {
+            "HTTP/1.0" => Some("1.0"),
+            "HTTP/1.1" => Some("1.1"),
+            "HTTP/2" => Some("2"),
+            "HTTP/3" => Some("3"),
+            _ => None,
+        };
+        let decision = record.check(&gw, &view, protocol).await;
         let (response, status) = match decision.verdict {
             Verdict::Refuse(refusal) => (denied(&refusal), refusal.status),
             Verdict::Pass(pass) => (ok(&pass.edits), StatusCode::OK),

@@ -246,8 +246,8 @@ pub async fn handle(
         scheme,
         host,
     };
-    let decision = gw.check(&view).await;
-    record.decided(&view, &decision);
+    // The original request's HTTP version is not forwarded by the ingresses: none recorded.
+    let decision = record.check(&gw, &view, None).await;
     let response = match decision.verdict {
         Verdict::Refuse(refusal) => refusal.into_response(),
         Verdict::Pass(pass) => allow(pass.edits),

@@ -22,6 +22,7 @@ mod identity;
 mod metadata;
 mod record;
 mod refusal;
+mod traced;
 mod view;
 
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ use crate::limits::Limiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::path;
 use crate::revocation::Revocations;
+use crate::trace::Tracing;
 use crate::upstream::headers;
 
 /// Everything a request needs, built once per config (at startup and on each reload) and
@@ -76,6 +78,9 @@ pub struct Gateway {
     pub limiter: Option<Limiter>,
     /// The kill switch: this replica's copy of the revocation list.
     pub revocations: Arc<Revocations>,
+    /// OpenTelemetry traces (`[telemetry]`), started once per process and kept across
+    /// reloads; `None`: tracing is off and costs the request path nothing.
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 /// The gateway as the request path reads it: the current [`Gateway`], replaced whole by a
@@ -108,12 +113,18 @@ impl Gateway {
     /// the first that refuses decides. Time spent is the auth latency in `/metrics`.
     pub async fn check<'g>(&'g self, view: &RequestView<'_, '_>) -> Decision<'g> {
         let started = Instant::now();
-        let decision = self.decide(view).await;
+        let mut token_cache = None;
+        let mut decision = self.decide(view, &mut token_cache).await;
+        decision.token_cache = token_cache;
         self.metrics.auth_latency.observe(started.elapsed());
         decision
     }
 
-    async fn decide<'g>(&'g self, view: &RequestView<'_, '_>) -> Decision<'g> {
+    async fn decide<'g>(
+        &'g self,
+        view: &RequestView<'_, '_>,
+        token_cache: &mut Option<bool>,
+    ) -> Decision<'g> {
         let headers = view.headers;
         // 1. What the door could read: forward-auth headers that disagree name no request.
         if !view.readable {
@@ -202,7 +213,7 @@ impl Gateway {
                     .in_api(api);
             }
         };
-        let principal = match self.validator.validate(token).await {
+        let principal = match self.validator.validate_noting(token, token_cache).await {
             Ok(p) => p,
             Err(rejected) => {
                 let reason = rejected.reason;
@@ -383,6 +394,7 @@ impl Gateway {
             api: Some(api),
             route,
             facts,
+            token_cache: None,
         }
     }
 }
@@ -409,6 +421,7 @@ fn refused<'g>(
         api: None,
         route,
         facts,
+        token_cache: None,
     }
 }
 

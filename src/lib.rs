@@ -36,4 +36,5 @@ pub mod server;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

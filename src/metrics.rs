@@ -391,6 +391,20 @@ pub struct Metrics {
     /// Log lines lost (stderr blocked past the queue's limit, or closed); kept by the log
     /// writer, copied here when `/metrics` is rendered.
     log_dropped: Counter,
+    /// OpenTelemetry spans exported, dropped, and failed exports (stay at zero without
+    /// `[telemetry]`).
+    pub traces: TraceCounters,
+}
+
+/// The trace exporter's counts: a dead collector shows here, never in request latency.
+#[derive(Debug, Clone, Default)]
+pub struct TraceCounters {
+    /// Spans the collector accepted.
+    pub exported: Counter,
+    /// Spans lost: the export queue was full, or their batch could not be exported.
+    pub dropped: Counter,
+    /// Export calls that failed (collector unreachable, timed out, or answered an error).
+    pub export_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -493,7 +507,24 @@ impl Metrics {
             "Log lines lost because stderr was blocked past the log queue's limit (16 MiB) or closed.",
             log_dropped.clone(),
         );
+        let traces = TraceCounters::default();
+        registry.register(
+            "entragate_trace_spans_exported",
+            "OpenTelemetry spans the OTLP collector accepted.",
+            traces.exported.clone(),
+        );
+        registry.register(
+            "entragate_trace_spans_dropped",
+            "OpenTelemetry spans lost: the bounded export queue was full, or their batch could not be exported.",
+            traces.dropped.clone(),
+        );
+        registry.register(
+            "entragate_trace_export_failures",
+            "OTLP export calls that failed (collector unreachable, timed out, or answered an error).",
+            traces.export_failures.clone(),
+        );
         Self {
+            traces,
             limits,
             api_requests,
             apis: Mutex::default(),

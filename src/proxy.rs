@@ -59,9 +59,10 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
             scheme: gw.client_proto,
             host: host(&req),
         };
-        let decision = gw.check(&view).await;
-        record.decided(&view, &decision);
-        decision.verdict
+        record
+            .check(gw, &view, Some(http_version(req.version())))
+            .await
+            .verdict
     };
     // The gateway is the hop the client's `Connection` header speaks to: the headers it
     // names were read (above) and end here, before the decision's edits, so they cannot name
@@ -95,8 +96,19 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
             (response, outcome, upstream)
         }
     };
-    record.finish(response.status().as_u16(), outcome, upstream);
-    response
+    // A traced request's spans end when the body has been streamed.
+    record.finish_streaming(response, outcome, upstream)
+}
+
+/// `network.protocol.version` of the HTTP semantic conventions.
+fn http_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 /// Sends the request on; the upstream's failures as 502, 504 or 413, with what they change

@@ -76,6 +76,16 @@ impl Facts {
         }
     }
 
+    /// The verified token's `oid` (the user or service principal); `None` for a refused
+    /// token, whose claims are not believed.
+    #[must_use]
+    pub fn oid(&self) -> Option<&str> {
+        match &self.0 {
+            FactsOf::Accepted(p) | FactsOf::Limited(p, _) => p.claims.oid.as_deref(),
+            FactsOf::None | FactsOf::Rejected(_) => None,
+        }
+    }
+
     /// The token's client application (`azp`, else `appid`).
     #[must_use]
     pub fn client(&self) -> Option<&str> {

@@ -103,6 +103,20 @@ impl Validator {
     /// # Errors
     /// The first failed check, with the token's `kid`/`tid`/`ver` when they could be read.
     pub async fn validate(&self, token: &str) -> Result<Arc<Principal>, Rejected> {
+        self.validate_noting(token, &mut None).await
+    }
+
+    /// [`Validator::validate`], noting in `cache_hit` whether the verified-token cache
+    /// answered (`Some(true)`) or the signature was checked (`Some(false)`); left `None`
+    /// without a cache.
+    ///
+    /// # Errors
+    /// As [`Validator::validate`].
+    pub async fn validate_noting(
+        &self,
+        token: &str,
+        cache_hit: &mut Option<bool>,
+    ) -> Result<Arc<Principal>, Rejected> {
         let now = unix_now();
         let Some(cache) = &self.cache else {
             return self.verify(token, now).await.map(|(p, _, _)| p);
@@ -111,8 +125,10 @@ impl Validator {
         // A cached token is held to `exp` and `nbf` again at every request.
         let in_time = |p: &Principal| self.time_failure(&p.claims, now).is_none();
         if let Some(principal) = cache.get(token, hash, now, in_time) {
+            *cache_hit = Some(true);
             return Ok(principal);
         }
+        *cache_hit = Some(false);
         let (principal, source, exp) = self.verify(token, now).await?;
         cache.insert(
             hash,

@@ -299,6 +299,11 @@ impl Reader {
             .unwrap_or(default)
     }
 
+    /// A number (an integer or a decimal), `None` when absent or not a number.
+    pub(super) fn opt_f64(&mut self, key: &str) -> Option<f64> {
+        self.extract::<f64>(key, "a number")
+    }
+
     pub(super) fn u64(&mut self, key: &str, default: u64) -> u64 {
         self.extract::<u64>(key, "a whole number")
             .unwrap_or(default)

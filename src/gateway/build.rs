@@ -86,6 +86,7 @@ impl Gateway {
             max_body: config.server.max_body,
             trusted_proxies: config.server.trusted_proxies.clone(),
             client_proto: if listener_tls { "https" } else { "http" },
+            tracing: None,
         })
     }
 }

@@ -22,6 +22,9 @@ pub struct Decision<'g> {
     pub route: Option<&'g Route>,
     /// What the log records about the token.
     pub facts: Facts,
+    /// The verified-token cache: `Some(true)` hit, `Some(false)` miss (the signature was
+    /// checked), `None` when no token was looked up (or the cache is off).
+    pub token_cache: Option<bool>,
 }
 
 impl<'g> Decision<'g> {

@@ -1,5 +1,6 @@
 //! One access record per request, whichever door it came in by: the log line, the request
-//! count and the in-flight gauge.
+//! count and the in-flight gauge, and with `[telemetry]` the request's spans (started by
+//! [`AccessRecord::check`], ended with the record or, for the proxy, once the body is out).
 //!
 //! A door starts the record when the request arrives, tells it the decision, and finishes it
 //! with the status the client (or the ingress) got. When the client goes away first (hyper
@@ -9,14 +10,16 @@
 //! `/metrics` too.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Arc;
 
-use super::{Decision, RequestView};
+use super::{Decision, Gateway, RequestView, traced};
 use crate::access::{self, Via};
 use crate::auth::Facts;
 use crate::metrics::{ApiMetrics, InFlight, Metrics, Outcome};
+use crate::trace::RequestTrace;
+use axum::body::Body;
 
 /// The status logged for a request whose client went away before its answer (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -37,6 +40,10 @@ pub struct AccessRecord<'a> {
     api: Option<Arc<ApiMetrics>>,
     _in_flight: InFlight,
     done: bool,
+    /// The request's spans, when it is traced (`[telemetry]`); ended with the record, or
+    /// for the proxy when the response body has been streamed.
+    trace: Option<RequestTrace>,
+    record_user: bool,
 }
 
 impl<'a> AccessRecord<'a> {
@@ -63,7 +70,34 @@ impl<'a> AccessRecord<'a> {
             api: None,
             _in_flight: metrics.in_flight(),
             done: false,
+            trace: None,
+            record_user: false,
         }
+    }
+
+    /// Decides `view` with `gw` ([`Gateway::check`]) and records the decision
+    /// ([`AccessRecord::decided`]). With tracing on, under the request's server span (see
+    /// [`crate::trace`]); `protocol` is the HTTP version the client spoke (`1.1`, `2`),
+    /// when the door knows it. With tracing off, nothing more than the check.
+    pub async fn check<'g>(
+        &mut self,
+        gw: &'g Gateway,
+        view: &RequestView<'a, '_>,
+        protocol: Option<&'static str>,
+    ) -> Decision<'g> {
+        let Some(tracing) = &gw.tracing else {
+            let decision = gw.check(view).await;
+            self.decided(view, &decision);
+            return decision;
+        };
+        let started = SystemTime::now()
+            .checked_sub(self.started.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let (decision, trace) = traced::check(tracing, gw, view, self.via, started, protocol).await;
+        self.decided(view, &decision);
+        self.trace = Some(trace);
+        self.record_user = tracing.record_user;
+        decision
     }
 
     /// The decision on the request `view` shows: what it decided on, what it found and the
@@ -80,21 +114,57 @@ impl<'a> AccessRecord<'a> {
     /// happened after it (the upstream failed, the body broke off). `upstream`: time until
     /// the upstream's response headers, when the request was forwarded.
     pub fn finish(mut self, status: u16, outcome: Option<Outcome>, upstream: Option<Duration>) {
+        let status = self.settle(status, outcome);
+        self.write(status, upstream);
+    }
+
+    /// [`AccessRecord::finish`] for a proxied response: the log line is written now; a
+    /// traced request's spans end once `response`'s body has been streamed to the client.
+    pub fn finish_streaming(
+        mut self,
+        response: http::Response<Body>,
+        outcome: Option<Outcome>,
+        upstream: Option<Duration>,
+    ) -> http::Response<Body> {
+        let status = self.settle(response.status().as_u16(), outcome);
+        let Some(trace) = self.trace.take() else {
+            self.write(status, upstream);
+            return response;
+        };
+        if let Some(elapsed) = upstream {
+            trace.upstream_answered(outcome.is_none().then_some(status), elapsed);
+        }
+        if !trace.is_recording() {
+            // Nothing is kept of an unsampled request: no body to watch.
+            trace.end(status, Vec::new());
+            self.write(status, upstream);
+            return response;
+        }
+        let closing = traced::closing(&trace, self.outcome, &self.facts, self.record_user);
+        self.write(status, upstream);
+        response.map(|body| Body::new(trace.wrap_body(status, closing, body)))
+    }
+
+    /// Applies `outcome` (what happened after the decision); the status to log.
+    fn settle(&mut self, status: u16, outcome: Option<Outcome>) -> u16 {
         if let Some(o) = outcome {
             self.outcome = o;
         }
         // A request whose body broke off is logged as the client's doing (499), whatever a
         // client still listening is told.
-        let status = if self.outcome == Outcome::ClientClosed {
+        if self.outcome == Outcome::ClientClosed {
             CLIENT_CLOSED
         } else {
             status
-        };
-        self.write(status, upstream);
+        }
     }
 
     fn write(&mut self, status: u16, upstream: Option<Duration>) {
         self.done = true;
+        if let Some(trace) = self.trace.take() {
+            let closing = traced::closing(&trace, self.outcome, &self.facts, self.record_user);
+            trace.end(status, closing);
+        }
         self.metrics.record_request(self.outcome);
         if let Some(api) = &self.api {
             api.record(self.outcome);

@@ -169,8 +169,11 @@ impl KeySource {
         let Some(fetch) = self.refetch_for_unknown_kid() else {
             return self.lookup_now(kid);
         };
-        // The outcome is logged and counted by the fetch itself.
-        let _ = fetch.await;
+        // The outcome is logged and counted by the fetch itself; a traced request shows it
+        // as a `key fetch` span.
+        let started = std::time::SystemTime::now();
+        let result = fetch.await;
+        crate::trace::key_fetch(&self.name, started, result.is_ok());
         self.lookup_now(kid)
     }
 

@@ -122,6 +122,18 @@ impl Forwarder {
         self
     }
 
+    /// The upstream's `host:port`.
+    #[must_use]
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// `http` or `https`: how the upstream is reached.
+    #[must_use]
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
     /// The scheme clients use to reach this listener.
     #[must_use]
     pub fn client_proto(&self) -> &'static str {

@@ -28,6 +28,7 @@ mod keys;
 mod layers;
 mod limits;
 mod observability;
+mod otel;
 mod process;
 mod properties;
 mod proxy;
