@@ -48,6 +48,20 @@ pub enum StartupError {
     Gateway(#[from] crate::gateway::BuildError),
     #[error("TLS listener: {0}")]
     Tls(#[from] rustls::Error),
+    /// `entra.jwks_file` gives no usable keys: a config error.
+    #[error("entra.jwks_file: {path}: {error}")]
+    KeyFile {
+        path: String,
+        error: crate::keys::FetchError,
+    },
+}
+
+impl StartupError {
+    /// True when the config is at fault (exit code 2, as for a config that does not load).
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::KeyFile { .. })
+    }
 }
 
 /// A started gateway.
@@ -204,6 +218,9 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &client,
         &metrics,
     ));
+    keys.load_files()
+        .await
+        .map_err(|(path, error)| StartupError::KeyFile { path, error })?;
     let mut refreshers = keys.spawn_refresh();
     let built = Gateway::build(config, keys, &metrics, config.server.tls.is_some())?;
     // The shared revocation list is in force from the first request (bounded by
@@ -336,6 +353,18 @@ impl Running {
         )?;
         if let (Some(new), Some(old)) = (gateway.limiter.as_mut(), current.limiter.as_ref()) {
             new.keep_counters_of(old);
+        }
+        // A new key file that gives no keys keeps the old config serving.
+        for source in &fresh {
+            if let Some(path) = source.file_path() {
+                source
+                    .refresh()
+                    .await
+                    .map_err(|error| StartupError::KeyFile {
+                        path: path.display().to_string(),
+                        error,
+                    })?;
+            }
         }
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(

@@ -277,7 +277,7 @@ impl Latency {
 }
 
 /// Results a key fetch can have; `ok` plus every [`crate::keys::FetchError::kind`].
-pub const FETCH_RESULTS: [&str; 7] = [
+pub const FETCH_RESULTS: [&str; 8] = [
     "ok",
     "http_error",
     "bad_status",
@@ -285,6 +285,7 @@ pub const FETCH_RESULTS: [&str; 7] = [
     "bad_json",
     "no_keys",
     "issuer_mismatch",
+    "unreadable",
 ];
 
 /// The metrics of one key source (an issuer's metadata + JWKS), shared by every key store
@@ -306,6 +307,12 @@ impl KeySourceMetrics {
         self.last_success_unix.store(unix_now(), Relaxed);
     }
 
+    /// A key file read again and found unchanged: its keys are as fresh as if just
+    /// loaded (not counted as a fetch).
+    pub fn record_confirmed(&self) {
+        self.last_success_unix.store(unix_now(), Relaxed);
+    }
+
     /// Counts a failed fetch by its [`crate::keys::FetchError::kind`].
     pub fn record_error(&self, kind: &str) {
         if let Some(i) = FETCH_RESULTS.iter().position(|k| *k == kind) {
@@ -322,6 +329,15 @@ impl KeySourceMetrics {
     #[must_use]
     pub fn fetches(&self) -> u64 {
         self.fetches.iter().map(Counter::get).sum()
+    }
+
+    /// Fetches that ended with `result` (one of [`FETCH_RESULTS`]).
+    #[must_use]
+    pub fn count_of(&self, result: &str) -> u64 {
+        FETCH_RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .map_or(0, |i| self.fetches[i].get())
     }
 
     /// Seconds since the last successful fetch; `None` before the first.
