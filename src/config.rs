@@ -199,6 +199,12 @@ pub struct Upstream {
     pub authorization: UpstreamAuthorization,
     /// `upstream.protocol`: the HTTP version spoken to the upstream.
     pub protocol: UpstreamProtocol,
+    /// `upstream.websocket`: WebSocket upgrades are forwarded (else the upstream sees a plain
+    /// request, without the upgrade headers).
+    pub websocket: bool,
+    /// `upstream.websocket_idle_timeout`: a tunnel with no bytes either way for this long is
+    /// closed.
+    pub websocket_idle_timeout: Duration,
     /// Used only with an `https` scheme.
     pub tls: UpstreamTls,
 }
@@ -412,6 +418,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.client_key",
     "upstream.insecure_skip_verify",
     "upstream.protocol",
+    "upstream.websocket",
+    "upstream.websocket_idle_timeout",
     "entra.tenant_id",
     "entra.authority",
     "entra.cloud",
@@ -728,9 +736,19 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
             UpstreamProtocol::Http1
         }
     };
+    let websocket = r.bool("upstream.websocket", true);
+    let websocket_idle_timeout = r.duration("upstream.websocket_idle_timeout", "5m");
+    if websocket_idle_timeout.is_zero() {
+        r.problem(
+            "upstream.websocket_idle_timeout",
+            "must be longer than 0s (upstream.websocket = false turns WebSocket forwarding off)",
+        );
+    }
     Upstream {
         tls,
         protocol,
+        websocket,
+        websocket_idle_timeout,
         origin,
         scheme,
         base_path,

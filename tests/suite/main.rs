@@ -38,3 +38,4 @@ mod tls_idp;
 mod tls_upstream;
 mod upstream_faults;
 mod validation;
+mod websocket;
