@@ -78,8 +78,9 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
         Verdict::Refuse(refusal) => (refusal.into_response(), None, None),
         Verdict::Pass(pass) if websocket && pass.api.forwarder.websocket().is_some() => {
             pass.edits.apply(req.headers_mut());
+            // Boxed: the tunnel's state is not carried in every other request's future.
             let (response, outcome, upstream) =
-                tunnel(gw, (pass.api, pass.token_exp), req, peer).await;
+                Box::pin(tunnel(gw, (pass.api, pass.token_exp), req, peer)).await;
             record.finish(response.status().as_u16(), outcome, upstream);
             return response;
         }
