@@ -103,15 +103,10 @@ impl KeyStore {
             max_stale: entra.jwks_max_stale,
         };
         let source = |name: &str, url: String, expected: Option<String>| {
-            let kept = previous.and_then(|p| {
-                p.issuers
-                    .iter()
-                    .find(|i| {
-                        i.source.name == name && i.source.is_same(&url, expected.as_deref(), timing)
-                    })
-                    .map(|i| Arc::clone(&i.source))
-            });
-            kept.unwrap_or_else(|| {
+            kept(previous, name, |s| {
+                s.is_same(&url, expected.as_deref(), timing)
+            })
+            .unwrap_or_else(|| {
                 Arc::new(KeySource::new(
                     name,
                     url,
@@ -134,24 +129,17 @@ impl KeyStore {
                     ..timing
                 };
                 let file_source = |name: &str, issuer: String| {
-                    let kept = previous.and_then(|p| {
-                        p.issuers
-                            .iter()
-                            .find(|i| {
-                                i.source.name == name
-                                    && i.source.is_same_file(path, &issuer, timing)
-                            })
-                            .map(|i| Arc::clone(&i.source))
-                    });
-                    kept.unwrap_or_else(|| {
-                        Arc::new(KeySource::file(
-                            name,
-                            path,
-                            issuer,
-                            timing,
-                            metrics.key_source(name),
-                        ))
-                    })
+                    kept(previous, name, |s| s.is_same_file(path, &issuer, timing)).unwrap_or_else(
+                        || {
+                            Arc::new(KeySource::file(
+                                name,
+                                path,
+                                issuer,
+                                timing,
+                                metrics.key_source(name),
+                            ))
+                        },
+                    )
                 };
                 vec![
                     Issuer {
@@ -285,6 +273,20 @@ impl KeyStore {
             IssuerMatch::Mismatch
         }
     }
+}
+
+/// The source named `name` of `previous` that `same` says a new one would equal: kept by a
+/// reload, keys and all.
+fn kept(
+    previous: Option<&KeyStore>,
+    name: &str,
+    same: impl Fn(&KeySource) -> bool,
+) -> Option<Arc<KeySource>> {
+    previous?
+        .issuers
+        .iter()
+        .find(|i| i.source.name == name && same(&i.source))
+        .map(|i| Arc::clone(&i.source))
 }
 
 /// Power BI asks for the URL's scheme+host as resource; whether Entra then writes a trailing

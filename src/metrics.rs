@@ -339,10 +339,7 @@ impl KeySourceMetrics {
     /// Fetches that ended with `result` (one of [`FETCH_RESULTS`]).
     #[must_use]
     pub fn count_of(&self, result: &str) -> u64 {
-        FETCH_RESULTS
-            .iter()
-            .position(|r| *r == result)
-            .map_or(0, |i| self.fetches[i].get())
+        count_by(&FETCH_RESULTS, &self.fetches, result)
     }
 
     /// Seconds since the last successful fetch; `None` before the first.
@@ -390,6 +387,15 @@ pub const TUNNEL_END_REASONS: [&str; 4] = [
     "upstream_closed",
 ];
 
+/// The count of `name` among counters kept in the order of `names` (0 for another name).
+fn count_by(names: &[&str], counters: &[Counter], name: &str) -> u64 {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| counters.get(i))
+        .map_or(0, Counter::get)
+}
+
 /// WebSocket tunnels through the proxy: open now, and closed by reason.
 #[derive(Debug)]
 pub struct TunnelMetrics {
@@ -418,10 +424,7 @@ impl TunnelMetrics {
     /// Tunnels closed for `reason` so far.
     #[must_use]
     pub fn closed(&self, reason: &str) -> u64 {
-        TUNNEL_END_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.closed[i].get())
+        count_by(&TUNNEL_END_REASONS, &self.closed, reason)
     }
 }
 
