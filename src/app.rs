@@ -51,6 +51,20 @@ pub enum StartupError {
     Tls(#[from] rustls::Error),
     #[error(transparent)]
     Tracing(#[from] crate::trace::StartError),
+    /// `entra.jwks_file` gives no usable keys: a config error.
+    #[error("entra.jwks_file: {path}: {error}")]
+    KeyFile {
+        path: String,
+        error: crate::keys::FetchError,
+    },
+}
+
+impl StartupError {
+    /// True when the config is at fault (exit code 2, as for a config that does not load).
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::KeyFile { .. })
+    }
 }
 
 /// A started gateway.
@@ -212,6 +226,9 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         &client,
         &metrics,
     ));
+    keys.load_files()
+        .await
+        .map_err(|(path, error)| StartupError::KeyFile { path, error })?;
     let mut refreshers = keys.spawn_refresh();
     // glibc keeps a burst's freed memory: given back once it is worth it (src/server/trim.rs).
     refreshers.push(tokio::spawn(server::trim_allocator_after_bursts()));
@@ -355,6 +372,18 @@ impl Running {
             new.keep_counters_of(old);
         }
         gateway.tracing.clone_from(&self.tracing);
+        // A new key file that gives no keys keeps the old config serving.
+        for source in &fresh {
+            if let Some(path) = source.file_path() {
+                source
+                    .refresh()
+                    .await
+                    .map_err(|error| StartupError::KeyFile {
+                        path: path.display().to_string(),
+                        error,
+                    })?;
+            }
+        }
         let first_fetches = fresh.iter().map(|s| s.refresh());
         let _ = tokio::time::timeout(
             config.entra.metadata_timeout,

@@ -203,6 +203,12 @@ pub struct Upstream {
     pub authorization: UpstreamAuthorization,
     /// `upstream.protocol`: the HTTP version spoken to the upstream.
     pub protocol: UpstreamProtocol,
+    /// `upstream.websocket`: WebSocket upgrades are forwarded (else the upstream sees a plain
+    /// request, without the upgrade headers).
+    pub websocket: bool,
+    /// `upstream.websocket_idle_timeout`: a tunnel with no bytes either way for this long is
+    /// closed.
+    pub websocket_idle_timeout: Duration,
     /// Used only with an `https` scheme.
     pub tls: UpstreamTls,
 }
@@ -329,6 +335,13 @@ pub struct Entra {
     pub jwks_min_refetch: Duration,
     pub jwks_max_stale: Duration,
     pub metadata_timeout: Duration,
+    /// `entra.cloud`: the v1 issuer's host when the keys come from a file.
+    pub cloud: Cloud,
+    /// `entra.jwks_file`: signing keys from this JWKS file instead of OpenID discovery and
+    /// the JWKS fetch; the issuers are then derived from the tenant and cloud.
+    pub jwks_file: Option<String>,
+    /// `entra.jwks_file_reload`: how often the file is looked at.
+    pub jwks_file_reload: Duration,
 }
 
 impl Entra {
@@ -336,6 +349,26 @@ impl Entra {
     #[must_use]
     pub fn is_multi_tenant(&self) -> bool {
         is_multi_tenant_name(&self.tenant_id)
+    }
+
+    /// The v1 and v2 issuer values Entra writes for this tenant (`{tenantid}` for a
+    /// multi-tenant one): `https://<sts host>/<tenant>/` and `<authority>/<tenant>/v2.0`, the
+    /// sts host of the authority's cloud (else `entra.cloud`). `None` for a tenant given by
+    /// domain name: its GUID is only in its metadata.
+    #[must_use]
+    pub fn derived_issuers(&self) -> Option<(String, String)> {
+        let tenant = if self.is_multi_tenant() {
+            "{tenantid}".to_owned()
+        } else if is_guid(&self.tenant_id) {
+            self.tenant_id.to_ascii_lowercase()
+        } else {
+            return None;
+        };
+        let cloud = Cloud::of_authority(&self.authority).unwrap_or(self.cloud);
+        Some((
+            cloud.v1_issuer(&tenant),
+            format!("{}/{tenant}/v2.0", self.authority),
+        ))
     }
 }
 
@@ -389,6 +422,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream.client_key",
     "upstream.insecure_skip_verify",
     "upstream.protocol",
+    "upstream.websocket",
+    "upstream.websocket_idle_timeout",
     "entra.tenant_id",
     "entra.authority",
     "entra.cloud",
@@ -402,6 +437,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "entra.jwks_min_refetch",
     "entra.jwks_max_stale",
     "entra.metadata_timeout",
+    "entra.jwks_file",
+    "entra.jwks_file_reload",
     "challenge.authorization_uri",
     "challenge.realm",
     "challenge.resource_metadata",
@@ -463,7 +500,7 @@ impl Config {
 
         let server = read_server(&mut r, read_file);
         let upstream = read_upstream(&mut r, read_file);
-        let entra = read_entra(&mut r);
+        let entra = read_entra(&mut r, read_file);
         let challenge = read_challenge(&mut r, &entra);
         let identity = read_identity(&mut r);
         let routes = routes::read_routes(&mut r);
@@ -711,9 +748,19 @@ fn read_upstream(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Str
             UpstreamProtocol::Http1
         }
     };
+    let websocket = r.bool("upstream.websocket", true);
+    let websocket_idle_timeout = r.duration("upstream.websocket_idle_timeout", "5m");
+    if websocket_idle_timeout.is_zero() {
+        r.problem(
+            "upstream.websocket_idle_timeout",
+            "must be longer than 0s (upstream.websocket = false turns WebSocket forwarding off)",
+        );
+    }
     Upstream {
         tls,
         protocol,
+        websocket,
+        websocket_idle_timeout,
         origin,
         scheme,
         base_path,
@@ -813,7 +860,7 @@ fn parse_upstream_url(
     Ok((scheme, authority, base_path))
 }
 
-fn read_entra(r: &mut Reader) -> Entra {
+fn read_entra(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<String>) -> Entra {
     let tenant_id = r.required_string("entra.tenant_id");
     if !tenant_id.is_empty() && !is_multi_tenant_name(&tenant_id) && !is_guid(&tenant_id) {
         let looks_like_domain = tenant_id.contains('.')
@@ -933,6 +980,19 @@ fn read_entra(r: &mut Reader) -> Entra {
     if metadata_timeout.is_zero() {
         r.problem("entra.metadata_timeout", "must be longer than 0s");
     }
+    let jwks_file = r.opt_string("entra.jwks_file");
+    let jwks_file_reload = r.duration("entra.jwks_file_reload", "10s");
+    if let Some(path) = &jwks_file {
+        check_jwks_file(r, path, &tenant_id, read_file);
+        if jwks_file_reload.is_zero() {
+            r.problem("entra.jwks_file_reload", "must be longer than 0s");
+        } else if jwks_max_stale <= jwks_file_reload {
+            r.problem(
+                "entra.jwks_max_stale",
+                "must be longer than entra.jwks_file_reload: the file is only read that often",
+            );
+        }
+    }
     Entra {
         tenant_id,
         authority,
@@ -946,6 +1006,47 @@ fn read_entra(r: &mut Reader) -> Entra {
         jwks_min_refetch,
         jwks_max_stale,
         metadata_timeout,
+        cloud,
+        jwks_file,
+        jwks_file_reload,
+    }
+}
+
+/// `entra.jwks_file` must be readable and a JWKS (`{"keys": [...]}` with at least one
+/// member) now; whether its keys are usable RSA signing keys is checked when the gateway
+/// loads them (at start, a failure names this key too). Its issuers are derived from the
+/// tenant, so the tenant must be a GUID (or `common` / `organizations`), not a domain name
+/// that only discovery could resolve.
+fn check_jwks_file(
+    r: &mut Reader,
+    path: &str,
+    tenant_id: &str,
+    read_file: &dyn Fn(&str) -> std::io::Result<String>,
+) {
+    const KEY: &str = "entra.jwks_file";
+    if !tenant_id.is_empty() && !is_multi_tenant_name(tenant_id) && !is_guid(tenant_id) {
+        r.problem(
+            "entra.tenant_id",
+            format!(
+                "must be the tenant ID (a GUID) when entra.jwks_file is set: without discovery the issuer cannot be learnt from {tenant_id:?}"
+            ),
+        );
+    }
+    match read_file(path) {
+        Err(e) => r.problem(KEY, format!("cannot read {path}: {e}")),
+        Ok(text) => {
+            let members = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("keys")?.as_array().map(Vec::len));
+            match members {
+                None => r.problem(
+                    KEY,
+                    format!("{path} is not a JWKS: a JSON object {{\"keys\": [...]}} as an issuer's jwks_uri serves"),
+                ),
+                Some(0) => r.problem(KEY, format!("{path} has no keys")),
+                Some(_) => {}
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! door (proxy | forward-auth | ext_authz gRPC)
 //!   -> RequestView { method, target, headers, peer, scheme, host }   as that door saw it
 //!   -> Gateway::check(view) -> Decision { outcome, verdict, api, route, facts }
-//!        verdict: Pass { api, edits { remove, set }, body_limit } | Refuse(Refusal)
+//!        verdict: Pass { api, edits { remove, set }, body_limit, token_exp } | Refuse(Refusal)
 //!   -> the door renders: the proxy applies the edits and streams the request on;
 //!      forward-auth answers with them as response headers; ext_authz as an OkHttpResponse
 //!      or DeniedHttpResponse
@@ -390,6 +390,7 @@ impl Gateway {
                 api,
                 edits,
                 body_limit,
+                token_exp: principal.and_then(|p| p.claims.exp),
             }),
             api: Some(api),
             route,

@@ -4,6 +4,10 @@
 //! `authority`, the way Microsoft.Identity.Web reads them: a v1 token
 //! (`iss = https://sts.windows.net/{tid}/`) is checked against v1 keys and a v2 token against
 //! v2 keys. Each source refreshes itself in the background (see [`source`]).
+//!
+//! With `entra.jwks_file` the two Entra sources read that file instead (the same keys for
+//! both), and their issuers are derived from the tenant and cloud
+//! ([`crate::config::Entra::derived_issuers`]): only the keys come from the file.
 
 mod fetch;
 mod issuer;
@@ -99,15 +103,10 @@ impl KeyStore {
             max_stale: entra.jwks_max_stale,
         };
         let source = |name: &str, url: String, expected: Option<String>| {
-            let kept = previous.and_then(|p| {
-                p.issuers
-                    .iter()
-                    .find(|i| {
-                        i.source.name == name && i.source.is_same(&url, expected.as_deref(), timing)
-                    })
-                    .map(|i| Arc::clone(&i.source))
-            });
-            kept.unwrap_or_else(|| {
+            kept(previous, name, |s| {
+                s.is_same(&url, expected.as_deref(), timing)
+            })
+            .unwrap_or_else(|| {
                 Arc::new(KeySource::new(
                     name,
                     url,
@@ -123,26 +122,62 @@ impl KeyStore {
             allowed_client_ids: entra.allowed_client_ids.clone(),
             allowed_tenants: entra.allowed_tenants.clone(),
         });
-        let base = format!("{}/{}", entra.authority, entra.tenant_id);
-        let mut issuers: Vec<Issuer> = [
-            (
-                TokenVersion::V1,
-                "entra-v1",
-                format!("{base}/.well-known/openid-configuration"),
-            ),
-            (
-                TokenVersion::V2,
-                "entra-v2",
-                format!("{base}/v2.0/.well-known/openid-configuration"),
-            ),
-        ]
-        .into_iter()
-        .map(|(version, name, url)| Issuer {
-            version: Some(version),
-            policy: Arc::clone(&entra_policy),
-            source: source(name, url, None),
-        })
-        .collect();
+        let mut issuers: Vec<Issuer> = match (&entra.jwks_file, entra.derived_issuers()) {
+            (Some(path), Some((v1, v2))) => {
+                let timing = Timing {
+                    refresh: entra.jwks_file_reload,
+                    ..timing
+                };
+                let file_source = |name: &str, issuer: String| {
+                    kept(previous, name, |s| s.is_same_file(path, &issuer, timing)).unwrap_or_else(
+                        || {
+                            Arc::new(KeySource::file(
+                                name,
+                                path,
+                                issuer,
+                                timing,
+                                metrics.key_source(name),
+                            ))
+                        },
+                    )
+                };
+                vec![
+                    Issuer {
+                        version: Some(TokenVersion::V1),
+                        policy: Arc::clone(&entra_policy),
+                        source: file_source("entra-v1", v1),
+                    },
+                    Issuer {
+                        version: Some(TokenVersion::V2),
+                        policy: Arc::clone(&entra_policy),
+                        source: file_source("entra-v2", v2),
+                    },
+                ]
+            }
+            // Config refuses a jwks_file with a tenant given by domain name.
+            _ => {
+                let base = format!("{}/{}", entra.authority, entra.tenant_id);
+                [
+                    (
+                        TokenVersion::V1,
+                        "entra-v1",
+                        format!("{base}/.well-known/openid-configuration"),
+                    ),
+                    (
+                        TokenVersion::V2,
+                        "entra-v2",
+                        format!("{base}/v2.0/.well-known/openid-configuration"),
+                    ),
+                ]
+                .into_iter()
+                .map(|(version, name, url)| Issuer {
+                    version: Some(version),
+                    policy: Arc::clone(&entra_policy),
+                    source: source(name, url, None),
+                })
+                .collect()
+            }
+        };
         for (i, o) in oidc.iter().enumerate() {
             issuers.push(Issuer {
                 version: None,
@@ -179,6 +214,24 @@ impl KeyStore {
             })
             .map(|i| Arc::clone(&i.source))
             .collect()
+    }
+
+    /// Loads every file source now (a local read, no network): the first failure, with the
+    /// file's path, so a start with an unusable `entra.jwks_file` fails naming it.
+    ///
+    /// # Errors
+    /// The first file source whose file does not give usable keys.
+    pub async fn load_files(&self) -> Result<(), (String, FetchError)> {
+        for issuer in &self.issuers {
+            if let Some(path) = issuer.source.file_path() {
+                issuer
+                    .source
+                    .refresh()
+                    .await
+                    .map_err(|e| (path.display().to_string(), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts every source's background refresh.
@@ -220,6 +273,20 @@ impl KeyStore {
             IssuerMatch::Mismatch
         }
     }
+}
+
+/// The source named `name` of `previous` that `same` says a new one would equal: kept by a
+/// reload, keys and all.
+fn kept(
+    previous: Option<&KeyStore>,
+    name: &str,
+    same: impl Fn(&KeySource) -> bool,
+) -> Option<Arc<KeySource>> {
+    previous?
+        .issuers
+        .iter()
+        .find(|i| i.source.name == name && same(&i.source))
+        .map(|i| Arc::clone(&i.source))
 }
 
 /// Power BI asks for the URL's scheme+host as resource; whether Entra then writes a trailing

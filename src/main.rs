@@ -60,7 +60,11 @@ fn main() -> ExitCode {
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start");
                         eprintln!("entragate: {e}");
-                        ExitCode::from(RUNTIME_FAILURE)
+                        ExitCode::from(if e.is_config() {
+                            BAD_CONFIG
+                        } else {
+                            RUNTIME_FAILURE
+                        })
                     }
                 }
             })

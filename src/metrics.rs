@@ -171,6 +171,11 @@ struct FetchLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -277,7 +282,7 @@ impl Latency {
 }
 
 /// Results a key fetch can have; `ok` plus every [`crate::keys::FetchError::kind`].
-pub const FETCH_RESULTS: [&str; 7] = [
+pub const FETCH_RESULTS: [&str; 8] = [
     "ok",
     "http_error",
     "bad_status",
@@ -285,6 +290,7 @@ pub const FETCH_RESULTS: [&str; 7] = [
     "bad_json",
     "no_keys",
     "issuer_mismatch",
+    "unreadable",
 ];
 
 /// The metrics of one key source (an issuer's metadata + JWKS), shared by every key store
@@ -306,6 +312,12 @@ impl KeySourceMetrics {
         self.last_success_unix.store(unix_now(), Relaxed);
     }
 
+    /// A key file read again and found unchanged: its keys are as fresh as if just
+    /// loaded (not counted as a fetch).
+    pub fn record_confirmed(&self) {
+        self.last_success_unix.store(unix_now(), Relaxed);
+    }
+
     /// Counts a failed fetch by its [`crate::keys::FetchError::kind`].
     pub fn record_error(&self, kind: &str) {
         if let Some(i) = FETCH_RESULTS.iter().position(|k| *k == kind) {
@@ -322,6 +334,12 @@ impl KeySourceMetrics {
     #[must_use]
     pub fn fetches(&self) -> u64 {
         self.fetches.iter().map(Counter::get).sum()
+    }
+
+    /// Fetches that ended with `result` (one of [`FETCH_RESULTS`]).
+    #[must_use]
+    pub fn count_of(&self, result: &str) -> u64 {
+        count_by(&FETCH_RESULTS, &self.fetches, result)
     }
 
     /// Seconds since the last successful fetch; `None` before the first.
@@ -361,6 +379,78 @@ impl Collector for KeyAge {
     }
 }
 
+/// Why a WebSocket tunnel ended, for `entragate_websocket_tunnels_closed_total{reason}`.
+pub const TUNNEL_END_REASONS: [&str; 4] = [
+    "token_expired",
+    "idle_timeout",
+    "client_closed",
+    "upstream_closed",
+];
+
+/// The count of `name` among counters kept in the order of `names` (0 for another name).
+fn count_by(names: &[&str], counters: &[Counter], name: &str) -> u64 {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| counters.get(i))
+        .map_or(0, Counter::get)
+}
+
+/// WebSocket tunnels through the proxy: open now, and closed by reason.
+#[derive(Debug)]
+pub struct TunnelMetrics {
+    open: Gauge,
+    /// By [`TUNNEL_END_REASONS`], in that order.
+    closed: Vec<Counter>,
+}
+
+impl TunnelMetrics {
+    /// A tunnel opened; the guard counts it closed (by the reason it is given) when dropped.
+    #[must_use]
+    pub fn opened(self: &Arc<Self>) -> OpenTunnel {
+        self.open.inc();
+        OpenTunnel {
+            metrics: Arc::clone(self),
+            reason: "client_closed",
+        }
+    }
+
+    /// Tunnels open now.
+    #[must_use]
+    pub fn open_now(&self) -> i64 {
+        self.open.get()
+    }
+
+    /// Tunnels closed for `reason` so far.
+    #[must_use]
+    pub fn closed(&self, reason: &str) -> u64 {
+        count_by(&TUNNEL_END_REASONS, &self.closed, reason)
+    }
+}
+
+/// One open tunnel in [`TunnelMetrics`].
+#[derive(Debug)]
+pub struct OpenTunnel {
+    metrics: Arc<TunnelMetrics>,
+    reason: &'static str,
+}
+
+impl OpenTunnel {
+    /// Why the tunnel ends (one of [`TUNNEL_END_REASONS`]).
+    pub fn ends(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+        if let Some(i) = TUNNEL_END_REASONS.iter().position(|r| *r == self.reason) {
+            self.metrics.closed[i].inc();
+        }
+    }
+}
+
 /// TLS certificate reload outcomes, for `entragate_tls_reloads_total{result}`.
 #[derive(Debug, Default)]
 pub struct ReloadCounters {
@@ -386,6 +476,8 @@ pub struct Metrics {
     apis: Mutex<BTreeMap<String, Arc<ApiMetrics>>>,
     /// Listener certificate reloads (stay at zero without TLS).
     pub tls_reloads: Arc<ReloadCounters>,
+    /// WebSocket tunnels (the proxy door).
+    pub websockets: Arc<TunnelMetrics>,
     /// Rate limits, their store and the revocation list.
     pub limits: LimitMetrics,
     /// Log lines lost (stderr blocked past the queue's limit, or closed); kept by the log
@@ -494,6 +586,26 @@ impl Metrics {
             by_result,
         );
         let tls_reloads = Arc::new(ReloadCounters { ok, error });
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "entragate_websocket_tunnels_open",
+            "WebSocket tunnels open through the proxy.",
+            tunnels_open.clone(),
+        );
+        let by_reason = Family::<TunnelLabels, Counter>::default();
+        let tunnels_closed = TUNNEL_END_REASONS
+            .iter()
+            .map(|reason| by_reason.get_or_create(&TunnelLabels { reason }).clone())
+            .collect();
+        registry.register(
+            "entragate_websocket_tunnels_closed",
+            "WebSocket tunnels closed, by reason (token_expired: the gateway closed it when the token that opened it expired).",
+            by_reason,
+        );
+        let websockets = Arc::new(TunnelMetrics {
+            open: tunnels_open,
+            closed: tunnels_closed,
+        });
         let api_requests = Family::<ApiLabels, Counter>::default();
         registry.register(
             "entragate_api_requests",
@@ -539,6 +651,7 @@ impl Metrics {
             stale_served,
             key_sources,
             tls_reloads,
+            websockets,
             log_dropped,
         }
     }

@@ -121,10 +121,17 @@ impl fmt::Debug for Loaded {
 /// SHA-256 over both files' contents (length-prefixed, so no two pairs collide by shifting).
 #[must_use]
 pub fn digest(cert_pem: &str, key_pem: &str) -> [u8; 32] {
+    digest_bytes(&[cert_pem.as_bytes(), key_pem.as_bytes()])
+}
+
+/// SHA-256 of `parts`, each length-prefixed: what a file watcher compares to tell whether a
+/// file (or the failure reading it) changed since it last looked.
+#[must_use]
+pub fn digest_bytes(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [cert_pem, key_pem] {
+    for part in parts {
         ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
+        ctx.update(part);
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());

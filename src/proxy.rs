@@ -15,11 +15,15 @@ use axum::extract::{ConnectInfo, State};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::access::{self, Via};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+
 use crate::gateway::{
-    AccessRecord, Gateway, RequestView, SharedGateway, Verdict, grpc_response, grpc_status,
+    AccessRecord, Gateway, LiveApi, RequestView, SharedGateway, Verdict, grpc_response, grpc_status,
 };
 use crate::metrics::{Metrics, Outcome};
-use crate::upstream::{Forwarder, UpstreamError, protocol};
+use crate::upstream::{Forwarder, UpstreamError, UpstreamUpgrade, protocol, websocket};
 
 /// The proxy listener's only handler: decide, then mutate and forward, or refuse.
 pub async fn handle(
@@ -40,6 +44,7 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
     // A gRPC client reads a gRPC status, not the HTTP one: refusals and the upstream's
     // failures are rendered as one (`Refusal::into_grpc_response`).
     let grpc = protocol::is_grpc(req.headers());
+    let websocket = websocket::is_upgrade(&method, req.version(), req.headers());
     let request_id = req.headers().get(access::REQUEST_ID).cloned();
     let mut record = AccessRecord::start(
         &gw.metrics,
@@ -72,6 +77,14 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
     let (response, outcome, upstream) = match decision {
         Verdict::Refuse(refusal) if grpc => (refusal.into_grpc_response(), None, None),
         Verdict::Refuse(refusal) => (refusal.into_response(), None, None),
+        Verdict::Pass(pass) if websocket && pass.api.forwarder.websocket().is_some() => {
+            pass.edits.apply(req.headers_mut());
+            // Boxed: the tunnel's state is not carried in every other request's future.
+            let (response, outcome, upstream) =
+                Box::pin(tunnel(gw, (pass.api, pass.token_exp), req, peer)).await;
+            record.finish(response.status().as_u16(), outcome, upstream);
+            return response;
+        }
         Verdict::Pass(pass) => {
             pass.edits.apply(req.headers_mut());
             if let Some(limit) = pass.body_limit {
@@ -111,6 +124,107 @@ fn http_version(version: http::Version) -> &'static str {
     }
 }
 
+/// A WebSocket handshake that may go on: forwarded with its upgrade headers; on the
+/// upstream's 101 the tunnel is relayed in its own task (the access line is written when
+/// the 101 goes out, the tunnel's end is its own `websocket closed` event). Any other answer
+/// goes back as usual.
+async fn tunnel(
+    gw: &Gateway,
+    (api, token_exp): (&LiveApi, Option<f64>),
+    mut req: Request<Body>,
+    peer: SocketAddr,
+) -> (Response<Body>, Option<Outcome>, Option<Duration>) {
+    let forwarder = &api.forwarder;
+    let client = hyper::upgrade::on(&mut req);
+    websocket::keep_upgrade(req.headers_mut());
+    let opened = Opened {
+        api: api.name.clone(),
+        path: req.uri().path().to_owned(),
+        request_id: req
+            .headers()
+            .get(access::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        limits: websocket::Limits {
+            deadline: token_exp.map(deadline),
+            idle: forwarder.websocket().unwrap_or(Duration::from_secs(300)),
+            grace: CLOSE_GRACE,
+        },
+    };
+    let (response, outcome, upstream, upgrade) = send(gw, forwarder, req, peer, true).await;
+    if let Some(upgrade) = upgrade {
+        let metrics = Arc::clone(&gw.metrics);
+        tokio::spawn(opened.relay(client, upgrade, metrics));
+    }
+    (response, outcome, upstream)
+}
+
+/// How long the gateway waits, when it closes a tunnel, for each direction to reach a frame
+/// boundary and then for the peers' Close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The tokio instant of the Unix time `exp` (now, when it has passed).
+fn deadline(exp: f64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let left = Duration::try_from_secs_f64(exp - now).unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left.min(Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// A tunnel whose handshake went through: what its end is logged with, and its limits.
+struct Opened {
+    api: String,
+    path: String,
+    request_id: Option<String>,
+    limits: websocket::Limits,
+}
+
+impl Opened {
+    /// Waits for both sides to switch protocols, relays, then logs and counts the end.
+    async fn relay(
+        self,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: UpstreamUpgrade,
+        metrics: Arc<Metrics>,
+    ) {
+        let started = Instant::now();
+        let (client, server) = match tokio::join!(client, upstream.on) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                tracing::warn!(
+                    target: "entragate::websocket",
+                    api = %self.api,
+                    path = %self.path,
+                    request_id = self.request_id.as_deref(),
+                    client = c.err().map(|e| e.to_string()),
+                    upstream = u.err().map(|e| e.to_string()),
+                    "websocket upgrade did not complete"
+                );
+                return;
+            }
+        };
+        let mut open = metrics.websockets.opened();
+        let closed =
+            websocket::relay(TokioIo::new(client), TokioIo::new(server), self.limits).await;
+        open.ends(closed.end.as_str());
+        drop(upstream.slot);
+        tracing::info!(
+            target: "entragate::websocket",
+            api = %self.api,
+            path = %self.path,
+            request_id = self.request_id.as_deref(),
+            reason = closed.end.as_str(),
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_from_client = closed.from_client,
+            bytes_from_upstream = closed.from_upstream,
+            close_sent_to_client = closed.close_sent.0,
+            close_sent_to_upstream = closed.close_sent.1,
+            "websocket closed"
+        );
+    }
+}
+
 /// Sends the request on; the upstream's failures as 502, 504 or 413, with what they change
 /// in the outcome.
 async fn forward(
@@ -119,13 +233,32 @@ async fn forward(
     req: Request<Body>,
     peer: SocketAddr,
 ) -> (Response<Body>, Option<Outcome>, Option<Duration>) {
+    let (response, outcome, upstream, _) = send(gw, forwarder, req, peer, false).await;
+    (response, outcome, upstream)
+}
+
+/// [`forward`], and the upstream's side of a tunnel when `upgrade` and it answered 101.
+async fn send(
+    gw: &Gateway,
+    forwarder: &Forwarder,
+    req: Request<Body>,
+    peer: SocketAddr,
+    upgrade: bool,
+) -> (
+    Response<Body>,
+    Option<Outcome>,
+    Option<Duration>,
+    Option<UpstreamUpgrade>,
+) {
     let sent = Instant::now();
-    let result = forwarder.forward(req, peer).await;
+    let result = forwarder.forward_upgrade(req, peer, upgrade).await;
     let elapsed = sent.elapsed();
     gw.metrics.upstream_latency.observe(elapsed);
+    let mut tunnel = None;
     let (response, outcome) = match result {
-        Ok(resp) => {
+        Ok((resp, upgraded)) => {
             gw.metrics.record_upstream_status(resp.status());
+            tunnel = upgraded;
             (resp, None)
         }
         Err(UpstreamError::Unreachable) => (
@@ -154,7 +287,7 @@ async fn forward(
             Some(Outcome::UpstreamTimeout),
         ),
     };
-    (response, outcome, Some(elapsed))
+    (response, outcome, Some(elapsed), tunnel)
 }
 
 /// 503 for a request shed under load; counted and logged like any other request.

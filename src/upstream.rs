@@ -7,5 +7,6 @@
 pub mod forward;
 pub mod headers;
 pub mod protocol;
+pub mod websocket;
 
-pub use forward::{Forwarder, UpstreamError};
+pub use forward::{Forwarder, UpstreamError, UpstreamUpgrade};

@@ -11,7 +11,7 @@ use super::policy::route_failures;
 use super::token::{Claims, Decoded};
 use super::validate::check_issuer_agrees;
 use super::{Reason, Validator};
-use crate::config::{Entra, Route, is_guid};
+use crate::config::{Entra, Route};
 use crate::keys::{Issuer, IssuerMatch, IssuerTemplate, KeyStore, TokenVersion};
 
 /// What was found out about a token.
@@ -62,22 +62,14 @@ pub enum SignatureFinding {
 /// derived (the tenant's GUID is in its metadata) and are left out.
 #[must_use]
 pub fn expected_issuers(entra: &Entra, keys: &KeyStore) -> Vec<(usize, IssuerTemplate)> {
-    let tenant = if entra.is_multi_tenant() {
-        Some("{tenantid}".to_owned())
-    } else if is_guid(&entra.tenant_id) {
-        Some(entra.tenant_id.to_ascii_lowercase())
-    } else {
-        None
-    };
+    let derived = entra.derived_issuers();
     keys.issuers
         .iter()
         .enumerate()
         .filter_map(|(i, issuer)| {
             let value = match issuer.version {
-                Some(TokenVersion::V1) => crate::config::Cloud::of_authority(&entra.authority)
-                    .unwrap_or_default()
-                    .v1_issuer(tenant.as_ref()?),
-                Some(TokenVersion::V2) => format!("{}/{}/v2.0", entra.authority, tenant.as_ref()?),
+                Some(TokenVersion::V1) => derived.as_ref()?.0.clone(),
+                Some(TokenVersion::V2) => derived.as_ref()?.1.clone(),
                 None => issuer.source.expected_issuer()?.to_owned(),
             };
             Some((i, IssuerTemplate::new(&value)))

@@ -529,3 +529,62 @@ fn max_token_lifetime_is_a_positive_duration() {
         assert_eq!(keys(&e), ["entra.max_token_lifetime"], "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_jwks_file_must_be_readable_a_jwks_and_need_a_tenant_id() {
+    let with = |file: &str, tenant: &str, contents: Option<&'static str>| {
+        let text = format!(
+            "[entra]\ntenant_id = {tenant:?}\naudiences = [\"https://api.contoso.com\"]\njwks_file = {file:?}\n"
+        );
+        let read = move |_: &str| {
+            contents
+                .map(str::to_owned)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        };
+        Config::load(&text, &[], &read)
+    };
+    const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let c = with("/k.json", TID, Some(r#"{"keys":[{"kty":"RSA"}]}"#)).expect("valid");
+    assert_eq!(c.entra.jwks_file.as_deref(), Some("/k.json"));
+    assert_eq!(c.entra.jwks_file_reload, Duration::from_secs(10));
+    assert_eq!(
+        c.entra.derived_issuers(),
+        Some((
+            format!("https://sts.windows.net/{TID}/"),
+            format!("https://login.microsoftonline.com/{TID}/v2.0")
+        ))
+    );
+    for (contents, says) in [
+        (None, "cannot read /k.json"),
+        (Some("not json"), "is not a JWKS"),
+        (Some(r#"{"keys": {}}"#), "is not a JWKS"),
+        (Some(r#"{"keys": []}"#), "has no keys"),
+    ] {
+        let e = with("/k.json", TID, contents).expect_err(says);
+        assert_eq!(keys(&e), ["entra.jwks_file"], "{e}");
+        assert!(e.problems[0].message.contains(says), "{e}");
+    }
+    let e = with(
+        "/k.json",
+        "contoso.onmicrosoft.com",
+        Some(r#"{"keys":[{}]}"#),
+    )
+    .expect_err("a domain tenant");
+    assert_eq!(keys(&e), ["entra.tenant_id"], "{e}");
+}
+
+#[test]
+fn derived_issuers_follow_the_cloud_and_multi_tenancy() {
+    let c = load(
+        "[entra]\ntenant_id = \"organizations\"\naudiences = [\"a\"]\nallowed_tenants = [\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]\ncloud = \"china\"\n",
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.entra.derived_issuers(),
+        Some((
+            "https://sts.chinacloudapi.cn/{tenantid}/".to_owned(),
+            "https://login.partner.microsoftonline.cn/{tenantid}/v2.0".to_owned()
+        ))
+    );
+}

@@ -61,6 +61,9 @@ pub struct Pass<'g> {
     /// The body limit that applies while the body streams (the declared `Content-Length`
     /// was already checked against it).
     pub body_limit: Option<u64>,
+    /// The verified token's `exp` (Unix seconds); `None` for an anonymous route. A
+    /// WebSocket tunnel the request opens ends then.
+    pub token_exp: Option<f64>,
 }
 
 /// Header edits for the upstream request, applied in this order: every `remove`, then every

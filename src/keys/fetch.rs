@@ -126,6 +126,8 @@ pub enum FetchError {
     NoKeys { skipped: usize },
     #[error("metadata: issuer is {found:?}, expected {expected:?}")]
     IssuerMismatch { expected: String, found: String },
+    #[error("jwks file: {detail}")]
+    Unreadable { detail: String },
 }
 
 impl FetchError {
@@ -139,6 +141,7 @@ impl FetchError {
             Self::Json { .. } => "bad_json",
             Self::NoKeys { .. } => "no_keys",
             Self::IssuerMismatch { .. } => "issuer_mismatch",
+            Self::Unreadable { .. } => "unreadable",
         }
     }
 }
@@ -217,6 +220,30 @@ pub async fn fetch_keys(
     metadata: &Metadata,
 ) -> Result<Fetched, FetchError> {
     let jwks: Jwks = get_json(client, &metadata.jwks_uri, "jwks").await?;
+    usable_keys(jwks, IssuerTemplate::new(&metadata.issuer))
+}
+
+/// The usable keys of a JWKS document read from a file (`what` names it in errors), as
+/// `issuer`'s: the same rules as a fetched JWKS.
+///
+/// # Errors
+/// A document too large, not a JWKS, or with no usable key.
+pub fn parse_jwks(
+    bytes: &[u8],
+    what: &'static str,
+    issuer: IssuerTemplate,
+) -> Result<Fetched, FetchError> {
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(FetchError::TooLarge { what });
+    }
+    let jwks: Jwks = serde_json::from_slice(bytes).map_err(|e| FetchError::Json {
+        what,
+        detail: e.to_string(),
+    })?;
+    usable_keys(jwks, issuer)
+}
+
+fn usable_keys(jwks: Jwks, issuer: IssuerTemplate) -> Result<Fetched, FetchError> {
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();
     for raw in jwks.keys {
@@ -233,7 +260,7 @@ pub async fn fetch_keys(
         });
     }
     Ok(Fetched {
-        issuer: IssuerTemplate::new(&metadata.issuer),
+        issuer,
         keys,
         skipped,
     })

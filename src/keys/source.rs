@@ -5,6 +5,13 @@
 //! fetch. At most one fetch per source runs at a time, and an unknown `kid` may start one only
 //! when `min_refetch` has passed since the last fetch of any cause. A failed fetch leaves the
 //! previous set in service until it is `max_stale` old.
+//!
+//! Keys come from one of two origins ([`Origin`]): OpenID discovery and the JWKS it names
+//! (fetched over HTTP), or a JWKS file (`entra.jwks_file`), read again every
+//! `entra.jwks_file_reload` through the same refresh loop. A file whose contents did not
+//! change since it last loaded only confirms the keys in service (their age restarts); one
+//! that became unreadable or invalid keeps them, is logged once per distinct failure and
+//! counted as a failed fetch, exactly as a failed download would be.
 
 use crate::sync::lock;
 use std::sync::{Arc, Mutex};
@@ -50,15 +57,32 @@ pub enum Lookup {
     Unavailable,
 }
 
+/// Where a source's keys come from.
+#[derive(Debug)]
+pub enum Origin {
+    /// OpenID discovery, then the JWKS named by the metadata.
+    Discovery { client: reqwest::Client },
+    /// A JWKS file; the issuer is given (derived from the tenant), not read.
+    File {
+        path: std::path::PathBuf,
+        issuer: String,
+        /// Digest of what was last seen (contents, or the failure reading them) and why it
+        /// did not load (`None`: it did): unchanged contents are not parsed again, and a
+        /// failure is told once.
+        last_seen: Mutex<Option<Seen>>,
+    },
+}
+
 /// An issuer's metadata + JWKS, cached.
 pub struct KeySource {
     /// Metric label and log name, e.g. `entra-v2`.
     pub name: String,
+    /// The metadata URL, or the file's path for a file source.
     pub metadata_url: String,
     /// For `[[oidc]]` issuers: the metadata's `issuer` must be exactly this.
     expected_issuer: Option<String>,
     timing: Timing,
-    client: reqwest::Client,
+    origin: Origin,
     current: ArcSwapOption<KeySet>,
     /// When the last fetch (of any cause) started.
     last_fetch: Mutex<Option<Instant>>,
@@ -90,12 +114,60 @@ impl KeySource {
             metadata_url,
             expected_issuer,
             timing,
-            client,
+            origin: Origin::Discovery { client },
             current: ArcSwapOption::empty(),
             last_fetch: Mutex::new(None),
             inflight: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// A source reading the JWKS file at `path`, whose keys are `issuer`'s.
+    #[must_use]
+    pub fn file(
+        name: &str,
+        path: &str,
+        issuer: String,
+        timing: Timing,
+        metrics: Arc<KeySourceMetrics>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            metadata_url: path.to_owned(),
+            expected_issuer: None,
+            timing,
+            origin: Origin::File {
+                path: path.into(),
+                issuer,
+                last_seen: Mutex::new(None),
+            },
+            current: ArcSwapOption::empty(),
+            last_fetch: Mutex::new(None),
+            inflight: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// The JWKS file this source reads, for a file source.
+    #[must_use]
+    pub fn file_path(&self) -> Option<&std::path::Path> {
+        match &self.origin {
+            Origin::File { path, .. } => Some(path),
+            Origin::Discovery { .. } => None,
+        }
+    }
+
+    /// The keys of the current set, however stale (0 when none is loaded).
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.current.load().as_deref().map_or(0, |s| s.keys.len())
+    }
+
+    /// True when this source reads the same file for the same issuer on the same schedule.
+    #[must_use]
+    pub fn is_same_file(&self, path: &str, issuer: &str, timing: Timing) -> bool {
+        matches!(&self.origin, Origin::File { path: p, issuer: i, .. } if p.as_os_str() == path && i == issuer)
+            && self.timing == timing
     }
 
     /// True when this source fetches the same documents on the same schedule as one built
@@ -107,7 +179,8 @@ impl KeySource {
         expected_issuer: Option<&str>,
         timing: Timing,
     ) -> bool {
-        self.metadata_url == metadata_url
+        matches!(self.origin, Origin::Discovery { .. })
+            && self.metadata_url == metadata_url
             && self.expected_issuer.as_deref() == expected_issuer
             && self.timing == timing
     }
@@ -240,13 +313,20 @@ impl KeySource {
 
     async fn fetch_and_store(&self) -> Result<(), FetchError> {
         let started = Instant::now();
-        match fetch::fetch(
-            &self.client,
-            &self.metadata_url,
-            self.expected_issuer.as_deref(),
-        )
-        .await
-        {
+        let result = match &self.origin {
+            Origin::Discovery { client } => {
+                fetch::fetch(client, &self.metadata_url, self.expected_issuer.as_deref()).await
+            }
+            Origin::File {
+                path,
+                issuer,
+                last_seen,
+            } => match self.read_file(path, issuer, last_seen).await {
+                Read::Changed(result) => result,
+                Read::Unchanged(outcome) => return outcome,
+            },
+        };
+        match result {
             Ok(fetched) => {
                 for (kid, why) in &fetched.skipped {
                     tracing::warn!(source = %self.name, kid = %kid, why = %why, "skipping a published key");
@@ -282,6 +362,46 @@ impl KeySource {
         }
     }
 
+    /// Reads the JWKS file; unchanged contents (or an unchanged failure) are not handled
+    /// again: the keys in service are confirmed, or the failure stays told.
+    async fn read_file(
+        &self,
+        path: &std::path::Path,
+        issuer: &str,
+        last_seen: &Mutex<Option<Seen>>,
+    ) -> Read {
+        let read = tokio::fs::read(path).await;
+        let seen = match &read {
+            Ok(bytes) => crate::pem::digest_bytes(&[b"ok", bytes]),
+            Err(e) => crate::pem::digest_bytes(&[b"error", e.to_string().as_bytes()]),
+        };
+        let previous = lock(last_seen).clone();
+        if let Some((digest, failure)) = previous
+            && digest == seen
+        {
+            if let Some(e) = failure {
+                return Read::Unchanged(Err(e));
+            }
+            if let Some(set) = self.current.load_full() {
+                self.current.store(Some(Arc::new(KeySet {
+                    issuer: set.issuer.clone(),
+                    keys: set.keys.clone(),
+                    fetched_at: Instant::now(),
+                })));
+                self.metrics.record_confirmed();
+                return Read::Unchanged(Ok(()));
+            }
+        }
+        let result = match read {
+            Ok(bytes) => fetch::parse_jwks(&bytes, "jwks file", IssuerTemplate::new(issuer)),
+            Err(e) => Err(FetchError::Unreadable {
+                detail: format!("cannot read {}: {e}", path.display()),
+            }),
+        };
+        *lock(last_seen) = Some((seen, result.as_ref().err().cloned()));
+        Read::Changed(result)
+    }
+
     /// Keeps the set fresh: fetch now, then every `refresh`; after a failure retry with
     /// exponential backoff (1 s doubling, capped at 60 s and at `refresh`) plus jitter.
     ///
@@ -314,6 +434,17 @@ impl KeySource {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// A JWKS file's last look: the digest of what was read and why it did not load.
+type Seen = ([u8; 32], Option<FetchError>);
+
+/// What a look at a JWKS file found.
+enum Read {
+    /// New contents (or a new failure): handled like a fetch.
+    Changed(Result<fetch::Fetched, FetchError>),
+    /// As last time: nothing to log or count again.
+    Unchanged(Result<(), FetchError>),
 }
 
 /// A pseudo-random duration in `[0, max)`, enough to keep replicas from retrying in step.
@@ -384,5 +515,90 @@ mod tests {
         assert_eq!(source.metrics.fetches(), 3);
         source.lookup("k5").await;
         assert_eq!(source.metrics.fetches(), 3);
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use base64::Engine as _;
+
+    fn jwks(kids: &[&str]) -> String {
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xc5_u8; 256]);
+        let keys: Vec<serde_json::Value> = kids
+            .iter()
+            .map(|kid| serde_json::json!({"kty": "RSA", "use": "sig", "kid": kid, "n": n, "e": "AQAB"}))
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    fn result(source: &KeySource, kind: &str) -> u64 {
+        source.metrics.count_of(kind)
+    }
+
+    #[tokio::test]
+    async fn a_key_file_loads_reloads_on_change_and_keeps_its_keys_when_broken() {
+        let dir = std::env::temp_dir().join(format!("entragate-jwks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, jwks(&["a"])).expect("write");
+        let metrics = Metrics::new();
+        let source = Arc::new(KeySource::file(
+            "entra-v2",
+            path.to_str().expect("utf-8"),
+            "https://issuer.test/{tenantid}/v2.0".into(),
+            Timing {
+                refresh: Duration::from_secs(10),
+                min_refetch: Duration::from_secs(300),
+                max_stale: Duration::from_secs(86_400),
+            },
+            metrics.key_source("entra-v2"),
+        ));
+        source.refresh().await.expect("loads");
+        assert!(source.has_key("a") && !source.has_key("b"));
+        let set = source.snapshot().expect("a set");
+        assert_eq!(
+            set.issuer.to_string(),
+            "https://issuer.test/{tenantid}/v2.0"
+        );
+        assert_eq!(result(&source, "ok"), 1);
+
+        // Unchanged: confirmed, not loaded (or counted) again.
+        source.refresh().await.expect("still good");
+        assert_eq!(result(&source, "ok"), 1);
+        assert!(source.has_key("a"));
+
+        // Broken: the keys stay, the failure is counted once however often it is seen.
+        std::fs::write(&path, "{ not json").expect("write");
+        let e = source.refresh().await.expect_err("invalid");
+        assert_eq!(e.kind(), "bad_json");
+        source.refresh().await.expect_err("still invalid");
+        assert_eq!(result(&source, "bad_json"), 1);
+        assert!(source.has_key("a"), "the last good keys stay in service");
+        std::fs::write(
+            &path,
+            r#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#,
+        )
+        .expect("write");
+        assert_eq!(source.refresh().await.expect_err("HMAC").kind(), "no_keys");
+        assert!(source.has_key("a"));
+
+        // Rewritten with a new key: it replaces the old set.
+        std::fs::write(&path, jwks(&["b"])).expect("write");
+        source.refresh().await.expect("reloads");
+        assert!(source.has_key("b") && !source.has_key("a"));
+        assert_eq!(result(&source, "ok"), 2);
+
+        // Gone: unreadable, told once, keys kept.
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(
+            source.refresh().await.expect_err("gone").kind(),
+            "unreadable"
+        );
+        source.refresh().await.expect_err("still gone");
+        assert_eq!(result(&source, "unreadable"), 1);
+        assert!(source.has_key("b"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

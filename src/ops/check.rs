@@ -76,6 +76,9 @@ pub struct Fetch {
     /// Usable signing keys.
     pub keys: usize,
     pub error: Option<String>,
+    /// The JWKS file the keys were read from (`entra.jwks_file`); no metadata then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// The whole report.
@@ -198,7 +201,30 @@ pub async fn run(
             issuer: None,
             keys: 0,
             error: None,
+            file: None,
         };
+        if let Some(path) = s.file_path() {
+            let path = path.display().to_string();
+            let _ = write!(progress, "reading {} keys file {path} ... ", s.name);
+            let _ = progress.flush();
+            let started = Instant::now();
+            let result = s.refresh().await;
+            f.jwks_ms = Some(ms(started.elapsed()));
+            f.keys = s.key_count();
+            f.issuer = s.snapshot().map(|set| set.issuer.to_string());
+            f.file = Some(path);
+            match result {
+                Ok(()) => {
+                    let _ = writeln!(progress, "ok ({} keys)", f.keys);
+                }
+                Err(e) => {
+                    let _ = writeln!(progress, "failed");
+                    f.error = Some(e.to_string());
+                }
+            }
+            fetches.push(f);
+            continue;
+        }
         let _ = write!(
             progress,
             "fetching {} metadata {} ... ",

@@ -412,9 +412,14 @@ async fn load_keys(keys: &KeyStore, progress: &mut dyn std::io::Write) -> Vec<Ke
     let mut out = Vec::new();
     for issuer in &keys.issuers {
         let s = &issuer.source;
+        let verb = if s.file_path().is_some() {
+            "reading"
+        } else {
+            "fetching"
+        };
         let _ = write!(
             progress,
-            "fetching {} keys from {} ... ",
+            "{verb} {} keys from {} ... ",
             s.name, s.metadata_url
         );
         let _ = progress.flush();

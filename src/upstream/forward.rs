@@ -72,6 +72,16 @@ pub struct Forwarder {
     strip_prefix: Option<String>,
     /// `upstream.protocol`, with `auto` on plain `http` already HTTP/1.1.
     protocol: UpstreamProtocol,
+    /// `upstream.websocket_idle_timeout` when WebSocket upgrades are forwarded
+    /// (`upstream.websocket`, and an upstream reached over HTTP/1.1).
+    websocket: Option<Duration>,
+}
+
+/// The upstream's side of a WebSocket tunnel, once its 101 has arrived: its connection (when
+/// hyper hands it over) and the `upstream.max_connections` slot it holds while open.
+pub struct UpstreamUpgrade {
+    pub on: hyper::upgrade::OnUpgrade,
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Forwarder {
@@ -105,6 +115,10 @@ impl Forwarder {
             client_proto: "http",
             strip_prefix: None,
             protocol,
+            // An HTTP/2 connection has no `Upgrade` (extended CONNECT, RFC 8441, is not
+            // spoken to upstreams): to h2c the request goes as a plain one.
+            websocket: (upstream.websocket && protocol != UpstreamProtocol::H2c)
+                .then_some(upstream.websocket_idle_timeout),
         })
     }
 
@@ -148,6 +162,14 @@ impl Forwarder {
         headers::is_trusted(&self.trusted_proxies, peer.ip())
     }
 
+    /// The tunnels' idle timeout when WebSocket upgrades are forwarded to this upstream;
+    /// `None` when they are not (`upstream.websocket = false`, or an h2c upstream): the
+    /// request then goes on without its upgrade headers.
+    #[must_use]
+    pub fn websocket(&self) -> Option<Duration> {
+        self.websocket
+    }
+
     /// Forwards `req`: already authorized, hop-by-hop headers removed (before the identity was
     /// set, so `Connection` cannot name an identity header away), identity headers set.
     ///
@@ -158,6 +180,23 @@ impl Forwarder {
         req: Request<Body>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, UpstreamError> {
+        self.forward_upgrade(req, peer, false)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`Forwarder::forward`], and with `upgrade` (a WebSocket handshake whose upgrade
+    /// headers were kept) a 101 from the upstream comes back with its `Connection` /
+    /// `Upgrade` and the upstream's side of the tunnel. Any other answer is as `forward`'s.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when no response headers arrive.
+    pub async fn forward_upgrade(
+        &self,
+        req: Request<Body>,
+        peer: SocketAddr,
+        upgrade: bool,
+    ) -> Result<(Response<Body>, Option<UpstreamUpgrade>), UpstreamError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -215,10 +254,21 @@ impl Forwarder {
             }
             Ok(Ok(sent)) => sent,
         };
+        let mut response = response;
+        if upgrade && response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let on = hyper::upgrade::on(&mut response);
+            let (mut parts, _) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            super::websocket::keep_upgrade(&mut parts.headers);
+            return Ok((
+                Response::from_parts(parts, Body::empty()),
+                Some(UpstreamUpgrade { on, slot }),
+            ));
+        }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         let body = Slotted { inner: body, slot };
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok((Response::from_parts(parts, Body::new(body)), None))
     }
 
     /// The upstream's URI for a client's request target: the path is kept exactly as sent

@@ -372,3 +372,48 @@ scopes = ["aql.read"]
             .contains("/ehrbase/rest/openehr/v1/query")
     );
 }
+
+#[tokio::test]
+async fn a_key_file_is_shown_as_the_key_source_with_its_path_and_key_count() {
+    let issuer = DevIssuer::start(loopback(), TENANT).await.expect("issuer");
+    let second = entragate::dev::SigningKey::generate();
+    let jwks = TempFile::with(
+        "jwks.json",
+        &serde_json::json!({"keys": [issuer.signing_key().jwk(None), second.jwk(None)]})
+            .to_string(),
+    );
+    let file = config(
+        &issuer,
+        "",
+        &format!(
+            "audiences = [\"{API_CLIENT_ID}\"]\njwks_file = {:?}",
+            jwks.as_str()
+        ),
+    );
+    let text = Proc::run(&["check", "--config", file.as_str()], &[], None).await;
+    for source in ["entra-v1", "entra-v2"] {
+        assert!(
+            text.stdout.contains(&format!(
+                "ok    {source}: keys from file {} (entra.jwks_file)",
+                jwks.as_str()
+            )),
+            "{}",
+            text.stdout
+        );
+    }
+    assert!(text.stdout.contains("2 signing key(s)"), "{}", text.stdout);
+    let (_, report, _) = check_json(&file).await;
+    let fetches = report["fetches"].as_array().expect("fetches");
+    assert_eq!(fetches[1]["file"], jwks.as_str());
+    assert_eq!(fetches[1]["keys"], 2);
+    assert_eq!(
+        fetches[1]["issuer"],
+        format!("{}/{TENANT}/v2.0", issuer.authority())
+    );
+    assert_eq!(issuer.metadata_fetches(), 0, "no discovery");
+
+    jwks.write("[]");
+    let (code, report, _) = check_json(&file).await;
+    assert_eq!(code, Some(2), "{report:#}");
+    assert_eq!(report["config"][0]["id"], "entra.jwks_file", "{report:#}");
+}

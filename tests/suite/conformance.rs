@@ -191,6 +191,14 @@ impl Row {
     }
 }
 
+/// `row` as a WebSocket opening handshake (RFC 6455 §4.1).
+fn websocket(row: Row) -> Row {
+    row.header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+}
+
 /// What forward-auth answers where the proxy answers `status` (SPEC §4).
 fn forward_auth_status(status: u16) -> u16 {
     match status {
@@ -278,6 +286,21 @@ fn rows(h: &Harness) -> Vec<Row> {
             .header("x-auth-roles", "Admin")
             .header("x-auth-name", "mallory")
             .identity(&v1),
+        // WebSocket handshakes are decided like any request (the proxy forwards the upgrade;
+        // the echo upstream, no WebSocket server, answers 200).
+        websocket(Row::new(
+            "WebSocket handshake with a token",
+            "GET",
+            "/data/ws",
+        ))
+        .bearer(&good)
+        .identity(&v1),
+        websocket(Row::new(
+            "WebSocket handshake, anonymous route",
+            "GET",
+            "/public/ws",
+        ))
+        .anonymous(),
         Row::new("anonymous route, no token", "GET", "/public/doc").anonymous(),
         Row::new("anonymous route, Power Query's probe", "GET", "/public/doc")
             .header("authorization", "Bearer")
@@ -313,6 +336,19 @@ fn rows(h: &Harness) -> Vec<Row> {
         .anonymous(),
         // Refused before the token is read.
         Row::new("no Authorization", "GET", "/data").refused(401, Reason::MissingToken),
+        websocket(Row::new(
+            "WebSocket handshake without a token",
+            "GET",
+            "/data/ws",
+        ))
+        .refused(401, Reason::MissingToken),
+        websocket(Row::new(
+            "WebSocket handshake, scope missing",
+            "GET",
+            "/query/ws",
+        ))
+        .bearer(&good)
+        .refused(403, Reason::ScopeMissing),
         Row::new("Basic instead of Bearer", "GET", "/data")
             .header("authorization", "Basic dXNlcjpwYXNz")
             .refused(401, Reason::MissingToken),

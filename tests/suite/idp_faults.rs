@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 /// Longest any single request may take before it counts as a hang (metadata_timeout is 5 s).
 const REQUEST_BOUND: Duration = Duration::from_secs(15);
 /// Every `result` label of `entragate_key_fetches_total`.
-const RESULTS: [&str; 7] = [
+const RESULTS: [&str; 8] = [
     "ok",
     "http_error",
     "bad_status",
@@ -41,6 +41,7 @@ const RESULTS: [&str; 7] = [
     "bad_json",
     "no_keys",
     "issuer_mismatch",
+    "unreadable",
 ];
 const SOURCES: [&str; 2] = ["entra-v1", "entra-v2"];
 

@@ -3,12 +3,14 @@
 //! - `rotation`: rotation, unknown-`kid` floods and the refetch cooldown;
 //! - `outages`: identity-provider outages after and at startup, and the key-fetch metrics;
 //! - `documents`: key fetches that hang, broken key documents, and v2 keys that name their
-//!   issuer.
+//!   issuer;
+//! - `file`: keys from `entra.jwks_file` instead of discovery, reloaded when it changes.
 //!
 //! This file holds what they share: tokens, bounded requests, counters, and a programmable
 //! identity provider in front of the dev issuer.
 
 mod documents;
+mod file;
 mod outages;
 mod rotation;
 

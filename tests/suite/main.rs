@@ -39,3 +39,4 @@ mod tls_idp;
 mod tls_upstream;
 mod upstream_faults;
 mod validation;
+mod websocket;

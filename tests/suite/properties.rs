@@ -595,6 +595,9 @@ fn validator() -> Validator {
         jwks_min_refetch: Duration::from_secs(300),
         jwks_max_stale: Duration::from_secs(86_400),
         metadata_timeout: Duration::from_secs(10),
+        cloud: entragate::config::Cloud::Global,
+        jwks_file: None,
+        jwks_file_reload: Duration::from_secs(10),
     };
     Validator::new(
         &entra,

@@ -29,6 +29,26 @@ pub(super) fn config_fix(key: &str) -> Option<&'static str> {
 /// The line for one key source's fetch.
 pub(super) fn fetch_item(f: &Fetch) -> Item {
     let id = format!("keys.{}", f.source);
+    if let Some(path) = &f.file {
+        return match &f.error {
+            None => Item::new(
+                id,
+                Status::Ok,
+                format!(
+                    "{}: keys from file {path} (entra.jwks_file): issuer {}, {} signing key(s)",
+                    f.source,
+                    f.issuer.as_deref().unwrap_or("?"),
+                    f.keys
+                ),
+            ),
+            Some(e) => Item::new(
+                id,
+                Status::Fail,
+                format!("{}: cannot load keys from file {path}: {e}", f.source),
+            )
+            .fix("entra.jwks_file must be a JWKS ({\"keys\": [...]}, as an issuer's jwks_uri serves) with at least one RSA signing key that has a kid."),
+        };
+    }
     match &f.error {
         None => Item::new(
             id,
