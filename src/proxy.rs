@@ -78,10 +78,12 @@ async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Respon
         Verdict::Refuse(refusal) if grpc => (refusal.into_grpc_response(), None, None),
         Verdict::Refuse(refusal) => (refusal.into_response(), None, None),
         Verdict::Pass(pass) if websocket && pass.api.forwarder.websocket().is_some() => {
+            // The API's upstream.websocket_idle_timeout (Some: the guard read it).
+            let idle = pass.api.forwarder.websocket().unwrap_or_default();
             pass.edits.apply(req.headers_mut());
             // Boxed: the tunnel's state is not carried in every other request's future.
             let (response, outcome, upstream) =
-                Box::pin(tunnel(gw, (pass.api, pass.token_exp), req, peer)).await;
+                Box::pin(tunnel(gw, (pass.api, pass.token_exp, idle), req, peer)).await;
             record.finish(response.status().as_u16(), outcome, upstream);
             return response;
         }
@@ -130,7 +132,7 @@ fn http_version(version: http::Version) -> &'static str {
 /// goes back as usual.
 async fn tunnel(
     gw: &Gateway,
-    (api, token_exp): (&LiveApi, Option<f64>),
+    (api, token_exp, idle): (&LiveApi, Option<f64>, Duration),
     mut req: Request<Body>,
     peer: SocketAddr,
 ) -> (Response<Body>, Option<Outcome>, Option<Duration>) {
@@ -147,7 +149,7 @@ async fn tunnel(
             .map(str::to_owned),
         limits: websocket::Limits {
             deadline: token_exp.map(deadline),
-            idle: forwarder.websocket().unwrap_or(Duration::from_secs(300)),
+            idle,
             grace: CLOSE_GRACE,
         },
     };
