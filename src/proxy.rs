@@ -167,10 +167,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The tokio instant of the Unix time `exp` (now, when it has passed).
 fn deadline(exp: f64) -> tokio::time::Instant {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let left = Duration::try_from_secs_f64(exp - now).unwrap_or(Duration::ZERO);
+    let left = Duration::try_from_secs_f64(exp - crate::auth::validate::unix_now())
+        .unwrap_or(Duration::ZERO);
     tokio::time::Instant::now() + left.min(Duration::from_secs(100 * 365 * 86_400))
 }
 
