@@ -9,30 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::routing::{MethodRouter, get};
-use http::header;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
-use tower::limit::ConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
 
-use crate::auth::challenge::RESOURCE_METADATA_PATH;
 use crate::config::{Config, Mode};
 use crate::ext_authz::{self, ExtAuthz};
-use crate::forward_auth;
 use crate::gateway::{Gateway, SharedGateway};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy;
-use crate::server::{self, Limits};
+use crate::server::{self, Handler, Limits};
+
+mod front;
+
 use crate::trace::Tracing;
+pub use front::Front;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,90 +90,6 @@ pub struct Applied {
     pub restart_needed: Vec<(&'static str, String)>,
     /// Key sources that are new with this config (their keys were fetched before the swap).
     pub new_key_sources: Vec<String>,
-}
-
-/// The main listener's stack (`server.listen`). Order, outermost first:
-/// 1. sensitive headers: marks `Authorization`/`Cookie` before anything could log them;
-/// 2. request id: every request gets an `x-request-id` (kept if the client sent one) so the
-///    decision log, the upstream and the client can be correlated;
-/// 3. trace span: carries the request id into every event of the request (only while `debug`
-///    is enabled, the span's level; otherwise the layer is left out);
-/// 4. propagate request id: echoes it on the response, including refusals;
-/// 5. load shedding: past `server.max_in_flight` requests at once, answer 503 with
-///    `Retry-After` at once instead of queueing without bound (inside the request-id layers so
-///    shed requests are still traceable);
-/// 6. the front end of `server.mode`, innermost because it is the only step the modes do not
-///    share; it reads the config in force from `gw` per request (a reload swaps it; the
-///    layers above stay):
-///    - proxy: the gateway itself (authenticate, mutate, forward), see [`proxy::handle`];
-///    - forward-auth: the same decision, answered instead of forwarded (the ingress does the
-///      mutating and forwarding), see [`forward_auth::handle`]. Layers 1-4 stay: the ingress
-///      sends the client's `Authorization` and its own `X-Request-ID` (ingress-nginx does), so
-///      redaction and correlation matter exactly as in proxy mode.
-///
-/// The RFC 9728 document is served on this listener in both modes while
-/// `challenge.resource_metadata` is on (in forward-auth mode only when asked for directly, not
-/// as an auth check; see [`forward_auth`]).
-pub fn main_router(
-    mode: Mode,
-    gw: SharedGateway,
-    max_in_flight: usize,
-    metrics: Arc<Metrics>,
-) -> Router {
-    let router = match mode {
-        Mode::Proxy => {
-            // Only GET is the metadata document, and only while `challenge.resource_metadata`
-            // is on (a reload may turn it either way); anything else there is an ordinary
-            // request.
-            let metadata: MethodRouter<SharedGateway> =
-                get(proxy::resource_metadata).fallback(proxy::handle);
-            Router::new()
-                .route(RESOURCE_METADATA_PATH, metadata.clone())
-                .route(
-                    &format!("{RESOURCE_METADATA_PATH}/{{*resource_path}}"),
-                    metadata,
-                )
-                .fallback(proxy::handle)
-                .with_state(gw)
-        }
-        Mode::ForwardAuth => Router::new().fallback(forward_auth::handle).with_state(gw),
-    };
-    // The span is at `debug`: below that it would be built and timed for every request and
-    // never seen. `RUST_LOG` is read once at startup, so this holds for the process.
-    let request_spans = tracing::enabled!(tracing::Level::DEBUG);
-    router.layer(
-        ServiceBuilder::new()
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                header::AUTHORIZATION,
-                header::PROXY_AUTHORIZATION,
-                header::COOKIE,
-            ]))
-            .layer(SetRequestIdLayer::x_request_id(
-                proxy::request_id::MakeRequestIds,
-            ))
-            .option_layer(request_spans.then(|| {
-                ServiceBuilder::new()
-                    .map_response(|r: http::Response<_>| r.map(axum::body::Body::new))
-                    .layer(TraceLayer::new_for_http().make_span_with(
-                        |req: &http::Request<axum::body::Body>| {
-                            let id = req
-                                .headers()
-                                .get("x-request-id")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("");
-                            tracing::debug_span!("request", request_id = %id)
-                        },
-                    ))
-                    .into_inner()
-            }))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
-                let metrics = Arc::clone(&metrics);
-                async move { proxy::overloaded(&metrics) }
-            }))
-            .layer(LoadShedLayer::new())
-            .layer(ConcurrencyLimitLayer::new(max_in_flight)),
-    )
 }
 
 /// Builds the HTTP client used for the identity provider's metadata and keys.
@@ -260,7 +167,7 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
             signal.clone(),
         ));
     }
-    let main = main_router(
+    let main = Front::new(
         mode,
         Arc::clone(&gateway),
         config.server.max_in_flight,
@@ -576,14 +483,14 @@ fn local_addr(key: &'static str, l: &TcpListener) -> Result<SocketAddr, StartupE
 }
 
 /// Runs [`server::serve`] in its own task.
-fn serve(
+fn serve<H: Handler>(
     listener: TcpListener,
-    router: Router,
+    handler: H,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     signal: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(server::serve(listener, router, limits, tls, signal))
+    tokio::spawn(server::serve(listener, handler, limits, tls, signal))
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

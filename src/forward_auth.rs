@@ -27,15 +27,14 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::access::{self, Via};
 use crate::auth::challenge::RESOURCE_METADATA_PATH;
-use crate::gateway::{AccessRecord, Edits, RequestView, SharedGateway, Verdict};
 #[cfg(doc)]
-use crate::gateway::{Gateway, Refusal};
+use crate::gateway::Refusal;
+use crate::gateway::{AccessRecord, Edits, Gateway, RequestView, Verdict};
 use crate::gateway::{origin, split_target};
 use crate::upstream::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
@@ -196,12 +195,7 @@ pub fn original_origin(headers: &HeaderMap, trusted: bool) -> Option<String> {
 /// The forward-auth listener's only handler. It reads the gateway in force (routes,
 /// audiences, issuers, `server.trusted_proxies`) once per request, so a reload applies here
 /// exactly as in proxy mode.
-pub async fn handle(
-    State(shared): State<SharedGateway>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let gw = shared.load_full();
+pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
     let headers = req.headers();
     let trusted = gw.trusts(peer);
     let own_target = req
@@ -247,7 +241,7 @@ pub async fn handle(
         host,
     };
     // The original request's HTTP version is not forwarded by the ingresses: none recorded.
-    let decision = record.check(&gw, &view, None).await;
+    let decision = record.check(gw, &view, None).await;
     let response = match decision.verdict {
         Verdict::Refuse(refusal) => refusal.into_response(),
         Verdict::Pass(pass) => allow(pass.edits),

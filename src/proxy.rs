@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::access::{self, Via};
@@ -20,25 +19,16 @@ use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 
 use crate::gateway::{
-    AccessRecord, Gateway, LiveApi, RequestView, SharedGateway, Verdict, grpc_response, grpc_status,
+    AccessRecord, Gateway, LiveApi, RequestView, Verdict, grpc_response, grpc_status,
 };
 use crate::metrics::{Metrics, Outcome};
 use crate::upstream::{Forwarder, UpstreamError, UpstreamUpgrade, protocol, websocket};
 
 /// The proxy listener's only handler: decide, then mutate and forward, or refuse.
-pub async fn handle(
-    State(shared): State<SharedGateway>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let gw = shared.load_full();
-    serve(&gw, peer, req).await
-}
-
-async fn serve(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Response<Body> {
+pub async fn handle(gw: &Gateway, peer: SocketAddr, mut req: Request<Body>) -> Response<Body> {
     // Kept for the log, which records the path only: queries (AQL, search terms) may carry
     // personal data. A `Uri` shares its bytes, so keeping it copies nothing. The request id
-    // was set (or kept from the client) by the request-id layer in front of this handler.
+    // was set (or kept from the client) by the front service (src/app/front.rs).
     let method = req.method().clone();
     let uri = req.uri().clone();
     // A gRPC client reads a gRPC status, not the HTTP one: refusals and the upstream's
@@ -339,13 +329,12 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728), served without a token when
 /// `challenge.resource_metadata` is on; otherwise an ordinary request like any other.
 pub async fn resource_metadata(
-    State(shared): State<SharedGateway>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    gw: &Gateway,
+    peer: SocketAddr,
     req: Request<Body>,
 ) -> Response<Body> {
-    let gw = shared.load_full();
     let Some(doc) = &gw.resource_metadata else {
-        return serve(&gw, peer, req).await;
+        return handle(gw, peer, req).await;
     };
     // The path-inserted form names a resource with a path (RFC 9728 §3.1).
     let resource_path = req

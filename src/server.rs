@@ -37,10 +37,33 @@ mod trim;
 
 pub use trim::after_bursts as trim_allocator_after_bursts;
 
+/// What answers a listener's requests: the main listener's front service
+/// ([`crate::app::Front`]: the whole stack written out in one function), or an axum
+/// [`Router`] (the admin listener, the dev issuer). It gets each request with the client's
+/// address.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Future: Future<Output = Result<http::Response<axum::body::Body>, Infallible>>
+        + Send
+        + Unpin
+        + 'static;
+
+    fn handle(&self, req: http::Request<axum::body::Body>, peer: SocketAddr) -> Self::Future;
+}
+
+impl Handler for Router {
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    /// With the client's address as axum's `ConnectInfo` extension.
+    fn handle(&self, mut req: http::Request<axum::body::Body>, peer: SocketAddr) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        self.clone().call(req)
+    }
+}
+
 /// What a connection may run with, built once per listener and shared by its connections
 /// (one pointer in each connection's task).
-struct Shared {
-    router: Router,
+struct Shared<H> {
+    handler: H,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     /// HTTPS: HTTP/1.1 or HTTP/2, whichever the client speaks.
@@ -49,17 +72,17 @@ struct Shared {
     header_read_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `signal` turns true, then drains. With `tls`, every
+/// Serves `handler` on `listener` until `signal` turns true, then drains. With `tls`, every
 /// connection is HTTPS (see [`crate::tls`]).
-pub async fn serve(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    router: Router,
+    handler: H,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut signal: watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
-        router,
+        handler,
         h1: http1_builder(limits),
         h2: http2_builder(limits),
         auto: auto_builder(limits),
@@ -106,16 +129,16 @@ pub async fn serve(
 /// One client connection, from its first byte to its end. This future is what each open
 /// connection keeps in memory for its whole life, so the paths that are not plain HTTP/1.1
 /// (HTTP/2, TLS) are boxed: they cost a pointer here and their size only when taken.
-async fn connection(
+async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<H>>,
     permit: OwnedSemaphorePermit,
     watcher: Watcher,
     signal: watch::Receiver<bool>,
 ) {
     let service = Service {
-        router: shared.router.clone(),
+        handler: shared.handler.clone(),
         peer,
     };
     // hyper's header timer starts with the first byte; a connection that never sends one
@@ -158,10 +181,10 @@ async fn first_bytes(
 }
 
 /// HTTP/2 with prior knowledge, boxed (see [`connection`]).
-fn h2_connection(
+fn h2_connection<H: Handler>(
     stream: TcpStream,
-    shared: &Shared,
-    service: Service,
+    shared: &Shared<H>,
+    service: Service<H>,
     signal: watch::Receiver<bool>,
 ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> {
     let conn = shared.h2.serve_connection(TokioIo::new(stream), service);
@@ -170,11 +193,11 @@ fn h2_connection(
 
 /// HTTPS: the handshake, which must finish within the header read timeout too, then HTTP/1.1
 /// or HTTP/2.
-async fn tls_connection(
+async fn tls_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
-    service: Service,
+    shared: &Shared<H>,
+    service: Service<H>,
     signal: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let Some(acceptor) = &shared.tls else {
@@ -247,13 +270,13 @@ trait Graceful: Future {
 type Plain = TokioIo<TcpStream>;
 type Tls = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
 
-impl Graceful for http2::Connection<Plain, Service, TokioExecutor> {
+impl<H: Handler> Graceful for http2::Connection<Plain, Service<H>, TokioExecutor> {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
 }
 
-impl Graceful for auto::UpgradeableConnection<'_, Tls, Service, TokioExecutor> {
+impl<H: Handler> Graceful for auto::UpgradeableConnection<'_, Tls, Service<H>, TokioExecutor> {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -284,34 +307,21 @@ where
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The router with the client's address, as axum's `ConnectInfo` expects it.
+/// A connection's handler and its client's address.
 #[derive(Clone)]
-struct Service {
-    router: Router,
+struct Service<H> {
+    handler: H,
     peer: SocketAddr,
 }
 
-impl hyper::service::Service<http::Request<Incoming>> for Service {
+impl<H: Handler> hyper::service::Service<http::Request<Incoming>> for Service<H> {
     type Response = http::Response<axum::body::Body>;
     type Error = Infallible;
-    type Future = axum::routing::future::RouteFuture<Infallible>;
+    type Future = H::Future;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        self.call_with(req)
-    }
-}
-
-impl Service {
-    fn call_with<B>(
-        &self,
-        mut req: http::Request<B>,
-    ) -> axum::routing::future::RouteFuture<Infallible>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        self.router.clone().call(req)
+        self.handler
+            .handle(req.map(axum::body::Body::new), self.peer)
     }
 }
 
@@ -372,7 +382,7 @@ mod tests {
         let (_client, server, peer) = pair().await;
         let limits = Limits::default();
         let shared = Arc::new(Shared {
-            router: Router::new(),
+            handler: Router::new(),
             h1: http1_builder(limits),
             h2: http2_builder(limits),
             auto: auto_builder(limits),
@@ -388,11 +398,12 @@ mod tests {
         let fut = connection(server, peer, shared, permit, graceful.watcher(), rx);
         let size = std::mem::size_of_val(&fut);
         let h1 = std::mem::size_of::<
-            http1::UpgradeableConnection<TokioIo<idle::Watched>, idle::Counted>,
+            http1::UpgradeableConnection<TokioIo<idle::Watched>, idle::Counted<Router>>,
         >();
-        let auto =
-            std::mem::size_of::<auto::UpgradeableConnection<'_, Plain, Service, TokioExecutor>>();
-        let h2 = std::mem::size_of::<http2::Connection<Plain, Service, TokioExecutor>>();
+        let auto = std::mem::size_of::<
+            auto::UpgradeableConnection<'_, Plain, Service<Router>, TokioExecutor>,
+        >();
+        let h2 = std::mem::size_of::<http2::Connection<Plain, Service<Router>, TokioExecutor>>();
         eprintln!("connection future {size} bytes; hyper http1 {h1}, http2 {h2}, auto {auto}");
         assert!(
             size <= 2048,

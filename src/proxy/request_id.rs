@@ -4,21 +4,15 @@
 
 use std::cell::Cell;
 
-use http::{HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use http::HeaderValue;
 
-/// Makes the request ids of the proxy listener.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestIds;
-
-impl MakeRequestId for MakeRequestIds {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(next_random()).into_uuid();
-        let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-            .ok()
-            .map(RequestId::new)
-    }
+/// A new request id for the main listener (see [`crate::app::Front`]).
+#[must_use]
+pub fn new() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(next_random()).into_uuid();
+    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+    let text: &str = id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// 128 bits from two SplitMix64 streams whose starting points come from the OS.
@@ -58,12 +52,10 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_uuid_v4_text() {
-        let mut make = MakeRequestIds;
-        let req = Request::new(());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
-            let id = make.make_request_id(&req).expect("an id");
-            let text = id.header_value().to_str().expect("ascii").to_owned();
+            let id = new();
+            let text = id.to_str().expect("ascii").to_owned();
             let parsed = uuid::Uuid::parse_str(&text).expect("a UUID");
             assert_eq!(parsed.get_version_num(), 4, "{text}");
             assert!(seen.insert(text), "repeated id");

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{BoxError, Graceful, Service, stopped};
+use super::{BoxError, Graceful, Handler, Service, stopped};
 
 /// What the connection's parts tell each other: the socket, the service and the bodies.
 #[derive(Debug, Default)]
@@ -153,15 +153,15 @@ impl AsyncWrite for Watched {
 /// The service of a plain HTTP/1.1 connection: [`Service`] with its requests and responses
 /// counted in [`Activity`].
 #[derive(Clone)]
-pub(super) struct Counted {
-    inner: Service,
+pub(super) struct Counted<H> {
+    inner: Service<H>,
     activity: Arc<Activity>,
 }
 
-impl hyper::service::Service<http::Request<Incoming>> for Counted {
+impl<H: Handler> hyper::service::Service<http::Request<Incoming>> for Counted<H> {
     type Response = http::Response<CountedBody<axum::body::Body>>;
     type Error = std::convert::Infallible;
-    type Future = CountedFuture;
+    type Future = CountedFuture<H::Future>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let a = &self.activity;
@@ -189,19 +189,27 @@ impl hyper::service::Service<http::Request<Incoming>> for Counted {
         };
         let req = http::Request::from_parts(parts, body);
         CountedFuture {
-            inner: self.inner.call_with(req),
+            inner: self
+                .inner
+                .handler
+                .handle(req.map(axum::body::Body::new), self.inner.peer),
             activity: Some(Arc::clone(a)),
         }
     }
 }
 
-/// The router's answer, its body counted.
-pub(super) struct CountedFuture {
-    inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
+/// The handler's answer, its body counted.
+pub(super) struct CountedFuture<F> {
+    inner: F,
     activity: Option<Arc<Activity>>,
 }
 
-impl std::future::Future for CountedFuture {
+impl<F> std::future::Future for CountedFuture<F>
+where
+    F: std::future::Future<
+            Output = Result<http::Response<axum::body::Body>, std::convert::Infallible>,
+        > + Unpin,
+{
     type Output = Result<http::Response<CountedBody<axum::body::Body>>, std::convert::Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -217,7 +225,7 @@ impl std::future::Future for CountedFuture {
     }
 }
 
-impl Drop for CountedFuture {
+impl<F> Drop for CountedFuture<F> {
     fn drop(&mut self) {
         // Dropped before it answered (the connection is ending): the request is over.
         if let Some(a) = self.activity.take() {
@@ -313,17 +321,17 @@ impl Body for RequestBody {
     }
 }
 
-impl Graceful for http1::UpgradeableConnection<TokioIo<Watched>, Counted> {
+impl<H: Handler> Graceful for http1::UpgradeableConnection<TokioIo<Watched>, Counted<H>> {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
 }
 
 /// Serves a plain HTTP/1.1 connection to its end, without hyper's buffers while it is idle.
-pub(super) async fn serve(
+pub(super) async fn serve<H: Handler>(
     stream: TcpStream,
     h1: &http1::Builder,
-    service: Service,
+    service: Service<H>,
     signal: watch::Receiver<bool>,
     idle_timeout: Duration,
 ) -> Result<(), BoxError> {
@@ -333,10 +341,10 @@ pub(super) async fn serve(
 
 /// [`serve`]; `idle_timeout` bounds the wait for the next request's first byte once parked
 /// (hyper's header read timer, which covers an idle connection it holds, is gone with it).
-async fn serve_with(
+async fn serve_with<H: Handler>(
     stream: TcpStream,
     h1: &http1::Builder,
-    service: Service,
+    service: Service<H>,
     mut signal: watch::Receiver<bool>,
     idle_timeout: Duration,
     activity: Arc<Activity>,
@@ -454,7 +462,10 @@ mod tests {
         let a = Arc::clone(&activity);
         tokio::spawn(async move {
             let h1 = http1::Builder::new();
-            let service = Service { router, peer };
+            let service = Service {
+                handler: router,
+                peer,
+            };
             let _ = serve_with(server, &h1, service, rx, idle, a).await;
         });
         (client, activity, tx)
