@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use crate::auth::Facts;
 use crate::metrics::Outcome;
 
-/// The request id header: set (or kept from the client) by the main listener's request-id
-/// layer before any front end runs, so it is read from the request, never from the response
-/// (which gets it only on the way out); for `ext_authz`, from the original request's headers.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The request id header: set (or kept from the client) by the main listener's front service
+/// before any door runs, so it is read from the request, never from the response (which gets
+/// it only on the way out); for `ext_authz`, from the original request's headers. A
+/// `HeaderName`, not text: a name given as text is parsed again at every lookup.
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Which front end answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,11 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// How many [`HOP_BY_HOP`] names there are.
+const HOPS: usize = 8;
+
+/// Headers that describe one connection, never forwarded (`Connection` first).
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -21,27 +24,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one look at each name instead of ten removals.
-    if !headers
-        .keys()
-        .any(|n| HOP_BY_HOP.contains(n) || n == header::UPGRADE)
-    {
+    // Most messages have none, and the rest one or two (an upstream's `Connection:
+    // keep-alive`): one look at each name, then a removal only of the names present.
+    let mut present = [false; HOPS + 1];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        } else if name == header::UPGRADE {
+            present[HOPS] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    let upgrade = header::UPGRADE;
+    for (name, _) in HOP_BY_HOP
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .chain([&upgrade])
+        .zip(present)
+        .filter(|(_, here)| *here)
+    {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -170,6 +186,20 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    /// Each hop-by-hop name alone, and `Upgrade`, is removed (only what is present is).
+    #[test]
+    fn each_hop_by_hop_header_alone() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            h.append(name.clone(), HeaderValue::from_static("y"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            remove_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name}");
+            assert_eq!(h.len(), 1, "{name}");
+        }
     }
 
     #[test]
