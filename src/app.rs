@@ -185,13 +185,17 @@ pub async fn start(config: &Config) -> Result<Running, StartupError> {
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    servers.push(serve(
-        listener,
-        main,
-        config.server.limits,
-        tls,
-        signal.clone(),
-    ));
+    let workers = crate::worker::count(config.server.limits.workers);
+    servers.push(tokio::spawn({
+        let (limits, signal) = (config.server.limits, signal.clone());
+        async move {
+            if let Err(e) =
+                server::serve_on_workers(listener, main, limits, tls, signal, workers).await
+            {
+                tracing::error!(error = %e, "the main listener's workers could not start");
+            }
+        }
+    }));
     servers.push(serve(
         admin_listener,
         admin,
@@ -340,7 +344,7 @@ impl Running {
         }
         if config.server.limits != bound.limits {
             restart_needed.push((
-                "server.max_connections, header_read_timeout, max_header_bytes, listen_backlog",
+                "server.max_connections, header_read_timeout, max_header_bytes, listen_backlog, workers",
                 format!("{:?}", bound.limits),
             ));
         }

@@ -259,11 +259,15 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// `server.workers`: the main listener's worker threads, each with its own runtime and
+    /// upstream connection pools; 0 = one per CPU the process may use.
+    pub workers: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            workers: 0,
             listen_backlog: 1024,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
@@ -400,6 +404,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "server.max_connections",
     "server.listen_backlog",
     "server.max_in_flight",
+    "server.workers",
     "server.header_read_timeout",
     "server.max_body",
     "server.max_header_bytes",
@@ -658,7 +663,14 @@ fn read_server(r: &mut Reader, read_file: &dyn Fn(&str) -> std::io::Result<Strin
         header_read_timeout: r.duration("server.header_read_timeout", "10s"),
         max_header_bytes: positive(r, "server.max_header_bytes", 64 * 1024),
         max_headers: 100,
+        workers: usize::try_from(r.u64("server.workers", 0)).unwrap_or(usize::MAX),
     };
+    if limits.workers > 1024 {
+        r.problem(
+            "server.workers",
+            "must be at most 1024 (0: one per CPU the process may use)",
+        );
+    }
     if limits.max_header_bytes < 8192 {
         r.problem("server.max_header_bytes", "must be at least 8192");
     }

@@ -38,3 +38,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod worker;

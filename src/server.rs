@@ -79,7 +79,76 @@ pub async fn serve<H: Handler>(
     handler: H,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    signal: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    serve_with_slots(listener, handler, limits, tls, signal, slots).await;
+}
+
+/// Serves `handler` on `workers` threads, each with its own single-threaded Tokio runtime
+/// and its own accept loop on the same listening socket (thread-per-core, as nginx's worker
+/// processes): a connection, its requests and their timers stay on the worker that accepted
+/// it, with no hand-over between threads. The kernel wakes the workers waiting in `accept`;
+/// the first to take a connection serves it, so an idle worker takes the next one.
+/// `server.max_connections` counts over all workers. Each worker has its own upstream
+/// connection pools ([`crate::worker`], [`crate::upstream::Forwarder`]), so a request never
+/// waits on another thread. Returns once every worker has drained after `signal`.
+///
+/// # Errors
+/// When the listening socket cannot be shared with a worker, or a worker cannot start.
+pub async fn serve_on_workers<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    signal: watch::Receiver<bool>,
+    workers: usize,
+) -> io::Result<()> {
+    let listener = listener.into_std()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers.max(1) {
+        let listener = listener.try_clone()?;
+        let (handler, tls, signal, slots) = (
+            handler.clone(),
+            tls.clone(),
+            signal.clone(),
+            Arc::clone(&slots),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("entragate-w{i}"))
+            .spawn(move || {
+                crate::worker::set_index(i);
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve_with_slots(l, handler, limits, tls, signal, slots).await,
+                        Err(e) => tracing::error!(worker = i, error = %e, "worker cannot listen"),
+                    }
+                });
+            })?;
+        threads.push(thread);
+    }
+    drop(listener);
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    joined.map_err(io::Error::other)
+}
+
+/// [`serve`], with `slots` the connection places (shared by the workers of one listener).
+async fn serve_with_slots<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut signal: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
 ) {
     let shared = Arc::new(Shared {
         handler,
@@ -90,7 +159,6 @@ pub async fn serve<H: Handler>(
         header_read_timeout: limits.header_read_timeout,
     });
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Wait for a free slot before accepting: over the cap, connections queue in the backlog.
         let permit = tokio::select! {
@@ -409,6 +477,66 @@ mod tests {
             size <= 2048,
             "the connection future is {size} bytes (hyper's HTTP/1.1 connection alone {h1}), over 2 KiB"
         );
+    }
+
+    /// Thread-per-core: every worker serves from the one socket on its own thread, the
+    /// connection cap counts over all of them, and the signal drains them all.
+    #[tokio::test]
+    async fn workers_share_the_socket_and_the_connection_cap_and_drain_together() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                format!("{name} {}", crate::worker::index())
+            }),
+        );
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let (tx, rx) = watch::channel(false);
+        let server = tokio::spawn(serve_on_workers(listener, router, limits, None, rx, 2));
+        async fn get(stream: &mut TcpStream) -> String {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut buf = vec![0u8; 1024];
+            let n = stream.read(&mut buf).await.expect("read");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let answer = get(&mut first).await;
+        let body = answer.rsplit("\r\n").next().unwrap_or_default();
+        let (name, index) = body.split_once(' ').expect("thread and index");
+        assert_eq!(name, format!("entragate-w{index}"), "{answer}");
+        assert!(index == "0" || index == "1", "{answer}");
+        // The one place is taken: a second connection waits in the backlog, on any worker.
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        let waiting = tokio::time::timeout(Duration::from_millis(300), get(&mut second)).await;
+        assert!(waiting.is_err(), "served past max_connections = 1");
+        drop(first);
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = vec![0u8; 1024];
+            second
+                .read(&mut buf)
+                .await
+                .map(|n| buf.truncate(n))
+                .map(|()| buf)
+        })
+        .await
+        .expect("served once the first connection closed")
+        .expect("read");
+        assert!(served.starts_with(b"HTTP/1.1 200"), "{served:?}");
+        tx.send(true).expect("signal");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("every worker drained")
+            .expect("join")
+            .expect("workers ran");
     }
 
     /// A connection that never sent a byte does not hold the drain on shutdown (it used to,

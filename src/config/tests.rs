@@ -588,3 +588,15 @@ fn derived_issuers_follow_the_cloud_and_multi_tenancy() {
         ))
     );
 }
+
+#[test]
+fn workers_default_to_one_per_cpu_and_are_bounded() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.server.limits.workers, 0, "0: one per CPU");
+    let c = load(MINIMAL, &[("ENTRAGATE_SERVER__WORKERS", "3")]).expect("valid");
+    assert_eq!(c.server.limits.workers, 3);
+    let e = load(&format!("{MINIMAL}\n[server]\nworkers = 5000\n"), &[]).expect_err("too many");
+    assert_eq!(keys(&e), ["server.workers"]);
+    let e = load(&format!("{MINIMAL}\n[server]\nworkers = -1\n"), &[]).expect_err("negative");
+    assert_eq!(keys(&e), ["server.workers"]);
+}

@@ -104,9 +104,13 @@ fn live(
 ) -> Result<LiveApi, UpstreamTlsError> {
     let (upstream, routes) = (config.upstream_of(api), config.routes_of(api));
     let strip = (api.strip_prefix && api.prefix != "/").then(|| api.prefix.clone());
-    let forwarder = Forwarder::new(upstream, config.server.trusted_proxies.clone())?
-        .with_client_tls(listener_tls)
-        .with_strip_prefix(strip);
+    let forwarder = Forwarder::new(
+        upstream,
+        config.server.trusted_proxies.clone(),
+        crate::worker::count(config.server.limits.workers),
+    )?
+    .with_client_tls(listener_tls)
+    .with_strip_prefix(strip);
     let audiences = own_audiences.then(|| {
         api.audiences
             .as_ref()

@@ -56,7 +56,10 @@ pub enum UpstreamError {
 /// The upstream and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: Client<Connector, Body>,
+    /// One pooled client per worker of the main listener ([`crate::worker`]): a request's
+    /// upstream connection is one its own worker opened and drives, as nginx's workers keep
+    /// their own upstream keep-alive connections.
+    clients: Arc<[Client<Connector, Body>]>,
     /// `upstream.max_connections` permits; one is held from sending until the response body
     /// ends (or is dropped).
     slots: Arc<Semaphore>,
@@ -85,26 +88,41 @@ pub struct UpstreamUpgrade {
 }
 
 impl Forwarder {
+    /// `workers`: the main listener's workers, one pool each.
+    ///
     /// # Errors
     /// An `https` upstream whose TLS client cannot be built (e.g. no trusted roots).
-    pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>) -> Result<Self, UpstreamTlsError> {
+    pub fn new(
+        upstream: &Upstream,
+        trusted_proxies: Vec<IpNet>,
+        workers: usize,
+    ) -> Result<Self, UpstreamTlsError> {
         let connector = crate::tls::upstream::connector(upstream)?;
         let protocol = protocol::effective(upstream.protocol, &upstream.scheme);
-        let client = Client::builder(TokioExecutor::new())
-            // h2c: every connection is HTTP/2 with prior knowledge. (`auto` needs nothing
-            // here: a connection whose ALPN chose h2 is HTTP/2.)
-            .http2_only(protocol == UpstreamProtocol::H2c)
-            .timer(hyper_util::rt::TokioTimer::new())
-            .pool_idle_timeout(upstream.idle_timeout)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            // Unbounded, a burst of concurrent requests would leave as many idle connections
-            // (each with its buffers and task) open for the idle timeout.
-            .pool_max_idle_per_host(upstream.max_idle_connections)
-            .build(connector);
+        // `upstream.max_idle_connections` is the whole gateway's: shared out over the pools,
+        // the remainder one each to the first ones, so the sum is exact.
+        let pools = workers.max(1);
+        let max_idle = |i: usize| {
+            upstream.max_idle_connections / pools
+                + usize::from(i < upstream.max_idle_connections % pools)
+        };
+        let client = |max_idle: usize| {
+            Client::builder(TokioExecutor::new())
+                // h2c: every connection is HTTP/2 with prior knowledge. (`auto` needs nothing
+                // here: a connection whose ALPN chose h2 is HTTP/2.)
+                .http2_only(protocol == UpstreamProtocol::H2c)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(upstream.idle_timeout)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                // Unbounded, a burst of concurrent requests would leave as many idle connections
+                // (each with its buffers and task) open for the idle timeout.
+                .pool_max_idle_per_host(max_idle)
+                .build(connector.clone())
+        };
         let host = HeaderValue::from_str(upstream.origin.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Ok(Self {
-            client,
+            clients: (0..pools).map(|i| client(max_idle(i))).collect(),
             slots: Arc::new(Semaphore::new(upstream.max_connections)),
             scheme: upstream.scheme.clone(),
             authority: upstream.origin.clone(),
@@ -219,14 +237,15 @@ impl Forwarder {
         let send = async {
             // Never closed, so never `None`.
             let slot = Arc::clone(&self.slots).acquire_owned().await.ok();
-            let result = match (self.client.request(request).await, replay) {
+            let client = &self.clients[crate::worker::index() % self.clients.len()];
+            let result = match (client.request(request).await, replay) {
                 (Err(e), Some(replay)) if may_retry(&e) => {
                     tracing::debug!(
                         target: "entragate::upstream",
                         error = %ErrorChain(&e),
                         "upstream connection failed before a response; sending the request again"
                     );
-                    self.client.request(replay.request()).await
+                    client.request(replay.request()).await
                 }
                 (result, _) => result,
             };

@@ -587,7 +587,14 @@ fn client_trailer() -> http::HeaderMap {
 #[tokio::test]
 async fn trailers_pass_both_ways_over_h2c_and_one_connection_carries_many_streams() {
     let up = H2Upstream::start(None).await;
-    let h = Harness::to_upstream(format!("http://{}", up.addr), "protocol = \"h2c\"").await;
+    // One worker: its pool holds the one HTTP/2 connection (each worker keeps its own).
+    let h = Harness::start_with(Extra {
+        server: "workers = 1".into(),
+        upstream_url: Some(format!("http://{}", up.addr)),
+        upstream: "protocol = \"h2c\"".into(),
+        ..Extra::default()
+    })
+    .await;
     let t = h.token(TokenVersion::V2);
     let auth = format!("Bearer {t}");
     let (parts, body, trailers) = h2_call(
