@@ -18,7 +18,7 @@
 # target/bench/ (results.md, logs, configs).
 #
 # Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
-# (proxy worker threads/processes) H2_STREAMS=10 COLD=60000 (tokens for the cold run)
+# (proxy worker threads/processes) H2_STREAMS=10 COLD=120000 (tokens for the cold run)
 # COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1
 # ONLY="direct nginx envoy haproxy apache entragate entragate_nolog entragate_trace0 entragate_trace1"
 set -euo pipefail
@@ -31,7 +31,7 @@ THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-2}
 H2_STREAMS=${H2_STREAMS:-10}
 HOT=1000
-COLD=${COLD:-60000}
+COLD=${COLD:-120000}
 COLD_DURATION=${COLD_DURATION:-4}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 ONLY=${ONLY:-direct nginx envoy haproxy apache entragate entragate_nolog}
