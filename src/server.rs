@@ -85,9 +85,9 @@ pub async fn serve<H: Handler>(
     serve_with_slots(listener, handler, limits, tls, signal, slots).await;
 }
 
-/// Serves `handler` on `workers` threads, each with its own single-threaded Tokio runtime
-/// and its own accept loop on the same listening socket (thread-per-core, as nginx's worker
-/// processes): a connection, its requests and their timers stay on the worker that accepted
+/// Serves `handler` on `workers` threads, each the one worker thread of its own Tokio
+/// runtime, with its own accept loop on the same listening socket (thread-per-core, as
+/// nginx's worker processes): a connection, its requests and their timers stay on the worker that accepted
 /// it, with no hand-over between threads. The kernel wakes the workers waiting in `accept`;
 /// the first to take a connection serves it, so an idle worker takes the next one.
 /// `server.max_connections` counts over all workers. Each worker has its own upstream
@@ -115,18 +115,30 @@ pub async fn serve_on_workers<H: Handler>(
             signal.clone(),
             Arc::clone(&slots),
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // The multi-thread scheduler with one worker, not the current-thread one: its LIFO
+        // slot runs a task woken by the running one next (a response handed back from the
+        // upstream connection), so a burst of new requests does not queue in front of the
+        // ones about to finish (fewer in progress at once: docs/performance.md).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("entragate-w{i}"))
+            .on_thread_start(move || crate::worker::set_index(i))
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()
-            .name(format!("entragate-w{i}"))
+            .name(format!("entragate-w{i}-main"))
             .spawn(move || {
                 crate::worker::set_index(i);
                 runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(l) => serve_with_slots(l, handler, limits, tls, signal, slots).await,
-                        Err(e) => tracing::error!(worker = i, error = %e, "worker cannot listen"),
-                    }
+                    let serving = tokio::spawn(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => serve_with_slots(l, handler, limits, tls, signal, slots).await,
+                            Err(e) => {
+                                tracing::error!(worker = i, error = %e, "worker cannot listen")
+                            }
+                        }
+                    });
+                    let _ = serving.await;
                 });
             })?;
         threads.push(thread);

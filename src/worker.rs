@@ -1,5 +1,5 @@
 //! Which of the main listener's worker threads this is ([`crate::server::serve_on_workers`]):
-//! each runs its own single-threaded runtime, and what is kept per worker (the upstream
+//! each is the one worker thread of its own runtime, and what is kept per worker (the upstream
 //! connection pools, [`crate::upstream::Forwarder`]) is chosen by this index, so a request
 //! and the connections it uses stay on one thread. Any other thread is worker 0.
 
