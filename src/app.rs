@@ -19,10 +19,10 @@ use crate::gateway::{Gateway, SharedGateway};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::server::{self, Handler, Limits};
+use crate::trace::Tracing;
 
 mod front;
 
-use crate::trace::Tracing;
 pub use front::Front;
 
 /// Why the gateway could not start.

@@ -31,7 +31,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::access::{self, Via};
-use crate::auth::challenge::RESOURCE_METADATA_PATH;
+use crate::auth::challenge::metadata_resource_path;
 #[cfg(doc)]
 use crate::gateway::Refusal;
 use crate::gateway::{AccessRecord, Edits, Gateway, RequestView, Verdict};
@@ -209,8 +209,7 @@ pub async fn handle(gw: &Gateway, peer: SocketAddr, req: Request<Body>) -> Respo
     if let (Ok(o), Some(doc)) = (&original, &gw.resource_metadata)
         && !o.forwarded
         && o.method == Method::GET
-        && let Some(resource_path) = o.path.strip_prefix(RESOURCE_METADATA_PATH)
-        && (resource_path.is_empty() || resource_path.starts_with('/'))
+        && let Some(resource_path) = metadata_resource_path(o.path)
     {
         let origin = original_origin(headers, trusted).map(|o| format!("{o}{resource_path}"));
         return doc.render(origin.as_deref());

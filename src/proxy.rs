@@ -337,11 +337,8 @@ pub async fn resource_metadata(
         return handle(gw, peer, req).await;
     };
     // The path-inserted form names a resource with a path (RFC 9728 §3.1).
-    let resource_path = req
-        .uri()
-        .path()
-        .strip_prefix(crate::auth::challenge::RESOURCE_METADATA_PATH)
-        .unwrap_or("");
+    let resource_path =
+        crate::auth::challenge::metadata_resource_path(req.uri().path()).unwrap_or("");
     let origin = host(&req)
         .and_then(|h| crate::gateway::origin(gw.client_proto, h))
         .map(|o| format!("{o}{resource_path}"));

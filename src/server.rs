@@ -106,8 +106,9 @@ pub async fn serve_on_workers<H: Handler>(
 ) -> io::Result<()> {
     let listener = listener.into_std()?;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let workers = workers.max(1);
     let mut threads = Vec::with_capacity(workers);
-    for i in 0..workers.max(1) {
+    for i in 0..workers {
         let listener = listener.try_clone()?;
         let (handler, tls, signal, slots) = (
             handler.clone(),
@@ -127,8 +128,8 @@ pub async fn serve_on_workers<H: Handler>(
             .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("entragate-w{i}-main"))
+            // It only waits: the accept loop and the connections run on the runtime's worker.
             .spawn(move || {
-                crate::worker::set_index(i);
                 runtime.block_on(async move {
                     let serving = tokio::spawn(async move {
                         match TcpListener::from_std(listener) {

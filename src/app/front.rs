@@ -37,7 +37,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use tracing::Instrument as _;
 
 use crate::access;
-use crate::auth::challenge::RESOURCE_METADATA_PATH;
+use crate::auth::challenge::metadata_resource_path;
 use crate::config::Mode;
 use crate::forward_auth;
 use crate::gateway::SharedGateway;
@@ -76,7 +76,7 @@ impl Front {
                 mode,
                 gateway,
                 metrics,
-                max_in_flight: max_in_flight.max(1),
+                max_in_flight,
                 in_flight: AtomicUsize::new(0),
                 request_spans: tracing::enabled!(tracing::Level::DEBUG),
             }),
@@ -187,13 +187,11 @@ fn with_request_id(mut response: Response<Body>, id: HeaderValue) -> Response<Bo
 
 /// `GET` (or `HEAD`) of `/.well-known/oauth-protected-resource`, or of its path-inserted form
 /// for a resource with a path (RFC 9728 §3.1); anything else there is an ordinary request.
+/// (The document's path with only a `/` after it is not one here, as under the axum router
+/// this replaced.)
 fn is_resource_metadata(req: &Request<Body>) -> bool {
     (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req
-            .uri()
-            .path()
-            .strip_prefix(RESOURCE_METADATA_PATH)
-            .is_some_and(|rest| rest.is_empty() || (rest.len() > 1 && rest.starts_with('/')))
+        && metadata_resource_path(req.uri().path()).is_some_and(|rest| rest != "/")
 }
 
 #[cfg(test)]
@@ -253,7 +251,7 @@ mod tests {
                 .body(Body::empty())
                 .expect("request")
         };
-        let doc = RESOURCE_METADATA_PATH;
+        let doc = crate::auth::challenge::RESOURCE_METADATA_PATH;
         assert!(is_resource_metadata(&req(Method::GET, doc)));
         assert!(is_resource_metadata(&req(Method::HEAD, doc)));
         assert!(is_resource_metadata(&req(

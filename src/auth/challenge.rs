@@ -49,6 +49,14 @@ pub enum ResourceMetadata {
 /// Path of the RFC 9728 document for a resource at the host's root.
 pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// When `path` is the RFC 9728 document's, the resource path it names: `""` for the host's
+/// root, `"/api"` for the path-inserted form of a resource at `/api` (§3.1).
+#[must_use]
+pub fn metadata_resource_path(path: &str) -> Option<&str> {
+    path.strip_prefix(RESOURCE_METADATA_PATH)
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// RFC 9728 §3.1: the metadata URL of `resource` inserts the well-known path between its
 /// origin and its path (`https://h/api` -> `https://h/.well-known/oauth-protected-resource/api`).
 #[must_use]
@@ -186,6 +194,15 @@ impl Challenges {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_document_paths_and_the_resource_they_name() {
+        let doc = RESOURCE_METADATA_PATH;
+        assert_eq!(metadata_resource_path(doc), Some(""));
+        assert_eq!(metadata_resource_path(&format!("{doc}/api")), Some("/api"));
+        assert_eq!(metadata_resource_path(&format!("{doc}x")), None);
+        assert_eq!(metadata_resource_path("/api"), None);
+    }
 
     fn challenge(resource_metadata: bool) -> Challenge {
         Challenge {
