@@ -4,12 +4,19 @@
 //! from the start) for as long as a connection lives, and its server has no option to drop
 //! them between requests. Most keep-alive connections are idle most of the time (a Power BI
 //! refresh opens many and leaves them), so 10,000 of them would hold 160 MiB of empty
-//! buffers. Here, once a connection is idle (every response written and flushed, every
-//! request body read to its end, nothing read since the last request, hyper waiting for the
-//! next one), hyper's connection is taken apart ([`http1::UpgradeableConnection::into_parts`]):
-//! the buffers go, the socket and the service stay, and a new hyper connection is made for
-//! the socket when its next request arrives. Bytes hyper had read and not used (a pipelined
-//! request) are handed to the new connection first.
+//! buffers. Here, once a connection has been idle for [`PARK_AFTER`] (every response written
+//! and flushed, every request body read to its end, nothing read since the last request,
+//! hyper waiting for the next one, and no request served in that time), hyper's connection is
+//! taken apart ([`http1::UpgradeableConnection::into_parts`]): the buffers go, the socket and
+//! the service stay, and a new hyper connection is made for the socket when its next request
+//! arrives. Bytes hyper had read and not used (a pipelined request) are handed to the new
+//! connection first.
+//!
+//! The wait before parking is what keeps a busy connection cheap: a client that sends its
+//! next request within it (a load balancer's pool, a refresh running its queries) keeps its
+//! hyper connection, with no new buffers, no peek at the socket and no new timer per request.
+//! One timer per connection checks every [`PARK_AFTER`] whether any request came since it was
+//! set, so a connection parks between one and two [`PARK_AFTER`]s after its last request.
 //!
 //! Whatever is unsure keeps the connection as it is: a request body left unread (hyper may
 //! still be draining it), an upgrade (WebSocket), bytes read since the last request.
@@ -31,6 +38,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{BoxError, Graceful, Handler, Service, stopped};
+
+/// How long an idle connection keeps its hyper connection (and buffers) before it is parked.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(500);
 
 /// What the connection's parts tell each other: the socket, the service and the bodies.
 #[derive(Debug, Default)]
@@ -336,17 +346,59 @@ pub(super) async fn serve<H: Handler>(
     idle_timeout: Duration,
 ) -> Result<(), BoxError> {
     let activity = Arc::new(Activity::default());
-    serve_with(stream, h1, service, signal, idle_timeout, activity).await
+    let times = Times {
+        idle_timeout,
+        park_after: PARK_AFTER,
+    };
+    serve_with(stream, h1, service, signal, times, activity).await
 }
 
-/// [`serve`]; `idle_timeout` bounds the wait for the next request's first byte once parked
-/// (hyper's header read timer, which covers an idle connection it holds, is gone with it).
+/// The waits of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    /// Bounds the wait for the next request's first byte once parked (hyper's header read
+    /// timer, which covers an idle connection it holds, is gone with it).
+    idle_timeout: Duration,
+    /// [`PARK_AFTER`].
+    park_after: Duration,
+}
+
+/// The timer of a connection that has served a request: when it fires and no request was
+/// served since it was set (`mark`, [`Activity::served`] then), an idle connection is parked.
+struct ParkTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    mark: usize,
+}
+
+impl ParkTimer {
+    /// True when an idle connection has waited long enough to be parked; otherwise the timer
+    /// is (re)set and will wake the connection's task.
+    fn due(timer: &mut Option<Self>, served: usize, after: Duration, cx: &mut Context<'_>) -> bool {
+        let t = timer.get_or_insert_with(|| Self {
+            sleep: Box::pin(tokio::time::sleep(after)),
+            mark: served,
+        });
+        loop {
+            if t.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if t.mark == served {
+                return true;
+            }
+            // Requests came since: another wait from now.
+            t.mark = served;
+            t.sleep.as_mut().reset(tokio::time::Instant::now() + after);
+        }
+    }
+}
+
+/// [`serve`], with its waits given.
 async fn serve_with<H: Handler>(
     stream: TcpStream,
     h1: &http1::Builder,
     service: Service<H>,
     mut signal: watch::Receiver<bool>,
-    idle_timeout: Duration,
+    times: Times,
     activity: Arc<Activity>,
 ) -> Result<(), BoxError> {
     let service = Counted {
@@ -369,7 +421,8 @@ async fn serve_with<H: Handler>(
                 .with_upgrades(),
         );
         let mut stopping = false;
-        // Until the connection ends, or is idle.
+        let mut park: Option<ParkTimer> = None;
+        // Until the connection ends, or has been idle for `park_after`.
         let parts = loop {
             let step = std::future::poll_fn(|cx| {
                 let Some(c) = conn.as_mut() else {
@@ -377,7 +430,18 @@ async fn serve_with<H: Handler>(
                 };
                 match Pin::new(c).poll(cx) {
                     Poll::Ready(r) => Poll::Ready(Some(r)),
-                    Poll::Pending if !stopping && activity.idle() => Poll::Ready(None),
+                    Poll::Pending
+                        if !stopping
+                            && activity.idle()
+                            && ParkTimer::due(
+                                &mut park,
+                                activity.served.load(Ordering::Acquire),
+                                times.park_after,
+                                cx,
+                            ) =>
+                    {
+                        Poll::Ready(None)
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             });
@@ -410,7 +474,13 @@ async fn serve_with<H: Handler>(
         if watched.prefix.is_empty() {
             // Idle, without buffers: wait for the next request's first byte, the client's
             // close, or shutdown (which closes an idle connection at once).
-            if !Box::pin(next_request(&watched.stream, idle_timeout, &mut signal)).await {
+            if !Box::pin(next_request(
+                &watched.stream,
+                times.idle_timeout,
+                &mut signal,
+            ))
+            .await
+            {
                 return Ok(());
             }
         }
@@ -450,6 +520,14 @@ mod tests {
     }
 
     async fn start_with(idle: Duration) -> (TcpStream, Arc<Activity>, watch::Sender<bool>) {
+        start_times(Times {
+            idle_timeout: idle,
+            park_after: Duration::from_millis(20),
+        })
+        .await
+    }
+
+    async fn start_times(times: Times) -> (TcpStream, Arc<Activity>, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
@@ -466,7 +544,7 @@ mod tests {
                 handler: router,
                 peer,
             };
-            let _ = serve_with(server, &h1, service, rx, idle, a).await;
+            let _ = serve_with(server, &h1, service, rx, times, a).await;
         });
         (client, activity, tx)
     }
@@ -515,6 +593,32 @@ mod tests {
         client.write_all(GET).await.expect("write");
         assert!(read_responses(&mut client, 1).await.ends_with("hi"));
         parked_at_least(&activity, 2).await;
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_keeps_its_hyper_connection_until_it_rests() {
+        let (mut client, activity, _stop) = start_times(Times {
+            idle_timeout: Duration::from_secs(10),
+            park_after: Duration::from_millis(300),
+        })
+        .await;
+        // Twenty requests 30 ms apart (600 ms in all, two waits' worth): each one comes
+        // before the wait is over, so the connection is never parked between them.
+        for _ in 0..20 {
+            client.write_all(GET).await.expect("write");
+            assert!(read_responses(&mut client, 1).await.ends_with("hi"));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(
+            activity.parked.load(Ordering::Acquire),
+            0,
+            "parked while busy"
+        );
+        // Then it rests, and is parked within two waits.
+        parked_at_least(&activity, 1).await;
+        assert_eq!(activity.parked.load(Ordering::Acquire), 1);
+        client.write_all(GET).await.expect("write");
+        assert!(read_responses(&mut client, 1).await.ends_with("hi"));
     }
 
     #[tokio::test]
