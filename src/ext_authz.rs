@@ -140,7 +140,7 @@ impl ExtAuthz {
 /// Pass: set the `set` edits upstream, remove the removals.
 fn ok(edits: &Edits) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
-    for (name, value) in &edits.set {
+    for (name, value) in edits.set.iter() {
         // Identity values are visible ASCII (checked when set), the Basic header too.
         if let Ok(v) = value.to_str() {
             ok.add_header(

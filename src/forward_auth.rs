@@ -265,7 +265,9 @@ fn allow(edits: Edits) -> Response<Body> {
     {
         h.insert(ENVOY_HEADERS_TO_REMOVE, v);
     }
-    h.extend(edits.set);
+    for (name, value) in edits.set {
+        h.insert(name, value);
+    }
     r
 }
 

@@ -746,7 +746,10 @@ mod tests {
         };
         assert_eq!(pass.body_limit, Some(10));
         assert_eq!(pass.edits.remove, [HeaderName::from_static("x-auth-roles")]);
-        assert_eq!(pass.edits.set[header::AUTHORIZATION], "Basic dTpw");
+        assert_eq!(
+            pass.edits.set.get(&header::AUTHORIZATION).expect("set"),
+            "Basic dTpw"
+        );
         // Over the route's limit, declared: 413 (403 through forward-auth).
         let h = headers(&[("content-length", "11")]);
         let d = decide(&gw, Via::Proxy, "POST", "/status", &h).await;

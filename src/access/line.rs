@@ -383,6 +383,7 @@ mod tests {
             version: None,
             kid: "k".into(),
             payload: None,
+            headers: std::sync::OnceLock::new(),
         });
         Facts::limited(&principal, name.into())
     }

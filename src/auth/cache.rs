@@ -303,6 +303,7 @@ mod tests {
                 version: None,
                 kid: "k1".into(),
                 payload: None,
+                headers: std::sync::OnceLock::new(),
             }),
             source: Arc::clone(source),
             until,

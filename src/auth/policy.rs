@@ -149,6 +149,7 @@ mod tests {
             version: None,
             kid: "k".into(),
             payload: None,
+            headers: std::sync::OnceLock::new(),
         }
     }
 

@@ -5,7 +5,9 @@
 //! the reason given is the most useful one: a token for another tenant reads `issuer_mismatch`
 //! or `tenant_not_allowed`, not `bad_signature`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use http::{HeaderName, HeaderValue};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Reason;
@@ -26,6 +28,10 @@ pub struct Principal {
     /// The token's payload segment (base64url JSON of the verified claims), kept only when
     /// the claims header is configured.
     pub payload: Option<String>,
+    /// The headers the identity puts on the upstream request, worked out once by the gateway
+    /// that verified the token ([`crate::gateway`]'s identity headers) at its first pass: a
+    /// cached token's next requests take them as they are. Empty until then.
+    pub headers: OnceLock<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 /// A refusal, with what could be read of the token for the decision log (never the token).
@@ -193,6 +199,7 @@ impl Validator {
                 version: issuer.version,
                 kid,
                 payload,
+                headers: OnceLock::new(),
             }),
             Arc::clone(&issuer.source),
             exp,

@@ -1,7 +1,7 @@
 //! What [`super::Gateway::check`] answers: pass (with the header edits for the upstream
 //! request) or refuse (with the answer for the door), plus what the log and metrics record.
 
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{LiveApi, Refusal};
 use crate::auth::Facts;
@@ -75,7 +75,7 @@ pub struct Pass<'g> {
 #[derive(Debug, Default)]
 pub struct Edits {
     pub remove: Vec<HeaderName>,
-    pub set: HeaderMap,
+    pub set: Sets,
 }
 
 impl Edits {
@@ -84,17 +84,74 @@ impl Edits {
         for name in &self.remove {
             headers.remove(name);
         }
+        headers.reserve(self.set.len());
         for (name, value) in self.set {
-            if let Some(name) = name {
-                headers.insert(name, value);
-            }
+            headers.insert(name, value);
         }
     }
 
     /// The removals a door must list apart from the headers it sets: a header both set and
     /// removed would depend on the proxy's order of applying the two lists.
     pub fn removals(&self) -> impl Iterator<Item = &HeaderName> {
-        self.remove.iter().filter(|n| !self.set.contains_key(*n))
+        self.remove.iter().filter(|n| !self.set.contains_key(n))
+    }
+}
+
+/// The headers [`Edits`] sets: each name once, in the order first set (setting a name again
+/// replaces its value). A list, not a map: a pass sets a handful, and the proxy inserts them
+/// into the request's own map, so a map of their own would hash every name twice.
+#[derive(Debug, Default, Clone)]
+pub struct Sets(Vec<(HeaderName, HeaderValue)>);
+
+impl Sets {
+    /// Sets `name` to `value`, replacing what it was set to before.
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Each of `pairs`, as [`Sets::insert`] would.
+    pub fn extend<'a>(&mut self, pairs: impl IntoIterator<Item = &'a (HeaderName, HeaderValue)>) {
+        let pairs = pairs.into_iter();
+        self.0.reserve(pairs.size_hint().0);
+        for (name, value) in pairs {
+            self.insert(name.clone(), value.clone());
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    #[must_use]
+    pub fn contains_key(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+impl IntoIterator for Sets {
+    type Item = (HeaderName, HeaderValue);
+    type IntoIter = std::vec::IntoIter<(HeaderName, HeaderValue)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
@@ -124,5 +181,20 @@ mod tests {
         assert_eq!(h["x-auth-subject"], "verified");
         assert!(!h.contains_key("x-auth-roles"));
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn setting_a_name_again_replaces_its_value_in_place() {
+        let mut s = Sets::default();
+        s.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic a"));
+        s.insert(
+            HeaderName::from_static("x-auth-subject"),
+            HeaderValue::from_static("o"),
+        );
+        s.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic b"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(&header::AUTHORIZATION).expect("set"), "Basic b");
+        let names: Vec<_> = s.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-auth-subject"]);
     }
 }

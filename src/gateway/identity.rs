@@ -7,6 +7,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::decision::Sets;
 use crate::auth::Principal;
 use crate::config::Identity;
 
@@ -53,9 +54,19 @@ impl IdentityHeaders {
         into.extend(headers.keys().filter(|n| self.is_identity(n)).cloned());
     }
 
-    /// The verified identity into `set`. A claim value that is not valid header text is left
-    /// out with a log line.
-    pub(super) fn set(&self, set: &mut HeaderMap, principal: &Principal) {
+    /// The verified identity into `set`: worked out at the principal's first pass and kept
+    /// on it ([`Principal::headers`]), so a cached token's next requests only copy them. The
+    /// principal is this gateway's own (its token cache is built with its config), so what
+    /// was kept follows this `[identity]`.
+    pub(super) fn set(&self, set: &mut Sets, principal: &Principal) {
+        let pairs = principal.headers.get_or_init(|| self.headers_of(principal));
+        set.extend(pairs.iter());
+    }
+
+    /// The identity's headers, in the order of `[identity]`'s keys. A claim value that is not
+    /// valid header text is left out with a log line.
+    fn headers_of(&self, principal: &Principal) -> Box<[(HeaderName, HeaderValue)]> {
+        let mut out = Vec::new();
         let c = &principal.claims;
         let cfg = &self.cfg;
         let roles = c.roles.as_ref().map(|r| r.join(","));
@@ -73,13 +84,93 @@ impl IdentityHeaders {
                 continue;
             };
             match HeaderValue::from_str(value) {
-                Ok(v) => {
-                    set.insert(name.clone(), v);
-                }
+                Ok(v) => out.push((name.clone(), v)),
                 Err(_) => {
                     tracing::warn!(header = %name, "claim value is not valid header text; header not set");
                 }
             }
         }
+        out.into_boxed_slice()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::auth::Claims;
+
+    fn identity() -> IdentityHeaders {
+        let name = |n: &'static str| Some(HeaderName::from_static(n));
+        IdentityHeaders::new(Identity {
+            subject_header: name("x-auth-subject"),
+            tenant_header: name("x-auth-tenant"),
+            client_header: None,
+            scopes_header: name("x-auth-scopes"),
+            roles_header: name("x-auth-roles"),
+            name_header: None,
+            claims_header: None,
+            strip_headers: Vec::new(),
+        })
+    }
+
+    fn principal(claims: serde_json::Value) -> Principal {
+        Principal {
+            claims: serde_json::from_value::<Claims>(claims).expect("claims"),
+            version: None,
+            kid: "k".into(),
+            payload: None,
+            headers: OnceLock::new(),
+        }
+    }
+
+    fn names_and_values(set: &Sets) -> Vec<(String, String)> {
+        set.iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_identity_is_worked_out_once_and_kept_on_the_principal() {
+        let p = principal(serde_json::json!({
+            "oid": "o-1", "tid": "t-1", "scp": "read write", "roles": ["A", "B"]
+        }));
+        let mut first = Sets::default();
+        identity().set(&mut first, &p);
+        let expected = [
+            ("x-auth-subject", "o-1"),
+            ("x-auth-tenant", "t-1"),
+            ("x-auth-scopes", "read write"),
+            ("x-auth-roles", "A,B"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        assert_eq!(names_and_values(&first), expected);
+        assert_eq!(p.headers.get().map(|h| h.len()), Some(4));
+        // What was kept is what the next pass copies (not worked out again from the claims).
+        let kept = principal(serde_json::json!({"oid": "o-2"}));
+        kept.headers
+            .set(Box::new([(
+                HeaderName::from_static("x-auth-subject"),
+                HeaderValue::from_static("kept"),
+            )]))
+            .expect("empty");
+        let mut next = Sets::default();
+        identity().set(&mut next, &kept);
+        assert_eq!(
+            names_and_values(&next),
+            [("x-auth-subject".to_owned(), "kept".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_claim_that_is_not_header_text_is_left_out() {
+        let p = principal(serde_json::json!({"oid": "o\n1", "tid": "t-1"}));
+        let mut set = Sets::default();
+        identity().set(&mut set, &p);
+        assert_eq!(
+            names_and_values(&set),
+            [("x-auth-tenant".to_owned(), "t-1".to_owned())]
+        );
     }
 }
