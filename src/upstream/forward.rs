@@ -1,6 +1,7 @@
 //! Sending a request to the upstream and streaming the answer back.
 //!
-//! A pooled hyper-util client; bodies pass through as streams in both directions, so an
+//! HTTP/1.1 connections come from a pool per worker ([`super::pool`]), HTTP/2 ones from
+//! hyper-util's client; bodies pass through as streams in both directions, so an
 //! upload or download of any size uses constant memory. Failures map to 502 (unreachable,
 //! reset, TLS refused) and 504 (connect or response-header timeout). An `https` upstream is
 //! reached through [`crate::tls::upstream`].
@@ -28,11 +29,14 @@ use axum::body::Body;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::Body as _;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt as _;
 
+use super::pool::Pool;
 use super::{headers, protocol};
 use crate::config::{Upstream, UpstreamProtocol};
 use crate::telemetry::ErrorChain;
@@ -56,10 +60,10 @@ pub enum UpstreamError {
 /// The upstream and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    /// One pooled client per worker of the main listener ([`crate::worker`]): a request's
-    /// upstream connection is one its own worker opened and drives, as nginx's workers keep
-    /// their own upstream keep-alive connections.
-    clients: Arc<[Client<Connector, Body>]>,
+    /// One pool per worker of the main listener ([`crate::worker`]): a request's upstream
+    /// connection is one its own worker opened and drives, as nginx's workers keep their own
+    /// upstream keep-alive connections.
+    pools: Pools,
     /// `upstream.max_connections` permits; one is held from sending until the response body
     /// ends (or is dropped).
     slots: Arc<Semaphore>,
@@ -78,6 +82,39 @@ pub struct Forwarder {
     /// `upstream.websocket_idle_timeout` when WebSocket upgrades are forwarded
     /// (`upstream.websocket`, and an upstream reached over HTTP/1.1).
     websocket: Option<Duration>,
+}
+
+/// Where a worker's upstream connections come from.
+#[derive(Debug, Clone)]
+enum Pools {
+    /// HTTP/1.1 (`upstream.protocol = "http1"`, or `auto` on plain `http`): this crate's pools.
+    Http1 {
+        pools: Arc<[Arc<Pool>]>,
+        connector: Connector,
+        /// The URI the connector is called with: the upstream's scheme and origin.
+        target: Uri,
+    },
+    /// HTTP/2 (`h2c`, or `auto` over TLS, where ALPN decides): hyper-util's clients.
+    Clients(Arc<[Client<Connector, Body>]>),
+}
+
+/// Why a request got no response from the upstream, before it is classified.
+#[derive(Debug)]
+enum SendError {
+    Client(hyper_util::client::legacy::Error),
+    /// The connection could not be made (refused, timed out, TLS refused).
+    Connect(tower::BoxError),
+    Hyper(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(e) => write!(f, "{}", ErrorChain(e)),
+            Self::Connect(e) => write!(f, "connect: {}", ErrorChain(&**e)),
+            Self::Hyper(e) => write!(f, "{}", ErrorChain(e)),
+        }
+    }
 }
 
 /// The upstream's side of a WebSocket tunnel, once its 101 has arrived: its connection (when
@@ -121,8 +158,23 @@ impl Forwarder {
         };
         let host = HeaderValue::from_str(upstream.origin.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let pools = if protocol == UpstreamProtocol::Http1 {
+            let mut target = http::uri::Parts::default();
+            target.scheme = Some(upstream.scheme.clone());
+            target.authority = Some(upstream.origin.clone());
+            target.path_and_query = Some(PathAndQuery::from_static("/"));
+            Pools::Http1 {
+                pools: (0..pools)
+                    .map(|i| Pool::new(max_idle(i), upstream.idle_timeout))
+                    .collect(),
+                connector,
+                target: Uri::from_parts(target).unwrap_or_default(),
+            }
+        } else {
+            Pools::Clients((0..pools).map(|i| client(max_idle(i))).collect())
+        };
         Ok(Self {
-            clients: (0..pools).map(|i| client(max_idle(i))).collect(),
+            pools,
             slots: Arc::new(Semaphore::new(upstream.max_connections)),
             scheme: upstream.scheme.clone(),
             authority: upstream.origin.clone(),
@@ -237,21 +289,37 @@ impl Forwarder {
         let send = async {
             // Never closed, so never `None`.
             let slot = Arc::clone(&self.slots).acquire_owned().await.ok();
-            let client = &self.clients[crate::worker::index() % self.clients.len()];
-            let result = match (client.request(request).await, replay) {
-                (Err(e), Some(replay)) if may_retry(&e) => {
-                    tracing::debug!(
-                        target: "entragate::upstream",
-                        error = %ErrorChain(&e),
-                        "upstream connection failed before a response; sending the request again"
-                    );
-                    client.request(replay.request()).await
+            let worker = crate::worker::index();
+            let result = match &self.pools {
+                Pools::Http1 {
+                    pools,
+                    connector,
+                    target,
+                } => {
+                    let pool = &pools[worker % pools.len()];
+                    send_http1(pool, connector, target, request, replay)
+                        .await
+                        .map(|(r, sender)| (r, Some((Arc::clone(pool), sender))))
                 }
-                (result, _) => result,
+                Pools::Clients(clients) => {
+                    let client = &clients[worker % clients.len()];
+                    let result = match (client.request(request).await, replay) {
+                        (Err(e), Some(replay)) if may_retry(&e) => {
+                            tracing::debug!(
+                                target: "entragate::upstream",
+                                error = %ErrorChain(&e),
+                                "upstream connection failed before a response; sending the request again"
+                            );
+                            client.request(replay.request()).await
+                        }
+                        (result, _) => result,
+                    };
+                    result.map(|r| (r, None)).map_err(SendError::Client)
+                }
             };
-            result.map(|r| (r, slot))
+            result.map(|(r, back)| (r, back, slot))
         };
-        let (response, slot) = match tokio::time::timeout(self.timeout, send).await {
+        let (response, back, slot) = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => {
                 tracing::warn!(
                     target: "entragate::upstream",
@@ -261,11 +329,11 @@ impl Forwarder {
                 return Err(UpstreamError::Timeout);
             }
             Ok(Err(e)) => {
-                let kind = classify(&e);
+                let kind = e.classify();
                 if kind != UpstreamError::ClientBody {
                     tracing::warn!(
                         target: "entragate::upstream",
-                        error = %ErrorChain(&e),
+                        error = %e,
                         "upstream request failed"
                     );
                 }
@@ -275,6 +343,8 @@ impl Forwarder {
         };
         let mut response = response;
         if upgrade && response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is the tunnel's now: it does not go back to the pool.
+            drop(back);
             let on = hyper::upgrade::on(&mut response);
             let (mut parts, _) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
@@ -286,7 +356,11 @@ impl Forwarder {
         }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        let body = Slotted { inner: body, slot };
+        let body = Slotted {
+            inner: body,
+            slot,
+            back,
+        };
         Ok((Response::from_parts(parts, Body::new(body)), None))
     }
 
@@ -307,11 +381,105 @@ impl Forwarder {
             PathAndQuery::try_from(format!("{}{}", self.base_path, pq.as_str())).unwrap_or(pq)
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        if let Pools::Clients(_) = self.pools {
+            // hyper-util's client takes the absolute form; an HTTP/1.1 connection of this
+            // crate's pools is sent the origin form it writes.
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
     }
+}
+
+/// A pooled HTTP/1.1 connection's answer, and the connection to hand back when its body
+/// ends.
+type Answer = (Response<hyper::body::Incoming>, http1::SendRequest<Body>);
+
+/// Sends `request` on the worker's most recent idle connection, or on a new one. When a
+/// pooled connection turns out to be closed, the request goes once more on a new connection:
+/// as it was when hyper hands it back unsent, else from `replay` when it may be sent again
+/// (the upstream closed the connection as the request went out).
+async fn send_http1(
+    pool: &Arc<Pool>,
+    connector: &Connector,
+    target: &Uri,
+    request: Request<Body>,
+    replay: Option<Replay>,
+) -> Result<Answer, SendError> {
+    let (sender, reused) = match pool.take() {
+        Some(sender) => (sender, true),
+        None => (connect(pool, connector, target).await?, false),
+    };
+    let (e, unsent) = match send_on(sender, request).await {
+        Ok(answer) => return Ok(answer),
+        Err(failed) => failed,
+    };
+    let again = match unsent {
+        Some(request) => Some(request),
+        None if may_retry_hyper(&e) => replay.map(Replay::request),
+        None => None,
+    };
+    match again {
+        Some(request) if reused => {
+            tracing::debug!(
+                target: "entragate::upstream",
+                error = %ErrorChain(&e),
+                "upstream connection failed before a response; sending the request again"
+            );
+            let sender = connect(pool, connector, target).await?;
+            send_on(sender, request)
+                .await
+                .map_err(|(e, _)| SendError::Hyper(e))
+        }
+        _ => Err(SendError::Hyper(e)),
+    }
+}
+
+/// Sends on one connection; on failure the error, and the request if hyper never sent it.
+async fn send_on(
+    mut sender: http1::SendRequest<Body>,
+    request: Request<Body>,
+) -> Result<Answer, (hyper::Error, Option<Request<Body>>)> {
+    if let Err(e) = sender.ready().await {
+        return Err((e, Some(request)));
+    }
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut e) => {
+            let unsent = e.take_message();
+            Err((e.into_error(), unsent))
+        }
+    }
+}
+
+/// A new HTTP/1.1 connection to the upstream (TCP, TLS for `https`), driven by a task of
+/// the current worker.
+async fn connect(
+    pool: &Arc<Pool>,
+    connector: &Connector,
+    target: &Uri,
+) -> Result<http1::SendRequest<Body>, SendError> {
+    let io = connector
+        .clone()
+        .oneshot(target.clone())
+        .await
+        .map_err(SendError::Connect)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(SendError::Hyper)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(
+                target: "entragate::upstream",
+                error = %ErrorChain(&e),
+                "upstream connection ended"
+            );
+        }
+    });
+    pool.start_sweep();
+    Ok(sender)
 }
 
 /// The path and query without the API's `prefix`: `/ehrbase/rest?x` under `/ehrbase` is
@@ -358,10 +526,32 @@ const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'|')
     .add(b'^');
 
-/// An upstream response body holding its request's slot until it ends or is dropped.
+/// An upstream response body holding its request's slot until it ends or is dropped, and
+/// its pooled connection, which goes back to the pool when the body has ended.
 struct Slotted {
     inner: hyper::body::Incoming,
     slot: Option<OwnedSemaphorePermit>,
+    back: Option<(Arc<Pool>, http1::SendRequest<Body>)>,
+}
+
+impl Slotted {
+    /// The body has ended: the connection goes back, the slot is free.
+    fn ended(&mut self) {
+        if let Some((pool, sender)) = self.back.take() {
+            pool.put(sender);
+        }
+        self.slot = None;
+    }
+}
+
+impl Drop for Slotted {
+    fn drop(&mut self) {
+        // Dropped at its end (a body hyper's server never polled: empty, or `HEAD`'s): the
+        // connection may serve another request. Dropped before, it closes with the sender.
+        if self.inner.is_end_stream() {
+            self.ended();
+        }
+    }
 }
 
 impl http_body::Body for Slotted {
@@ -373,10 +563,16 @@ impl http_body::Body for Slotted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
-            // The connection is back in the pool (or gone): free the slot now, not when the
-            // client's side drops the body.
-            self.slot = None;
+        match &frame {
+            // Free the slot (and give the connection back) now, not when the client's side
+            // drops the body.
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
+            Poll::Ready(Some(Err(_))) => {
+                self.back = None;
+                self.slot = None;
+            }
+            _ => {}
         }
         frame
     }
@@ -427,11 +623,28 @@ impl Replay {
 /// that the upstream closed as the request went out, a second try succeeds. Connect errors
 /// (nothing listening, connect timeout) would only fail again.
 fn may_retry(e: &hyper_util::client::legacy::Error) -> bool {
-    !e.is_connect() && classify(e) == UpstreamError::Unreachable
+    !e.is_connect() && classify(e, e.is_connect()) == UpstreamError::Unreachable
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let chain = || std::iter::successors(std::error::Error::source(e), |s| s.source());
+/// [`may_retry`] for a pooled HTTP/1.1 connection's failure (never a connect error).
+fn may_retry_hyper(e: &hyper::Error) -> bool {
+    classify(e, false) == UpstreamError::Unreachable
+}
+
+impl SendError {
+    fn classify(&self) -> UpstreamError {
+        match self {
+            Self::Client(e) => classify(e, e.is_connect()),
+            Self::Connect(e) => classify(&**e, true),
+            Self::Hyper(e) => classify(e, false),
+        }
+    }
+}
+
+/// What a failure is for the client, from its chain of causes (`connect`: it happened while
+/// the connection was being made).
+fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> UpstreamError {
+    let chain = || std::iter::successors(Some(e), |s| s.source());
     if chain().any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>) {
         return UpstreamError::BodyTooLarge;
     }
@@ -440,8 +653,8 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if chain().any(<dyn std::error::Error>::is::<axum::Error>) {
         return UpstreamError::ClientBody;
     }
-    if e.is_connect() {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    if connect {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>()
                 && io.kind() == std::io::ErrorKind::TimedOut
