@@ -121,6 +121,18 @@ impl Sets {
         }
     }
 
+    /// The pairs, each name once (as [`Sets::insert`] leaves them).
+    #[must_use]
+    pub fn into_pairs(self) -> Vec<(HeaderName, HeaderValue)> {
+        self.0
+    }
+
+    /// `Sets` of pairs known to name each header once (taken from [`Sets::into_pairs`]).
+    #[must_use]
+    pub fn from_unique(pairs: &[(HeaderName, HeaderValue)]) -> Self {
+        Self(pairs.to_vec())
+    }
+
     #[must_use]
     pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)

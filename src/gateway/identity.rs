@@ -60,13 +60,18 @@ impl IdentityHeaders {
     /// was kept follows this `[identity]`.
     pub(super) fn set(&self, set: &mut Sets, principal: &Principal) {
         let pairs = principal.headers.get_or_init(|| self.headers_of(principal));
-        set.extend(pairs.iter());
+        if set.is_empty() {
+            *set = Sets::from_unique(pairs);
+        } else {
+            set.extend(pairs.iter());
+        }
     }
 
-    /// The identity's headers, in the order of `[identity]`'s keys. A claim value that is not
-    /// valid header text is left out with a log line.
+    /// The identity's headers, in the order of `[identity]`'s keys, each name once (two keys
+    /// naming the same header: the later one's value). A claim value that is not valid header
+    /// text is left out with a log line.
     fn headers_of(&self, principal: &Principal) -> Box<[(HeaderName, HeaderValue)]> {
-        let mut out = Vec::new();
+        let mut out = Sets::default();
         let c = &principal.claims;
         let cfg = &self.cfg;
         let roles = c.roles.as_ref().map(|r| r.join(","));
@@ -84,13 +89,13 @@ impl IdentityHeaders {
                 continue;
             };
             match HeaderValue::from_str(value) {
-                Ok(v) => out.push((name.clone(), v)),
+                Ok(v) => out.insert(name.clone(), v),
                 Err(_) => {
                     tracing::warn!(header = %name, "claim value is not valid header text; header not set");
                 }
             }
         }
-        out.into_boxed_slice()
+        out.into_pairs().into_boxed_slice()
     }
 }
 

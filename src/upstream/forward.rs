@@ -407,9 +407,12 @@ async fn send_http1(
     request: Request<Body>,
     replay: Option<Replay>,
 ) -> Result<Answer, SendError> {
+    // (The connect futures are boxed: a new connection is the rare case, and its future,
+    // TLS handshake included, would otherwise make every request's future that much larger
+    // to move.)
     let (sender, reused) = match pool.take() {
         Some(sender) => (sender, true),
-        None => (connect(pool, connector, target).await?, false),
+        None => (Box::pin(connect(pool, connector, target)).await?, false),
     };
     let (e, unsent) = match send_on(sender, request).await {
         Ok(answer) => return Ok(answer),
@@ -427,7 +430,7 @@ async fn send_http1(
                 error = %ErrorChain(&e),
                 "upstream connection failed before a response; sending the request again"
             );
-            let sender = connect(pool, connector, target).await?;
+            let sender = Box::pin(connect(pool, connector, target)).await?;
             send_on(sender, request)
                 .await
                 .map_err(|(e, _)| SendError::Hyper(e))
