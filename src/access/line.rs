@@ -69,8 +69,7 @@ fn text(buf: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, elapsed_us: u64) {
     }
     if let Some(d) = e.upstream {
         buf.extend_from_slice(b" upstream.ms=");
-        // `{:?}` of an f64, as the `fmt` layer writes it.
-        let _ = write!(buf, "{:?}", millis(d));
+        millis_debug(buf, d);
     }
     buf.extend_from_slice(b" elapsed_us=");
     integer(buf, elapsed_us);
@@ -129,6 +128,40 @@ fn json(buf: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, elapsed_us: u64) {
 
 fn integer(buf: &mut Vec<u8>, n: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `{:?}` of [`millis`]`(d)`, as the `fmt` layer writes the f64. The value is a whole
+/// number of microseconds over 1,000, and below 2^40 microseconds (12 days) the f64 nearest
+/// that decimal prints as exactly it (Rust's `{:?}` writes the shortest decimal that reads
+/// back as the same f64, and no decimal of fewer digits is within an ulp of it): the whole
+/// milliseconds, a point, the fraction's digits without trailing zeros (`0` when there are
+/// none). Longer durations go through `fmt`.
+fn millis_debug(buf: &mut Vec<u8>, d: std::time::Duration) {
+    const LIMIT: f64 = (1_u64 << 40) as f64;
+    let micros = (d.as_secs_f64() * 1e6).round();
+    if !(0.0..LIMIT).contains(&micros) {
+        let _ = write!(buf, "{:?}", millis(d));
+        return;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a whole number in 0..2^40, checked above"
+    )]
+    let micros = micros as u64;
+    integer(buf, micros / 1000);
+    buf.push(b'.');
+    let fraction = micros % 1000;
+    let digits = [fraction / 100, fraction / 10 % 10, fraction % 10]
+        .map(|d| b'0' + u8::try_from(d).unwrap_or(0));
+    let used = if fraction.is_multiple_of(100) {
+        1
+    } else if fraction.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    buf.extend_from_slice(&digits[..used]);
 }
 
 /// `{:?}` of a `&str`: quoted, with Rust's escapes. Printable ASCII without `"` and `\` is
@@ -501,7 +534,39 @@ mod tests {
         }
     }
 
+    fn millis_text(d: Duration) -> String {
+        let mut got = Vec::new();
+        millis_debug(&mut got, d);
+        String::from_utf8(got).expect("text")
+    }
+
+    #[test]
+    fn upstream_milliseconds_are_written_as_fmt_writes_the_f64() {
+        // Every microsecond count of the first 2.1 seconds, around the 2^40 limit, and
+        // durations between whole microseconds (rounded as `millis` rounds them).
+        let around_limit = ((1_u64 << 40) - 2_000..(1_u64 << 40) + 2_000).step_by(7);
+        for micros in (0..2_100_000).chain(around_limit) {
+            let d = Duration::from_micros(micros);
+            assert_eq!(millis_text(d), format!("{:?}", millis(d)), "{micros} µs");
+        }
+        for nanos in [499, 500, 501, 1_499, 1_500, 999_999_999, 12_345_678_901] {
+            let d = Duration::from_nanos(nanos);
+            assert_eq!(millis_text(d), format!("{:?}", millis(d)), "{nanos} ns");
+        }
+        assert_eq!(millis_text(Duration::ZERO), "0.0");
+        assert_eq!(millis_text(Duration::from_micros(1_230)), "1.23");
+    }
+
     proptest! {
+        #[test]
+        fn any_duration_is_written_as_fmt_writes_its_milliseconds(
+            // Up to 2^41 µs (twice the fast path's limit), and any at all.
+            nanos in prop_oneof![0..2_199_023_255_552_000_u64, any::<u64>()],
+        ) {
+            let d = Duration::from_nanos(nanos);
+            prop_assert_eq!(millis_text(d), format!("{:?}", millis(d)));
+        }
+
         #[test]
         fn any_strings_give_the_same_bytes(
             method in any::<String>(),
