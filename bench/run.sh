@@ -19,8 +19,10 @@
 #
 # Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
 # (proxy worker threads/processes) H2_STREAMS=10 COLD=120000 (tokens for the cold run)
-# COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1
+# COLD_DURATION=4 IDLE_CONNECTIONS=10000 SKIP_BUILD=1 CPU_ROUNDS=0 (that many more HTTP/1.1
+# runs of each proxy in turns, CPU per request as user + system time, and their medians)
 # ONLY="direct nginx envoy haproxy apache entragate entragate_nolog entragate_trace0 entragate_trace1"
+# (entragate_b: the gateway binary GATEWAY_BIN_B, for an A/B of two builds in one run)
 set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
@@ -298,6 +300,8 @@ stop_entragate() { kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; }
 # The same without the per-request access log line (RUST_LOG=warn), to show what it costs.
 start_entragate_nolog() { RUST_LOG=warn start_entragate; }
 stop_entragate_nolog() { stop_entragate; }
+start_entragate_b() { GATEWAY_BIN=${GATEWAY_BIN_B:?GATEWAY_BIN_B names the second build} start_entragate; }
+stop_entragate_b() { stop_entragate; }
 # OpenTelemetry on: sample_ratio 0 (spans decided, none kept) and 1.0 (every request exported
 # to a loopback OTLP receiver), against plain entragate (no [telemetry]).
 start_entragate_trace0() { start_otlp_sink; TRACE_RATIO=0 start_entragate; }
@@ -372,6 +376,29 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before: $LOAD0"
 for name in $ONLY; do bench_one "$name"; done
 
+# CPU_ROUNDS=N: N more HTTP/1.1 runs of each proxy in $ONLY, in turns (the same wrk as above),
+# with the CPU per request split into user and system time (tenths of a µs). One run's figure
+# moves by 10-15% from run to run on a shared machine; the median of rounds taken in turns
+# does not, and its ratio is the one to compare.
+user_sys_ticks() { local u=0 s=0 p a b; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+for round in $(seq "${CPU_ROUNDS:-0}"); do
+  for name in $ONLY; do
+    [ "$name" = direct ] && continue
+    "start_$name"
+    check_auth > /dev/null
+    url=http://127.0.0.1:$PORT$REQ_PATH
+    wrk_run "$url" "$WORK/issuer/tokens.txt" 2 "$CONNECTIONS" > /dev/null
+    read -r u0 s0 < <(user_sys_ticks "${PIDS[@]}")
+    r=$(wrk_run "$url" "$WORK/issuer/tokens.txt" "$DURATION" "$CONNECTIONS")
+    read -r u1 s1 < <(user_sys_ticks "${PIDS[@]}")
+    n=$(field requests "$r"); n=$(( n > 0 ? n : 1 ))
+    printf 'round\t%s\t%s\t%s\t%s\n' "$name" "$round" "$(( (u1 - u0) * 10000000 / TICKS / n ))" \
+      "$(( (s1 - s0) * 10000000 / TICKS / n ))" >> "$RESULTS"
+    log "$name, round $round: $(( n * 1000000 / $(field duration_us "$r") )) req/s, user/system $(( (u1 - u0) * 10000000 / TICKS / n ))/$(( (s1 - s0) * 10000000 / TICKS / n )) tenths of a µs per request"
+    "stop_$name"
+  done
+done
+
 rps_of() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$RESULTS"; }
 
 # p99 at half of nginx's peak: closed loop, each connection waiting DELAY ms between requests.
@@ -439,7 +466,7 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "| proxy | HTTP/1.1 req/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/req | HTTP/2 req/s | vs nginx (h1) | vs Envoy (h1) | auth | mpstat busy % | wrk % | upstream % |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"
   awk -F'\t' -v nginx="$(rps_of nginx)" -v envoy="$(rps_of envoy)" '
-    $1 != "half" {
+    $1 != "half" && $1 != "round" {
       vn = nginx > 0 ? sprintf("%.2fx", $2 / nginx) : "-"
       ve = envoy > 0 ? sprintf("%.2fx", $2 / envoy) : "-"
       printf "| %s | %d | %.2f | %.2f | %.1f | %d | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5 / 1024, $6, $7, vn, ve, $8, $11, $12, $13
@@ -451,6 +478,29 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "| proxy | req/s | p50 ms | p99 ms |"
     echo "|---|---:|---:|---:|"
     awk -F'\t' '$1 == "half" {printf "| %s | %d | %.2f | %.2f |\n", $2, $3, $4 / 1000, $5 / 1000}' "$RESULTS"
+    echo
+  fi
+  if [ "${CPU_ROUNDS:-0}" -gt 0 ]; then
+    echo "CPU µs per request in $CPU_ROUNDS more HTTP/1.1 runs, the proxies in turns (user + system, from /proc):"
+    echo
+    echo "| proxy | each round | median | vs nginx's median |"
+    echo "|---|---|---:|---:|"
+    awk -F'\t' '$1 == "round" {
+        each[$2] = each[$2] sprintf("%s%.1f+%.1f", (each[$2] == "" ? "" : ", "), $4 / 10, $5 / 10)
+        n[$2]++; total[$2, n[$2]] = ($4 + $5) / 10; if (!($2 in order)) { order[$2] = ++names; name[names] = $2 }
+      }
+      END {
+        for (k = 1; k <= names; k++) {
+          p = name[k]; c = n[p]
+          for (i = 1; i <= c; i++) v[i] = total[p, i]
+          for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+          median[p] = c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
+        }
+        for (k = 1; k <= names; k++) {
+          p = name[k]
+          printf "| %s | %s | %.1f | %s |\n", p, each[p], median[p], ("nginx" in median ? sprintf("%.2fx", median[p] / median["nginx"]) : "-")
+        }
+      }' "$RESULTS"
     echo
   fi
   echo "Cold path (every token new, RS256-2048): $COLD_RPS verified req/s; $COLD_PER_CPU per CPU-second of the gateway."
