@@ -144,13 +144,7 @@ mod tests {
     }
 
     fn principal(claims: serde_json::Value) -> Principal {
-        Principal {
-            claims: serde_json::from_value::<Claims>(claims).expect("claims"),
-            version: None,
-            kid: "k".into(),
-            payload: None,
-            headers: std::sync::OnceLock::new(),
-        }
+        Principal::of_claims(claims)
     }
 
     #[test]

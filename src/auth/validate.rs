@@ -34,6 +34,20 @@ pub struct Principal {
     pub headers: OnceLock<Box<[(HeaderName, HeaderValue)]>>,
 }
 
+#[cfg(test)]
+impl Principal {
+    /// A principal of `claims` (a JSON object), as tests need one.
+    pub(crate) fn of_claims(claims: serde_json::Value) -> Self {
+        Self {
+            claims: serde_json::from_value::<Claims>(claims).expect("claims"),
+            version: None,
+            kid: "k".into(),
+            payload: None,
+            headers: OnceLock::new(),
+        }
+    }
+}
+
 /// A refusal, with what could be read of the token for the decision log (never the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {

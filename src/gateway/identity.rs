@@ -101,10 +101,7 @@ impl IdentityHeaders {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use super::*;
-    use crate::auth::Claims;
 
     fn identity() -> IdentityHeaders {
         let name = |n: &'static str| Some(HeaderName::from_static(n));
@@ -121,13 +118,7 @@ mod tests {
     }
 
     fn principal(claims: serde_json::Value) -> Principal {
-        Principal {
-            claims: serde_json::from_value::<Claims>(claims).expect("claims"),
-            version: None,
-            kid: "k".into(),
-            payload: None,
-            headers: OnceLock::new(),
-        }
+        Principal::of_claims(claims)
     }
 
     fn names_and_values(set: &Sets) -> Vec<(String, String)> {
