@@ -16,6 +16,9 @@
 # cold:   the cache on as shipped and every request a token never seen before (bench/run.sh's
 #         cold path): the full check plus the cache's insert and its evictions. Sent one
 #         request at a time on one keep-alive connection (h2load cannot vary a header).
+# nginx:  nginx proxying to the same upstream (one process, its access log on, bench/run.sh's
+#         proxy settings), the same requests and token header: the instructions the gateway's
+#         cached path compares with.
 # Output: target/bench/profile/<mode>.callgrind (open with callgrind_annotate or kcachegrind).
 set -euo pipefail
 # shellcheck source=bench/common.sh
@@ -27,7 +30,8 @@ case $MODE in
   cached) CACHE="" ;;
   verify) CACHE="token_cache_entries = 0" ;;
   cold) CACHE="" ;;
-  *) die "mode is cached, verify or cold" ;;
+  nginx) CACHE="" ;;
+  *) die "mode is cached, verify, cold or nginx" ;;
 esac
 OUT=$WORK/profile
 mkdir -p "$OUT"
@@ -43,15 +47,51 @@ start_upstream
 [ -z "${TRACE_RATIO:-}" ] || start_otlp_sink
 trap 'kill "$VG" 2>/dev/null || true; stop_upstream; stop_otlp_sink' EXIT
 
-gateway_config "$OUT/gateway.toml" "$CACHE"
-rm -f "$OUT/$MODE.callgrind"
-RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$OUT/$MODE.callgrind" \
-  "$GATEWAY_BIN" serve --config "$OUT/gateway.toml" 2> "$OUT/gateway.log" &
-VG=$!
-wait_http "http://127.0.0.1:$P_GATEWAY_ADMIN/readyz" 600 || die "gateway not ready (see $OUT/gateway.log)"
+rm -f "$OUT/$MODE.callgrind"*
+if [ "$MODE" = nginx ]; then
+  d=$OUT/nginx
+  mkdir -p "$d/logs"
+  cat > "$d/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 2000; }
+http {
+  access_log $d/logs/access.log;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$MODE.callgrind" \
+    nginx -c "$d/nginx.conf" -p "$d/" 2> "$d/valgrind.log" &
+  VG=$!
+  wait_http "http://127.0.0.1:$P_NGINX/" 600 || die "nginx not up under valgrind (see $d/valgrind.log)"
+  URL="http://127.0.0.1:$P_NGINX$REQ_PATH"
+else
+  gateway_config "$OUT/gateway.toml" "$CACHE"
+  RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$OUT/$MODE.callgrind" \
+    "$GATEWAY_BIN" serve --config "$OUT/gateway.toml" 2> "$OUT/gateway.log" &
+  VG=$!
+  wait_http "http://127.0.0.1:$P_GATEWAY_ADMIN/readyz" 600 || die "gateway not ready (see $OUT/gateway.log)"
+  URL="http://127.0.0.1:$P_GATEWAY$REQ_PATH"
+fi
 AUTH="authorization: Bearer $(cat "$WORK/issuer/one-token.txt")"
-URL="http://127.0.0.1:$P_GATEWAY$REQ_PATH"
 # Warm-up: connections, pools, the token's first validation, lazy statics.
 h2load --h1 -n 200 -c 4 -H "$AUTH" "$URL" > /dev/null
 callgrind_control -i on "$VG" > /dev/null
