@@ -156,6 +156,31 @@ PY
 }
 stop_otlp_sink() { [ -z "${OTLP_SINK:-}" ] || kill "$OTLP_SINK" 2>/dev/null || true; OTLP_SINK=; }
 
+# nginx_proxy_http DIR LISTEN: the http block of nginx plain proxying to the upstream, as the
+# benchmarks compare it (access log on, upstream keep-alive, X-Forwarded-*); LISTEN holds the
+# server's listen directives.
+nginx_proxy_http() {
+  cat <<CONF
+http {
+  access_log $1/logs/access.log;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi;
+  uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
+  server {
+    $2
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+}
 wait_http() { # URL [tries]
   local i
   for ((i = 0; i < ${2:-200}; i++)); do

@@ -90,25 +90,7 @@ worker_rlimit_nofile 65536;
 pid $d/nginx.pid;
 error_log $d/logs/error.log warn;
 events { worker_connections 20000; }
-http {
-  access_log $d/logs/access.log;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$P_NGINX;
-    listen 127.0.0.1:$P_NGINX_H2 http2;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
-  }
-}
+$(nginx_proxy_http "$d" "listen 127.0.0.1:$P_NGINX; listen 127.0.0.1:$P_NGINX_H2 http2;")
 EOF
   nginx -c "$d/nginx.conf" -p "$d/" || die "nginx did not start"
   sleep 0.3

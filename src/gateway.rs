@@ -368,11 +368,11 @@ impl Gateway {
                 .refuse_limit(view, Limit::BodyTooLarge, route, facts)
                 .in_api(Some(api));
         }
-        let mut edits = Edits::default();
+        let mut edits = Edits {
+            set: principal.map(|p| self.identity.sets(p)).unwrap_or_default(),
+            ..Edits::default()
+        };
         self.identity.client_sent(view.headers, &mut edits.remove);
-        if let Some(p) = principal {
-            self.identity.set(&mut edits.set, p);
-        }
         match (outcome, &api.upstream_authorization) {
             // An unauthenticated preflight never carries credentials: not the client's, not
             // the gateway's own (`basic`).

@@ -84,7 +84,6 @@ impl Edits {
         for name in &self.remove {
             headers.remove(name);
         }
-        headers.reserve(self.set.len());
         for (name, value) in self.set {
             headers.insert(name, value);
         }
@@ -109,15 +108,6 @@ impl Sets {
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = value,
             None => self.0.push((name, value)),
-        }
-    }
-
-    /// Each of `pairs`, as [`Sets::insert`] would.
-    pub fn extend<'a>(&mut self, pairs: impl IntoIterator<Item = &'a (HeaderName, HeaderValue)>) {
-        let pairs = pairs.into_iter();
-        self.0.reserve(pairs.size_hint().0);
-        for (name, value) in pairs {
-            self.insert(name.clone(), value.clone());
         }
     }
 

@@ -54,17 +54,12 @@ impl IdentityHeaders {
         into.extend(headers.keys().filter(|n| self.is_identity(n)).cloned());
     }
 
-    /// The verified identity into `set`: worked out at the principal's first pass and kept
-    /// on it ([`Principal::headers`]), so a cached token's next requests only copy them. The
-    /// principal is this gateway's own (its token cache is built with its config), so what
-    /// was kept follows this `[identity]`.
-    pub(super) fn set(&self, set: &mut Sets, principal: &Principal) {
-        let pairs = principal.headers.get_or_init(|| self.headers_of(principal));
-        if set.is_empty() {
-            *set = Sets::from_unique(pairs);
-        } else {
-            set.extend(pairs.iter());
-        }
+    /// The verified identity's headers, the first of a pass's set edits: worked out at the
+    /// principal's first pass and kept on it ([`Principal::headers`]), so a cached token's
+    /// next requests only copy them. The principal is this gateway's own (its token cache is
+    /// built with its config), so what was kept follows this `[identity]`.
+    pub(super) fn sets(&self, principal: &Principal) -> Sets {
+        Sets::from_unique(principal.headers.get_or_init(|| self.headers_of(principal)))
     }
 
     /// The identity's headers, in the order of `[identity]`'s keys, each name once (two keys
@@ -132,8 +127,7 @@ mod tests {
         let p = principal(serde_json::json!({
             "oid": "o-1", "tid": "t-1", "scp": "read write", "roles": ["A", "B"]
         }));
-        let mut first = Sets::default();
-        identity().set(&mut first, &p);
+        let first = identity().sets(&p);
         let expected = [
             ("x-auth-subject", "o-1"),
             ("x-auth-tenant", "t-1"),
@@ -151,8 +145,7 @@ mod tests {
                 HeaderValue::from_static("kept"),
             )]))
             .expect("empty");
-        let mut next = Sets::default();
-        identity().set(&mut next, &kept);
+        let next = identity().sets(&kept);
         assert_eq!(
             names_and_values(&next),
             [("x-auth-subject".to_owned(), "kept".to_owned())]
@@ -162,8 +155,7 @@ mod tests {
     #[test]
     fn a_claim_that_is_not_header_text_is_left_out() {
         let p = principal(serde_json::json!({"oid": "o\n1", "tid": "t-1"}));
-        let mut set = Sets::default();
-        identity().set(&mut set, &p);
+        let set = identity().sets(&p);
         assert_eq!(
             names_and_values(&set),
             [("x-auth-tenant".to_owned(), "t-1".to_owned())]

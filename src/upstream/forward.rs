@@ -303,18 +303,18 @@ impl Forwarder {
                 }
                 Pools::Clients(clients) => {
                     let client = &clients[worker % clients.len()];
-                    let result = match (client.request(request).await, replay) {
-                        (Err(e), Some(replay)) if may_retry(&e) => {
-                            tracing::debug!(
-                                target: "entragate::upstream",
-                                error = %ErrorChain(&e),
-                                "upstream connection failed before a response; sending the request again"
-                            );
-                            client.request(replay.request()).await
+                    let first = client.request(request).await.map_err(SendError::Client);
+                    let result = match (first, replay) {
+                        (Err(e), Some(replay)) if e.may_retry() => {
+                            sending_again(&e);
+                            client
+                                .request(replay.request())
+                                .await
+                                .map_err(SendError::Client)
                         }
                         (result, _) => result,
                     };
-                    result.map(|r| (r, None)).map_err(SendError::Client)
+                    result.map(|r| (r, None))
                 }
             };
             result.map(|(r, back)| (r, back, slot))
@@ -416,27 +416,32 @@ async fn send_http1(
     };
     let (e, unsent) = match send_on(sender, request).await {
         Ok(answer) => return Ok(answer),
-        Err(failed) => failed,
+        Err((e, unsent)) => (SendError::Hyper(e), unsent),
     };
     let again = match unsent {
         Some(request) => Some(request),
-        None if may_retry_hyper(&e) => replay.map(Replay::request),
+        None if e.may_retry() => replay.map(Replay::request),
         None => None,
     };
     match again {
         Some(request) if reused => {
-            tracing::debug!(
-                target: "entragate::upstream",
-                error = %ErrorChain(&e),
-                "upstream connection failed before a response; sending the request again"
-            );
+            sending_again(&e);
             let sender = Box::pin(connect(pool, connector, target)).await?;
             send_on(sender, request)
                 .await
                 .map_err(|(e, _)| SendError::Hyper(e))
         }
-        _ => Err(SendError::Hyper(e)),
+        _ => Err(e),
     }
+}
+
+/// The log line of a request sent a second time ([`SendError::may_retry`]).
+fn sending_again(e: &SendError) {
+    tracing::debug!(
+        target: "entragate::upstream",
+        error = %e,
+        "upstream connection failed before a response; sending the request again"
+    );
 }
 
 /// Sends on one connection; on failure the error, and the request if hyper never sent it.
@@ -622,19 +627,19 @@ impl Replay {
     }
 }
 
-/// A failure after the connection was made and before any response: on a pooled connection
-/// that the upstream closed as the request went out, a second try succeeds. Connect errors
-/// (nothing listening, connect timeout) would only fail again.
-fn may_retry(e: &hyper_util::client::legacy::Error) -> bool {
-    !e.is_connect() && classify(e, e.is_connect()) == UpstreamError::Unreachable
-}
-
-/// [`may_retry`] for a pooled HTTP/1.1 connection's failure (never a connect error).
-fn may_retry_hyper(e: &hyper::Error) -> bool {
-    classify(e, false) == UpstreamError::Unreachable
-}
-
 impl SendError {
+    /// A failure after the connection was made and before any response: on a pooled
+    /// connection that the upstream closed as the request went out, a second try succeeds.
+    /// Connect errors (nothing listening, connect timeout) would only fail again.
+    fn may_retry(&self) -> bool {
+        let after_connect = match self {
+            Self::Client(e) => !e.is_connect(),
+            Self::Connect(_) => false,
+            Self::Hyper(_) => true,
+        };
+        after_connect && self.classify() == UpstreamError::Unreachable
+    }
+
     fn classify(&self) -> UpstreamError {
         match self {
             Self::Client(e) => classify(e, e.is_connect()),

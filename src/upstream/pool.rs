@@ -54,11 +54,16 @@ impl Pool {
         let mut idle = self.lock();
         let now = Instant::now();
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout {
+            if self.usable(&i, now) {
                 return Some(i.sender);
             }
         }
         None
+    }
+
+    /// Open, and idle for less than `idle_timeout` at `now`.
+    fn usable(&self, i: &Idle, now: Instant) -> bool {
+        !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout
     }
 
     /// A connection whose response ended: kept for the next request, or closed (dropped)
@@ -77,8 +82,8 @@ impl Pool {
     }
 
     /// Idle connections held now.
-    #[must_use]
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.lock().len()
     }
 
@@ -98,8 +103,7 @@ impl Pool {
     /// Closes the connections idle for `idle_timeout` or more, and the closed ones.
     fn prune(&self) {
         let now = Instant::now();
-        self.lock()
-            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout);
+        self.lock().retain(|i| self.usable(i, now));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
