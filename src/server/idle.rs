@@ -98,6 +98,7 @@ impl AsyncRead for Watched {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(this.prefix.get(..n).unwrap_or_default());
             this.prefix.advance(n);
+            this.prefix = unshared(std::mem::take(&mut this.prefix));
             this.activity.read_pending.store(false, Ordering::Release);
             this.activity.read_since_mark.store(true, Ordering::Release);
             return Poll::Ready(Ok(()));
@@ -473,7 +474,7 @@ async fn serve_with<H: Handler>(
         };
         activity.parked.fetch_add(1, Ordering::AcqRel);
         let mut watched = parts.io.into_inner();
-        watched.prefix = parts.read_buf;
+        watched.prefix = unshared(parts.read_buf);
         drop(parts.service);
         if watched.prefix.is_empty() {
             // Idle, without buffers: wait for the next request's first byte, the client's
@@ -490,6 +491,13 @@ async fn serve_with<H: Handler>(
         }
         io = Some(watched);
     }
+}
+
+/// `rest`, or no buffer at all when it is empty. hyper's leftover bytes are a view of its
+/// whole read buffer: kept empty, they would keep that buffer (8 KiB) alive for as long as
+/// the connection is parked.
+fn unshared(rest: Bytes) -> Bytes {
+    if rest.is_empty() { Bytes::new() } else { rest }
 }
 
 /// Waits for a parked connection's next request: true at its first byte; false when the
@@ -516,6 +524,25 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn an_empty_rest_keeps_no_buffer() {
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let mut rest = buffer.clone();
+        rest.advance(8192);
+        assert!(!buffer.is_unique(), "the empty view still holds the buffer");
+        assert!(unshared(rest).is_empty());
+        assert!(
+            buffer.is_unique(),
+            "nothing but the buffer's own handle is left"
+        );
+
+        let mut rest = buffer.clone();
+        rest.advance(8000);
+        let kept = unshared(rest);
+        assert_eq!(kept.len(), 192, "bytes not yet read are kept");
+        assert!(!buffer.is_unique());
+    }
 
     /// A connection served by [`serve_with`] with a router that answers `GET /` with "hi"
     /// and echoes the body of `POST /echo`; the client's end and the activity to inspect.
