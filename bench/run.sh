@@ -13,9 +13,9 @@
 # that every proxy forwards) and h2load (HTTP/2), with `mpstat 1` beside the HTTP/1.1 run: the
 # table gives each core's busy share and the share of a core that wrk and the upstream used,
 # so a run whose load generator or upstream saturated a core shows it. Then: p99 at half of
-# nginx's peak rate, the cold path (every token new), and the gateway's memory (idle, 10,000
-# keep-alive connections, 1 GiB upload). Prints a Markdown table; everything lands in
-# target/bench/ (results.md, logs, configs).
+# nginx's peak rate, the cold path (every token new), and the gateway's memory (idle, 1 GiB
+# upload, 10,000 keep-alive connections used at random moments, then all sending at once).
+# Prints a Markdown table; everything lands in target/bench/ (results.md, logs, configs).
 #
 # Knobs (environment): DURATION=10 (s per run) CONNECTIONS=50 THREADS=1 (wrk) WORKERS=2
 # (proxy worker threads/processes) H2_STREAMS=10 COLD=120000 (tokens for the cold run)
@@ -426,15 +426,27 @@ UPLOAD_PEAK=$(peak_rss_kib "${PIDS[0]}")
 log "upload: status and bytes $UP; RSS idle $IDLE_RSS KiB, peak $UPLOAD_PEAK KiB"
 CONNS_RSS=""
 if [ "$(ulimit -n)" -ge $((IDLE_CONNECTIONS + 1000)) ]; then
-  # Each connection sends a request every 5 s, so all stay open and in use.
-  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 wrk -t1 -c"$IDLE_CONNECTIONS" -d15s --timeout 10s \
+  # Keep-alive connections in use: each sends a request every 5 s on average, at random
+  # moments (SPREAD=1), so all stay open and most are idle at any one time.
+  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 SPREAD=1 wrk -t1 -c"$IDLE_CONNECTIONS" -d15s --timeout 10s \
     -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$WORK/conns.txt" 2>&1 &
   WRK=$!
   sleep 12
   CONNS_OPEN=$(ss -Htn state established "( sport = :$P_GATEWAY )" | wc -l)
   CONNS_RSS=$(rss_kib "${PIDS[0]}")
   wait "$WRK" || true
-  log "$CONNS_OPEN connections open: RSS $CONNS_RSS KiB; $(grep RESULT "$WORK/conns.txt" || true)"
+  log "$CONNS_OPEN connections open, used at random: RSS $CONNS_RSS KiB; $(grep RESULT "$WORK/conns.txt" || true)"
+  # Then all at once: without SPREAD every connection sends at the same moments (5 and 10 s),
+  # a burst of IDLE_CONNECTIONS requests in flight together. Peak RSS of the run (the peak is
+  # reset first), and RSS 10 s after its connections closed.
+  echo 5 > "/proc/${PIDS[0]}/clear_refs" 2>/dev/null || true
+  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 wrk -t1 -c"$IDLE_CONNECTIONS" -d12s --timeout 10s \
+    -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$WORK/burst.txt" 2>&1 || true
+  BURST_PEAK=$(peak_rss_kib "${PIDS[0]}")
+  BURST_RESULT=$(grep RESULT "$WORK/burst.txt" || true)
+  sleep 10
+  BURST_AFTER=$(rss_kib "${PIDS[0]}")
+  log "$IDLE_CONNECTIONS requests at once, twice: peak RSS $BURST_PEAK KiB, $BURST_AFTER KiB 10 s after; $BURST_RESULT"
 fi
 stop_entragate
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -491,7 +503,10 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "Gateway memory: idle $((IDLE_RSS / 1024)) MiB; 1 GiB streamed upload (status, bytes: $UP) peak $((UPLOAD_PEAK / 1024)) MiB (+$(((UPLOAD_PEAK - IDLE_RSS) / 1024)) MiB);"
   if [ -n "$CONNS_RSS" ]; then
-    echo "$CONNS_OPEN keep-alive connections open: $((CONNS_RSS / 1024)) MiB."
+    echo "$CONNS_OPEN keep-alive connections open, each sending a request every 5 s on average at random moments: $((CONNS_RSS / 1024)) MiB."
+    echo "The same connections all sending at once ($IDLE_CONNECTIONS requests in flight together, twice;" \
+      "p50 $(( $(field p50_us "$BURST_RESULT") / 1000 )) ms, p99 $(( $(field p99_us "$BURST_RESULT") / 1000 )) ms, non-2xx $(field non2xx "$BURST_RESULT")):" \
+      "peak $((BURST_PEAK / 1024)) MiB, $((BURST_AFTER / 1024)) MiB 10 s after they closed."
   else
     echo "10,000 connections: not run (ulimit -n $(ulimit -n))."
   fi

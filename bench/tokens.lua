@@ -10,9 +10,19 @@ local cycle = os.getenv("CYCLE") ~= "0"
 local i = 0
 local plain = wrk.format(nil, nil, {})
 
--- DELAY_MS: each connection waits this long between requests (the fixed-rate runs).
+-- DELAY_MS: each connection waits this long before each request (the fixed-rate runs; wrk
+-- waits before a connection's first request too, so every connection sends at the same
+-- moments). SPREAD=1: each wait is drawn at random from half to one and a half DELAY_MS, so
+-- the requests are spread over time at the same mean rate, as independent clients send them
+-- (and no wait comes near twice DELAY_MS, where a server's idle timeout may be).
 local pause = tonumber(os.getenv("DELAY_MS") or "")
-if pause then delay = function() return pause end end
+if pause and os.getenv("SPREAD") == "1" then
+  math.randomseed(os.time())
+  local low = math.floor(pause / 2)
+  delay = function() return math.random(low, low + pause) end
+elseif pause then
+  delay = function() return pause end
+end
 
 request = function()
   i = i + 1
