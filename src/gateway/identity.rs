@@ -5,6 +5,7 @@
 //! (and every configured identity or `strip_headers` name) is removed first, so the upstream
 //! can trust any `X-Auth-*` it sees.
 
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::decision::Sets;
@@ -66,11 +67,11 @@ impl IdentityHeaders {
     /// naming the same header: the later one's value). A claim value that is not valid header
     /// text is left out with a log line.
     fn headers_of(&self, principal: &Principal) -> Box<[(HeaderName, HeaderValue)]> {
-        let mut out = Sets::default();
         let c = &principal.claims;
         let cfg = &self.cfg;
         let roles = c.roles.as_ref().map(|r| r.join(","));
         let subject = c.oid.as_deref().or(c.sub.as_deref());
+        let mut texts: Vec<(&HeaderName, &str)> = Vec::new();
         for (name, value) in [
             (&cfg.subject_header, subject),
             (&cfg.tenant_header, c.tid.as_deref()),
@@ -83,15 +84,41 @@ impl IdentityHeaders {
             let (Some(name), Some(value)) = (name, value) else {
                 continue;
             };
-            match HeaderValue::from_str(value) {
-                Ok(v) => out.insert(name.clone(), v),
-                Err(_) => {
-                    tracing::warn!(header = %name, "claim value is not valid header text; header not set");
-                }
+            if !is_header_text(value) {
+                tracing::warn!(header = %name, "claim value is not valid header text; header not set");
+                continue;
+            }
+            match texts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => *v = value,
+                None => texts.push((name, value)),
             }
         }
-        out.into_pairs().into_boxed_slice()
+        // All values in one buffer, shared by the values (the principal's few allocations
+        // are made together; a request's copy of a value is a count, not a new allocation).
+        let mut buf = BytesMut::with_capacity(texts.iter().map(|(_, v)| v.len()).sum());
+        for (_, v) in &texts {
+            buf.extend_from_slice(v.as_bytes());
+        }
+        let buf = buf.freeze();
+        let mut start = 0;
+        texts
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let bytes = buf.slice(start..start + v.len());
+                start += v.len();
+                HeaderValue::from_maybe_shared(bytes)
+                    .ok()
+                    .map(|value| (name.clone(), value))
+            })
+            .collect()
     }
+}
+
+/// What [`HeaderValue::from_str`] accepts: no control characters but the tab.
+fn is_header_text(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -150,6 +177,36 @@ mod tests {
             names_and_values(&next),
             [("x-auth-subject".to_owned(), "kept".to_owned())]
         );
+    }
+
+    #[test]
+    fn the_values_share_one_buffer() {
+        let p = principal(serde_json::json!({"oid": "o-1", "tid": "tenant-2", "scp": "read"}));
+        identity().sets(&p);
+        let kept = p.headers.get().expect("kept");
+        let values: Vec<&[u8]> = kept.iter().map(|(_, v)| v.as_bytes()).collect();
+        assert_eq!(values, [&b"o-1"[..], b"tenant-2", b"read"]);
+        for pair in values.windows(2) {
+            assert_eq!(
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                pair[1].as_ptr()
+            );
+        }
+    }
+
+    #[test]
+    fn header_text_is_what_header_value_accepts() {
+        let chars = (0u32..0x200)
+            .filter_map(char::from_u32)
+            .chain(['\u{2028}', 'é', '€']);
+        for c in chars {
+            let s = format!("a{c}b");
+            assert_eq!(
+                is_header_text(&s),
+                HeaderValue::from_str(&s).is_ok(),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]
