@@ -425,25 +425,30 @@ UP=$(head -c 1073741824 /dev/zero | curl -s -o /dev/null -w '%{http_code} %{size
 UPLOAD_PEAK=$(peak_rss_kib "${PIDS[0]}")
 log "upload: status and bytes $UP; RSS idle $IDLE_RSS KiB, peak $UPLOAD_PEAK KiB"
 CONNS_RSS=""
+# conns_wrk SECONDS OUT [SPREAD]: IDLE_CONNECTIONS connections, each a request every 5 s
+# (SPREAD=1: at random moments); wrk's output in OUT.
+conns_wrk() {
+  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 SPREAD=${3:-} wrk -t1 -c"$IDLE_CONNECTIONS" -d"$1"s \
+    --timeout 10s -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$2" 2>&1
+}
+conns_result() { grep '^RESULT' "$1" || echo "RESULT requests=0 duration_us=1 p50_us=0 p99_us=0 non2xx=0 errors=1"; }
 if [ "$(ulimit -n)" -ge $((IDLE_CONNECTIONS + 1000)) ]; then
   # Keep-alive connections in use: each sends a request every 5 s on average, at random
-  # moments (SPREAD=1), so all stay open and most are idle at any one time.
-  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 SPREAD=1 wrk -t1 -c"$IDLE_CONNECTIONS" -d15s --timeout 10s \
-    -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$WORK/conns.txt" 2>&1 &
+  # moments, so all stay open and most are idle at any one time.
+  conns_wrk 15 "$WORK/conns.txt" 1 &
   WRK=$!
   sleep 12
   CONNS_OPEN=$(ss -Htn state established "( sport = :$P_GATEWAY )" | wc -l)
   CONNS_RSS=$(rss_kib "${PIDS[0]}")
   wait "$WRK" || true
-  log "$CONNS_OPEN connections open, used at random: RSS $CONNS_RSS KiB; $(grep RESULT "$WORK/conns.txt" || true)"
+  log "$CONNS_OPEN connections open, used at random: RSS $CONNS_RSS KiB; $(conns_result "$WORK/conns.txt")"
   # Then all at once: without SPREAD every connection sends at the same moments (5 and 10 s),
   # a burst of IDLE_CONNECTIONS requests in flight together. Peak RSS of the run (the peak is
   # reset first), and RSS 10 s after its connections closed.
-  echo 5 > "/proc/${PIDS[0]}/clear_refs" 2>/dev/null || true
-  TOKENS=$WORK/issuer/tokens.txt CYCLE=1 DELAY_MS=5000 wrk -t1 -c"$IDLE_CONNECTIONS" -d12s --timeout 10s \
-    -s "$LUA" "http://127.0.0.1:$P_GATEWAY$REQ_PATH" > "$WORK/burst.txt" 2>&1 || true
+  { echo 5 > "/proc/${PIDS[0]}/clear_refs"; } 2>/dev/null || true
+  conns_wrk 12 "$WORK/burst.txt" || true
   BURST_PEAK=$(peak_rss_kib "${PIDS[0]}")
-  BURST_RESULT=$(grep RESULT "$WORK/burst.txt" || true)
+  BURST_RESULT=$(conns_result "$WORK/burst.txt")
   sleep 10
   BURST_AFTER=$(rss_kib "${PIDS[0]}")
   log "$IDLE_CONNECTIONS requests at once, twice: peak RSS $BURST_PEAK KiB, $BURST_AFTER KiB 10 s after; $BURST_RESULT"
